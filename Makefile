@@ -1,0 +1,64 @@
+# rlserve — common tasks. Every target creates/reuses the local virtualenv in .venv.
+# The two README commands are `make demo` (main job) and `make test` (whole suite).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch first, pinned: on these machines `pip install torch==2.13.0` is a local CPU build;
+# installing the project first would let pip pick a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: demo test lint format typecheck pytest bench clean help
+
+help:
+	@echo "make demo       set up .venv and run the main job"
+	@echo "make test       set up .venv with dev extras and run lint, type check and all test tiers"
+	@echo "make lint       ruff check + ruff format --check"
+	@echo "make format     ruff format + ruff check --fix"
+	@echo "make typecheck  mypy"
+	@echo "make pytest     pytest only (all tiers); PYTEST_ARGS=... to narrow"
+	@echo "make bench      run the benchmarks in bench/"
+	@echo "make clean      remove .venv and caches"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "rlserve needs Python >= 3.10, found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Stamp files make both set-ups idempotent: a second run reuses the venv and only
+# reinstalls when pyproject.toml changed.
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+# Until the training library lands, the main job is a smoke run of the CLI.
+demo: $(VENV)/.installed
+	$(BIN)/rlserve --version
+	$(BIN)/rlserve --help
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
+
+pytest: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/train_cartpole.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

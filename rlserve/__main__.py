@@ -1,0 +1,5 @@
+"""Allow ``python -m rlserve``."""
+
+from rlserve.cli import app
+
+app(prog_name="rlserve")

@@ -1,0 +1,67 @@
+"""The package layout and the one-way import rule: training <- exporters <- serving."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LIBRARIES = ("training", "exporters", "serving")
+# Which of our packages each package may import (besides itself).
+ALLOWED: dict[str, set[str]] = {
+    "training": set(),
+    "exporters": {"training"},
+    "serving": {"exporters"},
+    "rlserve": {"training", "exporters", "serving"},
+}
+OURS = set(ALLOWED)
+
+
+def _imported_top_levels(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found & OURS
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_imports_go_one_way(package: str) -> None:
+    """No module imports a package that sits above it, not even lazily inside a function."""
+    offenders = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        bad = _imported_top_levels(path) - ALLOWED[package] - {package}
+        if bad:
+            offenders.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_serving_import_does_not_load_training() -> None:
+    """A serving replica needs the artifact, never the training code (checked at run time too)."""
+    code = (
+        "import sys, serving, exporters; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'training'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_import_checker_catches_a_violation(tmp_path: Path) -> None:
+    """The static checker above really finds upward and lazy imports."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    import training.algorithm\n    from serving import app\n")
+    assert _imported_top_levels(bad) == {"training", "serving"}
+
+
+@pytest.mark.parametrize("package", [*LIBRARIES, "rlserve"])
+def test_packages_are_typed(package: str) -> None:
+    assert (ROOT / package / "py.typed").is_file()
