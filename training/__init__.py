@@ -1,7 +1,32 @@
 """rlserve.training: an RLlib-style training library on Ray (torch + gymnasium).
 
-The public API follows RLlib's "Getting Started" guide: build an algorithm from a fluent
-config, call ``train()``, ``save()`` and ``Algorithm.from_checkpoint()``.
+The public API follows RLlib's "Getting Started" guide::
+
+    from training import PPOConfig, Algorithm
+    algo = PPOConfig().environment("CartPole-v1").env_runners(num_env_runners=1).build()
+    result = algo.train()
+    path = algo.save().checkpoint.path
+    algo = Algorithm.from_checkpoint(path)
 """
 
-__all__: list[str] = []
+from training.algorithm import Algorithm
+from training.algorithms.ppo import PPO, PPOConfig
+from training.checkpoint_io import CheckpointError, CheckpointVersionError
+from training.config import AlgorithmConfig, ConfigError
+from training.env_runner_group import EnvRunnerFailedError
+from training.envs import UnknownEnvError
+from training.registry import register_algorithms
+
+register_algorithms()
+
+__all__ = [
+    "PPO",
+    "Algorithm",
+    "AlgorithmConfig",
+    "CheckpointError",
+    "CheckpointVersionError",
+    "ConfigError",
+    "EnvRunnerFailedError",
+    "PPOConfig",
+    "UnknownEnvError",
+]

@@ -1,0 +1,191 @@
+"""Algorithms with remote EnvRunner actors: weights, fault tolerance, Ray Tune."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from training import Algorithm, EnvRunnerFailedError, PPOConfig
+
+pytestmark = pytest.mark.integration
+
+
+def tiny(env: Any = "CartPole-v1", **env_config: Any) -> PPOConfig:
+    return (
+        PPOConfig()
+        .environment(env, env_config=env_config)
+        .env_runners(num_env_runners=2, num_envs_per_env_runner=2, rollout_fragment_length=32)
+        .training(train_batch_size=128, minibatch_size=64, num_epochs=1)
+        .debugging(seed=0)
+    )
+
+
+def test_remote_runners_share_the_learner_weights(ray_session: Any) -> None:
+    algo = tiny().env_runners(observation_filter="MeanStdFilter").build()
+    try:
+        result = algo.train()
+        assert result["num_healthy_env_runners"] == 2
+        assert 100 < result["num_env_steps_sampled_lifetime"] <= 128
+        weights = algo.env_runner_group.foreach_worker(lambda w: w.get_weights())
+        assert len(weights) == 3  # local runner + 2 remote runners
+        learner = algo.get_weights()
+        for runner_weights in weights:
+            assert runner_weights.keys() == learner.keys()
+            for key, value in learner.items():
+                np.testing.assert_array_equal(runner_weights[key], value)
+        # The filter statistics travel with the weights and are non-trivial after sampling.
+        assert not np.allclose(learner["obs_filter.mean"], 0.0)
+        indices = algo.env_runner_group.foreach_worker_with_index(lambda i, w: (i, w.runner_index))
+        assert indices == [(0, 0), (1, 1), (2, 2)]
+    finally:
+        algo.stop()
+
+
+def test_failed_runner_is_restarted_and_training_continues(
+    ray_session: Any, tmp_path: Path
+) -> None:
+    marker = tmp_path / "fail"
+    algo = tiny("tests.ray_envs:FlakyCartPole", fail_marker=str(marker)).build()
+    try:
+        algo.train()
+        marker.touch()
+        result = algo.train()
+        assert not marker.exists(), "the injected failure did not fire"
+        assert result["num_env_runner_restarts"] == 1
+        result = algo.train()
+        assert result["num_healthy_env_runners"] == 2
+        assert result["training_iteration"] == 3
+    finally:
+        algo.stop()
+
+
+def test_failed_runner_without_restarts_raises_a_clear_error(
+    ray_session: Any, tmp_path: Path
+) -> None:
+    marker = tmp_path / "fail"
+    config = tiny("tests.ray_envs:FlakyCartPole", fail_marker=str(marker)).fault_tolerance(
+        restart_failed_env_runners=False
+    )
+    algo = config.build()
+    try:
+        marker.touch()
+        start = time.monotonic()
+        with pytest.raises(EnvRunnerFailedError, match="injected env failure"):
+            algo.train()
+        assert time.monotonic() - start < 30
+    finally:
+        algo.stop()
+
+
+def test_ignored_failures_drop_the_runner(ray_session: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "fail"
+    config = tiny("tests.ray_envs:FlakyCartPole", fail_marker=str(marker)).fault_tolerance(
+        restart_failed_env_runners=False, ignore_env_runner_failures=True
+    )
+    algo = config.build()
+    try:
+        marker.touch()
+        algo.train()
+        result = algo.train()
+        assert result["num_healthy_env_runners"] == 1
+        assert result["num_env_runner_restarts"] == 0
+    finally:
+        algo.stop()
+
+
+def test_killed_runner_process_is_replaced(ray_session: Any) -> None:
+    import ray
+
+    algo = tiny().build()
+    try:
+        algo.train()
+        ray.kill(algo.env_runner_group._actors[1], no_restart=True)
+        algo.train()
+        result = algo.train()
+        assert result["num_env_runner_restarts"] == 1
+        assert result["num_healthy_env_runners"] == 2
+    finally:
+        algo.stop()
+
+
+def test_hung_runner_is_bounded_by_sample_timeout(ray_session: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "hang"
+    config = (
+        tiny("tests.ray_envs:HangingCartPole", hang_marker=str(marker))
+        .env_runners(num_env_runners=1, sample_timeout_s=2.0)
+        .fault_tolerance(restart_failed_env_runners=False)
+    )
+    algo = config.build()
+    try:
+        marker.touch()
+        start = time.monotonic()
+        with pytest.raises(EnvRunnerFailedError, match="sample_timeout_s"):
+            algo.train()
+        assert time.monotonic() - start < 20
+    finally:
+        marker.unlink()
+        algo.stop()
+
+
+def test_tune_sweep_of_two_trials_and_best_checkpoint(ray_session: Any, tmp_path: Path) -> None:
+    from ray import tune
+
+    from training import PPO
+
+    param_space = (
+        PPOConfig()
+        .environment("CartPole-v1")
+        .env_runners(num_envs_per_env_runner=2, rollout_fragment_length=32)
+        .training(
+            train_batch_size=64, minibatch_size=32, num_epochs=1, lr=tune.grid_search([1e-3, 1e-4])
+        )
+        .debugging(seed=0)
+    )
+    tuner = tune.Tuner(
+        PPO,
+        param_space=param_space,  # type: ignore[arg-type]  # Tune takes any _Config
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path),
+            stop={"training_iteration": 2},
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True),
+            verbose=0,
+        ),
+    )
+    results = tuner.fit()
+    assert len(results) == 2
+    assert results.num_errors == 0
+    configs = [results[i].config for i in range(len(results))]
+    lrs = sorted(c["lr"] for c in configs if c is not None)
+    assert lrs == [1e-4, 1e-3]
+    best = results.get_best_result(metric="env_runners/episode_return_mean", mode="max")
+    assert best.checkpoint is not None
+    algo = Algorithm.from_checkpoint(best.checkpoint)
+    try:
+        assert algo.iteration == 2
+        assert best.config is not None
+        assert algo.config.lr == best.config["lr"]
+        assert algo.compute_single_action(np.zeros(4, np.float32), explore=False) in (0, 1)
+    finally:
+        algo.stop()
+
+
+def test_algorithms_are_registered_with_tune_by_name(ray_session: Any, tmp_path: Path) -> None:
+    from ray import tune
+
+    tuner = tune.Tuner(
+        "PPO",
+        param_space=PPOConfig()  # type: ignore[arg-type]  # Tune takes any _Config
+        .environment("CartPole-v1")
+        .training(train_batch_size=64, minibatch_size=32, num_epochs=1),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path), stop={"training_iteration": 1}, verbose=0
+        ),
+    )
+    results = tuner.fit()
+    assert results.num_errors == 0
+    assert results[0].metrics is not None
+    assert results[0].metrics["training_iteration"] == 1

@@ -1,0 +1,334 @@
+"""``Algorithm``: a ``ray.tune.Trainable`` that samples with EnvRunners and updates a module.
+
+Subclasses (PPO, DQN) provide ``get_default_config``, ``build_module``, ``setup_learner``,
+``training_step`` and their learner state for checkpoints. The rest — runners, filter merging,
+weight broadcast, metrics, evaluation, checkpoints and action computation — is shared here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from ray.tune import Trainable
+
+from training.checkpoints import algorithm_class, read_checkpoint, write_checkpoint
+from training.config import AlgorithmConfig
+from training.env_runner import EnvRunner, Fragment
+from training.env_runner_group import EnvRunnerGroup
+from training.policy import Policy
+from training.preprocessing import RunningStat
+from training.rl_module import RLModule
+
+__all__ = ["Algorithm"]
+
+logger = logging.getLogger("training.algorithm")
+SMOOTHING_EPISODES = 100
+
+
+class Algorithm(Trainable):
+    """Base of PPO and DQN. Build one with ``PPOConfig().environment(...).build()``.
+
+    Args:
+        config: An ``AlgorithmConfig`` (or its ``to_dict()`` form, as Ray Tune passes it).
+        **kwargs: Passed to ``ray.tune.Trainable`` (Tune's storage context).
+    """
+
+    config_class: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
+    name: ClassVar[str] = "Algorithm"
+    config: AlgorithmConfig  # type: ignore[assignment]
+
+    def __init__(
+        self, config: AlgorithmConfig | dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        if isinstance(config, AlgorithmConfig):
+            config = config.to_dict()
+        super().__init__(config=dict(config or {}), **kwargs)
+
+    # ----------------------------------------------------------------- subclass hooks
+    @classmethod
+    def get_default_config(cls) -> AlgorithmConfig:
+        """A fresh default config for this algorithm."""
+        return cls.config_class()
+
+    @classmethod
+    def build_module(
+        cls,
+        config: AlgorithmConfig,
+        observation_space: gym.Space[Any],
+        action_space: gym.Space[Any],
+    ) -> RLModule:
+        """Create this algorithm's module for the given spaces."""
+        raise NotImplementedError
+
+    def setup_learner(self) -> None:
+        """Create the learner (``self.learner``) around ``self.module``."""
+        raise NotImplementedError
+
+    def training_step(self) -> dict[str, float]:
+        """Sample, update, and return the learner metrics."""
+        raise NotImplementedError
+
+    def learner_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The learner's tensors and JSON state for checkpoints."""
+        raise NotImplementedError
+
+    def set_learner_state(self, tensors: dict[str, torch.Tensor], data: dict[str, Any]) -> None:
+        """Restore what :meth:`learner_state` returned."""
+        raise NotImplementedError
+
+    @classmethod
+    def default_resource_request(cls, config: dict[str, Any] | AlgorithmConfig) -> Any:
+        """Resources Ray Tune reserves per trial: the driver plus every EnvRunner actor."""
+        from ray.tune import PlacementGroupFactory
+
+        cfg = (
+            config
+            if isinstance(config, AlgorithmConfig)
+            else cls.config_class.from_dict(
+                {k: v for k, v in config.items() if not k.startswith("__")}
+            )
+        )
+        bundles = [{"CPU": cfg.num_cpus_for_main_process, "GPU": cfg.num_gpus}]
+        bundles += [
+            {"CPU": cfg.num_cpus_per_env_runner, "GPU": cfg.num_gpus_per_env_runner}
+        ] * cfg.num_env_runners
+        return PlacementGroupFactory(bundles, strategy="PACK")
+
+    # ----------------------------------------------------------------- Trainable API
+    def setup(self, config: dict[str, Any]) -> None:
+        """Validate the config, start runners, build the module and the learner."""
+        self.config = self.config_class.from_dict(config)
+        self.config.validate()
+        level = self.config.log_level.replace("WARN", "WARNING")
+        logging.getLogger("training").setLevel(level)
+        if self.config.seed is not None:
+            torch.manual_seed(self.config.seed)
+            np.random.seed(self.config.seed % 2**32)
+            random.seed(self.config.seed)
+        self.device = torch.device("cuda" if self.config.num_gpus > 0 else "cpu")
+        self.env_runner = EnvRunner(self.config, 0)
+        self.observation_space, self.action_space = self.env_runner.get_spaces()
+        self.module = self.build_module(self.config, self.observation_space, self.action_space)
+        self.module.to(self.device)
+        self.setup_learner()
+        self.env_runner_group = EnvRunnerGroup(self.config, self.env_runner)
+        self.filter_stat = RunningStat(self.module.preprocessor.flat_dim)
+        self.counters: dict[str, int] = {
+            "num_env_steps_sampled_lifetime": 0,
+            "num_episodes_lifetime": 0,
+            "num_env_steps_trained_lifetime": 0,
+        }
+        self._returns: deque[float] = deque(maxlen=SMOOTHING_EPISODES)
+        self._lengths: deque[int] = deque(maxlen=SMOOTHING_EPISODES)
+        self._evaluation_runner: EnvRunner | None = None
+        self.sync_weights()
+
+    def step(self) -> dict[str, Any]:
+        """One training iteration: ``training_step`` plus metrics and optional evaluation."""
+        start = time.perf_counter()
+        sampled_before = self.counters["num_env_steps_sampled_lifetime"]
+        episodes_before = self.counters["num_episodes_lifetime"]
+        learner_metrics = self.training_step()
+        elapsed = time.perf_counter() - start
+        sampled = self.counters["num_env_steps_sampled_lifetime"] - sampled_before
+        returns = list(self._returns)
+        result: dict[str, Any] = {
+            "env_runners": {
+                "episode_return_mean": float(np.mean(returns)) if returns else math.nan,
+                "episode_return_min": float(np.min(returns)) if returns else math.nan,
+                "episode_return_max": float(np.max(returns)) if returns else math.nan,
+                "episode_len_mean": float(np.mean(self._lengths)) if returns else math.nan,
+                "num_episodes": self.counters["num_episodes_lifetime"] - episodes_before,
+                "num_env_steps_sampled": sampled,
+            },
+            "learners": {"default_policy": learner_metrics},
+            "num_healthy_env_runners": self.env_runner_group.num_healthy_remote_env_runners,
+            "num_remote_env_runners": self.env_runner_group.num_remote_env_runners,
+            "num_env_runner_restarts": self.env_runner_group.num_restarts,
+            "num_env_steps_sampled_throughput_per_sec": sampled / elapsed if elapsed > 0 else 0.0,
+            **self.counters,
+        }
+        interval = self.config.evaluation_interval
+        if interval is not None and (self.iteration + 1) % interval == 0:
+            result["evaluation"] = self.evaluate()
+        return result
+
+    def get_auto_filled_metrics(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Tune's auto-filled metrics, with ``config`` as a plain dict (Tune's Result.config)."""
+        metrics: dict[str, Any] = super().get_auto_filled_metrics(*args, **kwargs)
+        if isinstance(metrics.get("config"), AlgorithmConfig):
+            metrics["config"] = metrics["config"].to_dict()
+        return metrics
+
+    def train(self) -> dict[str, Any]:
+        """Run one iteration and return its RLlib-shaped nested result."""
+        result: dict[str, Any] = super().train()  # type: ignore[no-untyped-call]
+        return result
+
+    # ----------------------------------------------------------------- shared machinery
+    def sample_fragments(self, min_steps: int) -> list[Fragment]:
+        """Sample from the runners until at least ``min_steps`` rows (env steps taken).
+
+        Rows include the autoreset steps that follow an episode's end (which never enter a
+        loss), so one round of ``"auto"``-length fragments is exactly one train batch.
+        """
+        fragments: list[Fragment] = []
+        rows = 0
+        while rows < min_steps:
+            new = self.env_runner_group.sample()
+            fragments += new
+            rows += sum(f.rewards.size for f in new)
+        steps = sum(f.num_env_steps for f in fragments)
+        for fragment in fragments:
+            self._returns.extend(fragment.episode_returns)
+            self._lengths.extend(fragment.episode_lengths)
+            self.counters["num_episodes_lifetime"] += len(fragment.episode_returns)
+        self.counters["num_env_steps_sampled_lifetime"] += steps
+        return fragments
+
+    def sync_weights(self) -> None:
+        """Merge the runners' filter statistics, then broadcast module state to every runner."""
+        if self.module.obs_filter.enabled:
+            for delta in self.env_runner_group.get_filter_deltas():
+                self.filter_stat.merge(RunningStat.from_json(delta))
+            self.module.obs_filter.set_stats(self.filter_stat)
+        weights = {k: v.detach().cpu().numpy() for k, v in self.module.state_dict().items()}
+        self.env_runner_group.sync_weights(weights, self.counters["num_env_steps_sampled_lifetime"])
+
+    def evaluate(self) -> dict[str, Any]:
+        """Play ``evaluation_duration`` episodes with the current (frozen-filter) policy."""
+        if self._evaluation_runner is None:
+            eval_config = self.config.copy()
+            eval_config.update_from_dict({"num_envs_per_env_runner": 1, "output": None})
+            self._evaluation_runner = EnvRunner(eval_config, runner_index=1_000_000)
+        runner = self._evaluation_runner
+        runner.set_weights({k: v.cpu() for k, v in self.module.state_dict().items()})
+        returns: list[float] = []
+        lengths: list[int] = []
+        while len(returns) < self.config.evaluation_duration:
+            fragment = runner.sample(256, explore=self.config.evaluation_explore)
+            returns += fragment.episode_returns
+            lengths += fragment.episode_lengths
+        runner.get_filter_delta()  # evaluation never feeds the filter
+        returns = returns[: self.config.evaluation_duration]
+        lengths = lengths[: self.config.evaluation_duration]
+        return {
+            "env_runners": {
+                "episode_return_mean": float(np.mean(returns)),
+                "episode_return_min": float(np.min(returns)),
+                "episode_return_max": float(np.max(returns)),
+                "episode_len_mean": float(np.mean(lengths)),
+                "num_episodes": len(returns),
+            }
+        }
+
+    # ----------------------------------------------------------------- weights and policy
+    def get_policy(self, policy_id: str = "default_policy") -> Policy:
+        """The policy: module access, preprocessing, distributions, values/Q-values."""
+        return Policy(self.module, self.device, explore_default=self.config.explore)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Module state (parameters and buffers) as numpy arrays."""
+        return self.get_policy().get_weights()
+
+    def set_weights(self, weights: dict[str, Any]) -> None:
+        """Load module state and broadcast it to every runner."""
+        self.get_policy().set_weights(weights)
+        self.sync_weights()
+
+    def compute_single_action(self, observation: Any, explore: bool | None = None) -> Any:
+        """Action for one observation, with the training-time preprocessing and filter."""
+        return self.get_policy().compute_single_action(observation, explore=explore)
+
+    def compute_actions(self, observations: Any, explore: bool | None = None) -> np.ndarray:
+        """Actions for a batch of observations (a list, or a batched array/dict)."""
+        return self.get_policy().compute_actions(observations, explore=explore)
+
+    # ----------------------------------------------------------------- checkpoints
+    def save(self, checkpoint_dir: str | None = None) -> Any:
+        """Write a checkpoint; ``.checkpoint.path`` of the result is its directory."""
+        if checkpoint_dir is None and self._storage is None:
+            checkpoint_dir = tempfile.mkdtemp(prefix=f"{self.name.lower()}_checkpoint_")
+        return super().save(checkpoint_dir)
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        """Write the checkpoint files atomically into ``checkpoint_dir``."""
+        tensors, data = self.learner_state()
+        write_checkpoint(
+            checkpoint_dir,
+            algorithm=self.name,
+            config=self.config.to_json_dict(),
+            module=self.module,
+            learner_tensors=tensors,
+            learner_json=data,
+            filter_state=self.filter_stat.to_json() if self.module.obs_filter.enabled else None,
+            observation_space=self.observation_space,
+            action_space=self.action_space,
+            iteration=self.iteration,
+            counters=dict(self.counters),
+        )
+
+    def load_checkpoint(self, checkpoint: str | dict[str, Any] | None) -> None:
+        """Verify and load a checkpoint directory into this running algorithm."""
+        if not isinstance(checkpoint, str | os.PathLike):
+            raise TypeError(f"expected a checkpoint directory, got {type(checkpoint).__name__}")
+        contents = read_checkpoint(checkpoint)
+        if contents.metadata["algorithm"] != self.name:
+            raise ValueError(
+                f"checkpoint {checkpoint} is a {contents.metadata['algorithm']} checkpoint; "
+                f"this algorithm is {self.name}"
+            )
+        self.module.load_state_dict(contents.module_state)
+        self.set_learner_state(contents.learner_tensors, contents.learner_json)
+        if contents.filter_state is not None:
+            self.filter_stat = RunningStat.from_json(contents.filter_state)
+        for key in self.counters:
+            self.counters[key] = int(contents.metadata["counters"].get(key, 0))
+        self._iteration = int(contents.metadata["iteration"])
+        self._timesteps_total = self.counters["num_env_steps_sampled_lifetime"]  # type: ignore[assignment]
+        self.env_runner_group.get_filter_deltas()  # statistics gathered before the load are stale
+        self.sync_weights()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike[str] | Any, **overrides: Any) -> Algorithm:
+        """Rebuild the algorithm a checkpoint was written by, with optional config overrides.
+
+        Args:
+            path: Checkpoint directory (or a ``ray.tune.Checkpoint``).
+            **overrides: Settings to change, e.g. ``num_env_runners=0`` for an actor-free
+                restore.
+        """
+        path = str(getattr(path, "path", path))
+        contents = read_checkpoint(path)
+        algo_cls = algorithm_class(str(contents.metadata["algorithm"]))
+        config = algo_cls.get_default_config().update_from_dict(contents.config)
+        config.update_from_dict(overrides)
+        algo: Algorithm = config.build()
+        algo.load_checkpoint(path)
+        return algo
+
+    def stop(self) -> None:
+        """Stop the algorithm: runner actors are killed, envs closed."""
+        super().stop()  # type: ignore[no-untyped-call]
+
+    def cleanup(self) -> None:
+        """Stop the runners (called by ``stop()``)."""
+        self.env_runner_group.stop()
+        if self._evaluation_runner is not None:
+            self._evaluation_runner.stop()
+
+    @property
+    def checkpoint_path(self) -> Path | None:  # pragma: no cover - convenience only
+        """Unused; kept out of Tune's way."""
+        return None

@@ -1,0 +1,1 @@
+"""One subpackage per algorithm; shared machinery lives beside them in ``training``."""

@@ -1,0 +1,211 @@
+"""PPO's learner: GAE, then minibatch epochs of the clipped surrogate objective.
+
+Reads top to bottom like the papers: advantages by GAE (Schulman et al., 2016) with
+terminated/truncated kept apart, then for each epoch and minibatch the clipped surrogate,
+the (optionally clipped) value loss, the entropy bonus and an optional adaptive KL penalty
+(Schulman et al., 2017).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from training.algorithms.ppo.module import PPOModule
+from training.distributions import ActionDistribution
+from training.env_runner import Fragment
+
+__all__ = ["PPOBatch", "PPOLearner", "compute_gae"]
+
+
+class PPOBatch(NamedTuple):
+    """Flat rows of valid transitions, ready for minibatching."""
+
+    obs: list[Tensor]
+    actions: Tensor
+    logp_old: Tensor
+    advantages: Tensor
+    value_targets: Tensor
+    vf_preds: Tensor
+
+
+def compute_gae(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    next_values: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    gamma: float,
+    lambda_: float,
+) -> np.ndarray:
+    """Generalised advantage estimates for a time-major ``(T, N)`` fragment.
+
+    ``next_values[t]`` is ``V`` of the observation after step ``t``: for a truncated step that
+    is the episode's final observation (bootstrap), for a terminated step it is ignored.
+
+    Returns:
+        ``(T, N)`` advantages.
+    """
+    steps = rewards.shape[0]
+    advantages = np.zeros_like(rewards, dtype=np.float32)
+    last = np.zeros(rewards.shape[1], dtype=np.float32)
+    not_terminated = 1.0 - terminated.astype(np.float32)
+    not_done = 1.0 - (terminated | truncated).astype(np.float32)
+    for t in reversed(range(steps)):
+        delta = rewards[t] + gamma * next_values[t] * not_terminated[t] - values[t]
+        last = delta + gamma * lambda_ * not_done[t] * last
+        advantages[t] = last
+    return advantages
+
+
+class PPOLearner:
+    """Updates a :class:`PPOModule` from fragments.
+
+    Args:
+        module: The learner's module (on ``device``).
+        config: The PPO config.
+        device: Where the update runs.
+    """
+
+    def __init__(self, module: PPOModule, config: Any, device: torch.device) -> None:
+        self.module = module
+        self.config = config
+        self.device = device
+        self.optimizer = torch.optim.Adam(module.parameters(), lr=config.lr, eps=1e-5)
+        self.kl_coeff = float(config.kl_coeff)
+
+    def _tensor(self, array: np.ndarray) -> Tensor:
+        return torch.as_tensor(array, device=self.device)
+
+    @torch.no_grad()
+    def _values(self, leaves: list[np.ndarray]) -> np.ndarray:
+        batch = [self._tensor(x.reshape(-1, *x.shape[2:])) for x in leaves]
+        return self.module.compute_values(batch).cpu().numpy()
+
+    def build_batch(self, fragments: list[Fragment]) -> PPOBatch:
+        """GAE per fragment, then the valid rows of all fragments concatenated."""
+        gamma, lambda_ = self.config.gamma, self.config.lambda_
+        parts: dict[str, list[Any]] = {k: [] for k in ("act", "logp", "adv", "ret", "vf")}
+        obs_parts: list[list[np.ndarray]] = []
+        for frag in fragments:
+            steps, n = frag.rewards.shape
+            # One forward pass for V of every row plus the observation after the last row.
+            stacked = [
+                np.concatenate([o, nxt[None]], axis=0)
+                for o, nxt in zip(frag.obs, frag.next_obs, strict=True)
+            ]
+            all_values = self._values(stacked).reshape(steps + 1, n)
+            values, next_values = all_values[:-1], all_values[1:]
+            adv = compute_gae(
+                frag.rewards, values, next_values, frag.terminated, frag.truncated, gamma, lambda_
+            )
+            mask = frag.valid
+            obs_parts.append([o[mask] for o in frag.obs])
+            parts["act"].append(frag.actions[mask])
+            parts["logp"].append(frag.extras["action_logp"][mask])
+            parts["adv"].append(adv[mask])
+            parts["ret"].append((adv + values)[mask])
+            parts["vf"].append(values[mask])
+        cat = {k: np.concatenate(v) for k, v in parts.items()}
+        return PPOBatch(
+            obs=[self._tensor(np.concatenate(leaf)) for leaf in zip(*obs_parts, strict=True)],
+            actions=self._tensor(cat["act"]),
+            logp_old=self._tensor(cat["logp"]).float(),
+            advantages=self._tensor(cat["adv"]).float(),
+            value_targets=self._tensor(cat["ret"]).float(),
+            vf_preds=self._tensor(cat["vf"]).float(),
+        )
+
+    def update(self, fragments: list[Fragment], lr: float) -> dict[str, float]:
+        """One PPO update over the fragments; returns the learner metrics."""
+        cfg = self.config
+        batch = self.build_batch(fragments)
+        rows = batch.actions.shape[0]
+        minibatch = min(cfg.minibatch_size, rows)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        sums: dict[str, float] = {}
+        count = 0
+        for _ in range(cfg.num_epochs):
+            order = torch.randperm(rows, device=self.device)
+            for start in range(0, rows - minibatch + 1, minibatch):
+                idx = order[start : start + minibatch]
+                stats = self._sgd_step(batch, idx)
+                for key, value in stats.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                count += 1
+        metrics = {key: value / max(count, 1) for key, value in sums.items()}
+        if self.kl_coeff > 0:  # adaptive KL penalty (PPO paper, section 4)
+            if metrics["mean_kl_loss"] > 2.0 * cfg.kl_target:
+                self.kl_coeff *= 1.5
+            elif metrics["mean_kl_loss"] < 0.5 * cfg.kl_target:
+                self.kl_coeff *= 0.5
+        targets = batch.value_targets.cpu().numpy()
+        variance = float(np.var(targets))
+        residual = float(np.var(targets - batch.vf_preds.cpu().numpy()))
+        metrics["vf_explained_var"] = 1.0 - residual / variance if variance > 0 else float("nan")
+        metrics["curr_kl_coeff"] = self.kl_coeff
+        metrics["lr"] = lr
+        metrics["num_module_steps_trained"] = float(count * minibatch)
+        return metrics
+
+    def _sgd_step(self, batch: PPOBatch, idx: Tensor) -> dict[str, float]:
+        cfg = self.config
+        obs = [leaf[idx] for leaf in batch.obs]
+        actions, logp_old = batch.actions[idx], batch.logp_old[idx]
+        advantages, targets, vf_old = (
+            batch.advantages[idx],
+            batch.value_targets[idx],
+            batch.vf_preds[idx],
+        )
+        if cfg.normalize_advantages and advantages.numel() > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+        out = self.module.forward_train(obs)
+        dist = ActionDistribution(self.module.action_space, out["action_dist_inputs"])
+        logp = dist.log_prob(actions)
+        log_ratio = logp - logp_old
+        ratio = log_ratio.exp()
+
+        # Clipped surrogate objective (maximised, so the loss is its negative).
+        surrogate = torch.min(
+            advantages * ratio,
+            advantages * torch.clamp(ratio, 1.0 - cfg.clip_param, 1.0 + cfg.clip_param),
+        )
+        policy_loss = -surrogate.mean()
+
+        # Value loss, optionally clipped around the value predicted at sampling time.
+        values = out["vf_preds"]
+        vf_loss_unclipped = (values - targets) ** 2
+        if cfg.vf_clip_param is not None:
+            clipped = vf_old + torch.clamp(values - vf_old, -cfg.vf_clip_param, cfg.vf_clip_param)
+            vf_loss = 0.5 * torch.max(vf_loss_unclipped, (clipped - targets) ** 2).mean()
+        else:
+            vf_loss = 0.5 * vf_loss_unclipped.mean()
+
+        entropy = dist.entropy().mean()
+        approx_kl = ((ratio - 1.0) - log_ratio).mean()  # unbiased, low-variance KL estimate
+        total = policy_loss + cfg.vf_loss_coeff * vf_loss - cfg.entropy_coeff * entropy
+        if self.kl_coeff > 0:
+            total = total + self.kl_coeff * approx_kl
+
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        max_norm = cfg.grad_clip if cfg.grad_clip is not None else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
+        self.optimizer.step()
+
+        with torch.no_grad():
+            clip_fraction = ((ratio - 1.0).abs() > cfg.clip_param).float().mean()
+        return {
+            "policy_loss": policy_loss.item(),
+            "vf_loss": vf_loss.item(),
+            "total_loss": total.item(),
+            "entropy": entropy.item(),
+            "mean_kl_loss": approx_kl.item(),
+            "clip_fraction": clip_fraction.item(),
+            "gradients_global_norm": grad_norm.item(),
+        }

@@ -1,0 +1,81 @@
+"""``PPO``: sample a train batch from the EnvRunners, then run the PPO learner on it."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import torch
+
+from training.algorithm import Algorithm
+from training.algorithms.ppo.config import PPOConfig
+from training.algorithms.ppo.learner import PPOLearner
+from training.algorithms.ppo.module import PPOModule
+from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
+from training.config import AlgorithmConfig
+from training.config_sections import ModelConfig
+from training.rl_module import RLModule
+
+__all__ = ["PPO"]
+
+
+class PPO(Algorithm):
+    """Proximal Policy Optimization (clipped surrogate, GAE, minibatch epochs)."""
+
+    config_class: ClassVar[type[AlgorithmConfig]] = PPOConfig
+    name: ClassVar[str] = "PPO"
+    learner: PPOLearner
+
+    @classmethod
+    def build_module(
+        cls,
+        config: AlgorithmConfig,
+        observation_space: gym.Space[Any],
+        action_space: gym.Space[Any],
+    ) -> RLModule:
+        """An actor-critic :class:`PPOModule`."""
+        model = (
+            config.model if isinstance(config.model, ModelConfig) else ModelConfig(**config.model)
+        )
+        return PPOModule(
+            observation_space,
+            action_space,
+            model,
+            observation_filter=config.observation_filter == "MeanStdFilter",
+        )
+
+    def setup_learner(self) -> None:
+        """PPO learner on the module's device."""
+        assert isinstance(self.module, PPOModule)
+        self.learner = PPOLearner(self.module, self.config, self.device)
+
+    def current_lr(self) -> float:
+        """Learning rate after the optional linear schedule."""
+        cfg = self.config
+        if cfg.lr_schedule_end is None:
+            return float(cfg.lr)
+        progress = min(
+            1.0, self.counters["num_env_steps_sampled_lifetime"] / cfg.lr_schedule_timesteps
+        )
+        return float(cfg.lr * (1.0 - progress * (1.0 - cfg.lr_schedule_end)))
+
+    def training_step(self) -> dict[str, float]:
+        """Sample ``train_batch_size`` env steps, update, merge filters, broadcast weights."""
+        fragments = self.sample_fragments(self.config.train_batch_size)
+        metrics = self.learner.update(fragments, self.current_lr())
+        self.counters["num_env_steps_trained_lifetime"] += sum(f.num_env_steps for f in fragments)
+        self.sync_weights()
+        return metrics
+
+    def learner_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Adam state and the adaptive KL coefficient."""
+        tensors, data = flatten_optimizer_state(self.learner.optimizer.state_dict(), "optimizer")
+        data["kl_coeff"] = self.learner.kl_coeff
+        return tensors, data
+
+    def set_learner_state(self, tensors: dict[str, torch.Tensor], data: dict[str, Any]) -> None:
+        """Restore Adam state and the KL coefficient."""
+        self.learner.optimizer.load_state_dict(
+            unflatten_optimizer_state(tensors, data, "optimizer")
+        )
+        self.learner.kl_coeff = float(data["kl_coeff"])

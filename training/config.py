@@ -1,0 +1,364 @@
+"""``AlgorithmConfig``: the fluent, eagerly validated config every algorithm is built from.
+
+Usage follows RLlib's "Getting Started" guide::
+
+    config = (PPOConfig()
+              .environment("CartPole-v1")
+              .env_runners(num_env_runners=1)
+              .training(lr=1e-3))
+    algo = config.build()
+
+Every fluent method validates its keywords at once (see :mod:`training.config_sections`) and
+raises :class:`ConfigError` naming the field and what is allowed. Ray Tune search spaces
+(``tune.grid_search([...])``, ``tune.uniform(...)``) are accepted anywhere a value is and are
+validated after Tune resolves them.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from ray.tune.tune import _Config
+
+from training.config_sections import (
+    DebuggingSection,
+    EnvironmentSection,
+    EnvRunnersSection,
+    EvaluationSection,
+    FaultToleranceSection,
+    OfflineDataSection,
+    ResourcesSection,
+    Section,
+    TrainingSection,
+)
+
+if TYPE_CHECKING:
+    from training.algorithm import Algorithm
+
+__all__ = ["AlgorithmConfig", "ConfigError", "NotProvided"]
+
+Self = TypeVar("Self", bound="AlgorithmConfig")
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, of the wrong type, or out of range."""
+
+
+class _NotProvided:
+    def __repr__(self) -> str:
+        return "NotProvided"
+
+
+NotProvided: Any = _NotProvided()
+"""Default of every fluent keyword: the value is left as it is."""
+
+
+def is_search_space(value: Any) -> bool:
+    """Whether ``value`` is a Ray Tune search space that Tune resolves before ``setup``."""
+    from ray.tune.search.sample import Domain
+
+    if isinstance(value, Domain):
+        return True
+    return isinstance(value, dict) and set(value) == {"grid_search"}
+
+
+def _describe(error: Any, model: type[BaseModel]) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        field = str(error["loc"][-1])
+        allowed = sorted(model.model_fields)
+        close = difflib.get_close_matches(field, allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown key {field!r}{hint}; allowed keys: {', '.join(allowed)}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not loc:
+        return message
+    return f"{loc}: {message} (got {error['input']!r})"
+
+
+class AlgorithmConfig(_Config):
+    """Base config: environment, sampling, training, resources, fault tolerance, debugging.
+
+    Subclasses (``PPOConfig``, ``DQNConfig``) set ``training_section`` to a model with their
+    own hyper-parameters and ``algo_class_path`` to the algorithm they build.
+    """
+
+    training_section: ClassVar[type[TrainingSection]] = TrainingSection
+    algo_class_path: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        sections: dict[str, type[Section]] = {
+            "environment": EnvironmentSection,
+            "env_runners": EnvRunnersSection,
+            "training": self.training_section,
+            "resources": ResourcesSection,
+            "fault_tolerance": FaultToleranceSection,
+            "debugging": DebuggingSection,
+            "evaluation": EvaluationSection,
+            "offline_data": OfflineDataSection,
+        }
+        object.__setattr__(self, "_models", sections)
+        object.__setattr__(self, "_values", {name: m() for name, m in sections.items()})
+        object.__setattr__(self, "_search", {})
+
+    # ----------------------------------------------------------------- attribute access
+    def _section_of(self, key: str) -> str | None:
+        for name, model in self._models.items():
+            if key in model.model_fields:
+                return str(name)
+        return None
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        section = self._section_of(key)
+        if section is None:
+            raise AttributeError(f"{type(self).__name__} has no setting {key!r}")
+        if key in self._search:
+            return self._search[key]
+        return getattr(self._values[section], key)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        section = self._section_of(key)
+        if section is None:
+            raise ConfigError(f"{type(self).__name__} has no setting {key!r}")
+        self._update(section, {key: value})
+
+    def _update(self: Self, section: str, updates: dict[str, Any]) -> Self:
+        updates = {k: v for k, v in updates.items() if v is not NotProvided}
+        model = self._models[section]
+        current = self._values[section].model_dump()
+        plain: dict[str, Any] = {}
+        for key, value in updates.items():
+            if is_search_space(value) and key in model.model_fields:
+                self._search[key] = value
+            else:
+                self._search.pop(key, None)
+                plain[key] = value
+        merged = {**current, **plain}
+        for key in self._search:
+            if key in model.model_fields:
+                merged.pop(key, None)
+        try:
+            self._values[section] = model.model_validate(merged)
+        except ValidationError as err:
+            details = "; ".join(_describe(e, model) for e in err.errors())
+            raise ConfigError(f"{type(self).__name__}.{section}(): {details}") from None
+        return self
+
+    # ----------------------------------------------------------------- fluent sections
+    def environment(
+        self: Self,
+        env: Any = NotProvided,
+        *,
+        env_config: Any = NotProvided,
+        clip_actions: Any = NotProvided,
+    ) -> Self:
+        """Set the env (gymnasium id, ``"module:Class"``, or class/callable) and its config."""
+        return self._update(
+            "environment", {"env": env, "env_config": env_config, "clip_actions": clip_actions}
+        )
+
+    def env_runners(
+        self: Self,
+        *,
+        num_env_runners: Any = NotProvided,
+        num_envs_per_env_runner: Any = NotProvided,
+        rollout_fragment_length: Any = NotProvided,
+        observation_filter: Any = NotProvided,
+        sample_timeout_s: Any = NotProvided,
+        num_cpus_per_env_runner: Any = NotProvided,
+        num_gpus_per_env_runner: Any = NotProvided,
+        explore: Any = NotProvided,
+    ) -> Self:
+        """Set the sampling layout (see :class:`~training.config_sections.EnvRunnersSection`)."""
+        return self._update("env_runners", _provided(locals()))
+
+    def training(self: Self, **kwargs: Any) -> Self:
+        """Set algorithm hyper-parameters; the allowed keys depend on the algorithm."""
+        return self._update("training", kwargs)
+
+    def resources(
+        self: Self, *, num_gpus: Any = NotProvided, num_cpus_for_main_process: Any = NotProvided
+    ) -> Self:
+        """Set the learner's resources (``num_gpus=1`` trains on CUDA)."""
+        return self._update("resources", _provided(locals()))
+
+    def fault_tolerance(
+        self: Self,
+        *,
+        restart_failed_env_runners: Any = NotProvided,
+        ignore_env_runner_failures: Any = NotProvided,
+        restart_failed_sub_environments: Any = NotProvided,
+        max_num_env_runner_restarts: Any = NotProvided,
+    ) -> Self:
+        """Set what happens when an EnvRunner fails."""
+        return self._update("fault_tolerance", _provided(locals()))
+
+    def debugging(self: Self, *, log_level: Any = NotProvided, seed: Any = NotProvided) -> Self:
+        """Set the log level and the seed."""
+        return self._update("debugging", _provided(locals()))
+
+    def evaluation(
+        self: Self,
+        *,
+        evaluation_interval: Any = NotProvided,
+        evaluation_duration: Any = NotProvided,
+        evaluation_explore: Any = NotProvided,
+    ) -> Self:
+        """Set periodic evaluation (deterministic unless ``evaluation_explore=True``)."""
+        return self._update("evaluation", _provided(locals()))
+
+    def offline_data(
+        self: Self, *, output: Any = NotProvided, output_max_file_size: Any = NotProvided
+    ) -> Self:
+        """Write episode traces as JSON lines into ``output``."""
+        return self._update("offline_data", _provided(locals()))
+
+    def framework(self: Self, framework: str = "torch") -> Self:
+        """Accepted for RLlib compatibility: torch is the only framework."""
+        if framework != "torch":
+            raise ConfigError(f"framework: only 'torch' is supported, got {framework!r}")
+        return self
+
+    # ----------------------------------------------------------------- dict / JSON forms
+    def to_dict(self) -> dict[str, Any]:
+        """All settings as one flat dict (search spaces included, as Tune expects)."""
+        flat: dict[str, Any] = {}
+        for values in self._values.values():
+            flat.update(values.model_dump())
+        flat.update(copy.deepcopy(self._search))
+        return flat
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Like :meth:`to_dict`, with the env as a JSON value (id or ``"module:Qualname"``).
+
+        Raises:
+            ConfigError: If a search space is unresolved.
+        """
+        if self._search:
+            raise ConfigError(f"unresolved Tune search spaces in {sorted(self._search)}")
+        flat = self.to_dict()
+        flat["env"] = env_to_json(flat["env"])
+        return flat
+
+    def update_from_dict(self: Self, config: dict[str, Any]) -> Self:
+        """Apply a flat (or RLlib-style) dict of settings, validating every key."""
+        by_section: dict[str, dict[str, Any]] = {}
+        unknown = []
+        for key, value in config.items():
+            section = self._section_of(key)
+            if section is None:
+                unknown.append(key)
+            else:
+                by_section.setdefault(section, {})[key] = value
+        if unknown:
+            known = sorted(k for m in self._models.values() for k in m.model_fields)
+            hints = [
+                f"{k!r}"
+                + (
+                    f" (did you mean {c[0]!r}?)"
+                    if (c := difflib.get_close_matches(k, known, 1))
+                    else ""
+                )
+                for k in unknown
+            ]
+            raise ConfigError(f"{type(self).__name__}: unknown setting(s) {', '.join(hints)}")
+        for section, values in by_section.items():
+            self._update(section, values)
+        return self
+
+    @classmethod
+    def from_dict(cls: type[Self], config: dict[str, Any]) -> Self:
+        """Build a config from :meth:`to_dict` / :meth:`to_json_dict` output."""
+        return cls().update_from_dict(config)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Dict-style read of a setting (Ray Tune reads configs this way)."""
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            return default
+
+    def copy(self: Self) -> Self:
+        """A deep copy that can be changed independently."""
+        return type(self).from_dict(self.to_dict())
+
+    # ----------------------------------------------------------------- build
+    def validate(self) -> None:
+        """Cross-field checks run at :meth:`build` (each section is checked when it is set).
+
+        Raises:
+            ConfigError: If the settings cannot work together.
+        """
+        if self._search:
+            raise ConfigError(
+                f"{type(self).__name__}: Tune search spaces in {sorted(self._search)} must be "
+                "resolved by Tune (pass the config as a Tuner's param_space) before building"
+            )
+        if self.env is None:
+            raise ConfigError(f"{type(self).__name__}.environment(): no env set")
+        if self.num_gpus > 0:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError(
+                    f"resources(): num_gpus={self.num_gpus} but torch sees no CUDA device; "
+                    "use num_gpus=0 to train on the CPU"
+                )
+
+    def get_rollout_fragment_length(self) -> int:
+        """Steps per env per sample call (``"auto"`` splits the train batch over all envs)."""
+        if self.rollout_fragment_length != "auto":
+            return int(self.rollout_fragment_length)
+        envs = max(1, self.num_env_runners) * self.num_envs_per_env_runner
+        return int(max(1, -(-int(self.train_batch_size) // envs)))
+
+    @property
+    def algo_class(self) -> type[Algorithm]:
+        """The algorithm class this config builds."""
+        module, _, name = self.algo_class_path.partition(":")
+        cls: type[Algorithm] = getattr(importlib.import_module(module), name)
+        return cls
+
+    def build(self) -> Algorithm:
+        """Validate and build the algorithm (``build_algo`` in newer RLlib)."""
+        self.validate()
+        return self.algo_class(config=self)
+
+    build_algo = build
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.to_dict()!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _provided(arguments: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in arguments.items() if k != "self" and v is not NotProvided}
+
+
+def env_to_json(env: Any) -> str | None:
+    """The JSON form of an env setting: an id, ``"module:Qualname"``, or None.
+
+    Raises:
+        ConfigError: If the env is a callable that cannot be imported by name (a lambda or a
+            local function): checkpoints must be loadable without it.
+    """
+    if env is None or isinstance(env, str):
+        return env
+    module = getattr(env, "__module__", None)
+    qualname = getattr(env, "__qualname__", None)
+    if module and qualname and "<" not in qualname:
+        return f"{module}:{qualname}"
+    raise ConfigError(
+        f"environment(): env {env!r} cannot be recorded by name; register it with "
+        "gymnasium.register or pass an importable class/function"
+    )

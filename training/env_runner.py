@@ -1,0 +1,273 @@
+"""``EnvRunner``: steps a gymnasium vector env with the current policy and returns fragments.
+
+Runs in the driver (``num_env_runners=0``) or as a Ray actor. gymnasium 1.x semantics:
+
+* The vector env autoresets on the **next** step (``AutoresetMode.NEXT_STEP``): after a step
+  that ends an episode, the observation returned is the episode's final observation, and the
+  following ``step`` ignores its action and returns the reset observation with reward 0. That
+  following step is recorded with ``valid=False`` and never enters a loss.
+* ``terminated`` (true end, no bootstrap) and ``truncated`` (time limit: bootstrap from
+  ``V(final observation)``) are kept apart. Because of the next-step autoreset, the final
+  observation is simply the next row of the fragment (or ``next_obs`` after the last row).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from training.envs import make_env_creator
+from training.preprocessing import RunningStat
+from training.rl_module import RLModule
+from training.spaces import obs_to_leaves
+from training.traces import TraceWriter
+
+__all__ = ["EnvRunner", "Fragment", "derive_seed"]
+
+logger = logging.getLogger("training.env_runner")
+
+
+def derive_seed(seed: int | None, runner_index: int, sub_env: int) -> int | None:
+    """Distinct, reproducible seed for sub-env ``sub_env`` of runner ``runner_index``."""
+    if seed is None:
+        return None
+    return int(np.random.SeedSequence([seed, runner_index, sub_env]).generate_state(1)[0])
+
+
+class Fragment(NamedTuple):
+    """``T`` steps of ``N`` sub-envs, time-major.
+
+    Attributes:
+        obs: Observation leaves, each ``(T, N, ...)``; row ``t`` is what the action saw.
+        next_obs: Observation leaves after the last step, each ``(N, ...)``.
+        actions: ``(T, N, ...)`` actions as sampled (Box actions unclipped).
+        rewards: ``(T, N)`` float32.
+        terminated: ``(T, N)`` bool.
+        truncated: ``(T, N)`` bool.
+        valid: ``(T, N)`` bool, False on the autoreset steps that follow an episode's end.
+        extras: Per-step module outputs, e.g. ``action_logp`` ``(T, N)``.
+        episode_returns: Returns of the episodes that ended in this fragment.
+        episode_lengths: Their lengths.
+    """
+
+    obs: list[np.ndarray]
+    next_obs: list[np.ndarray]
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    valid: np.ndarray
+    extras: dict[str, np.ndarray]
+    episode_returns: list[float]
+    episode_lengths: list[int]
+
+    @property
+    def num_env_steps(self) -> int:
+        """Env steps that count (valid rows)."""
+        return int(self.valid.sum())
+
+
+class EnvRunner:
+    """Samples fragments from ``num_envs_per_env_runner`` copies of the env.
+
+    Args:
+        config: The algorithm config (an ``AlgorithmConfig``).
+        runner_index: 0 for the local runner, 1..n for remote ones (seeding, trace names).
+    """
+
+    def __init__(self, config: Any, runner_index: int = 0) -> None:
+        self.config = config
+        self.runner_index = runner_index
+        logging.getLogger("training").setLevel(config.log_level.replace("WARN", "WARNING"))
+        self._creator = make_env_creator(config.env, config.env_config)
+        self.num_envs = int(config.num_envs_per_env_runner)
+        self._seed_offset = 0
+        self._make_vector_env()
+        self.observation_space = self.env.single_observation_space
+        self.action_space = self.env.single_action_space
+        torch.set_num_threads(1)
+        self.module: RLModule = config.algo_class.build_module(
+            config, self.observation_space, self.action_space
+        )
+        self.module.eval()
+        seed = derive_seed(config.seed, runner_index, 10_000)
+        self._generator = torch.Generator()
+        if seed is not None:
+            self._generator.manual_seed(seed)
+        self._timestep = 0
+        self._filter_delta = RunningStat(self.module.preprocessor.flat_dim)
+        self._traces = (
+            TraceWriter(config.output, runner_index, config.output_max_file_size)
+            if config.output
+            else None
+        )
+        self._reset_all()
+
+    # ----------------------------------------------------------------- env management
+    def _make_vector_env(self) -> None:
+        self.env = gym.vector.SyncVectorEnv(
+            [self._creator for _ in range(self.num_envs)],
+            autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
+        )
+
+    def _reset_all(self) -> None:
+        seeds = [derive_seed(self.config.seed, self.runner_index, j) for j in range(self.num_envs)]
+        if seeds[0] is not None and self._seed_offset:
+            seeds = [s + self._seed_offset for s in seeds]  # type: ignore[operator]
+        self._obs, _ = self.env.reset(seed=seeds if seeds[0] is not None else None)
+        self._autoreset = np.zeros(self.num_envs, dtype=bool)
+        self._ep_return = np.zeros(self.num_envs, dtype=np.float64)
+        self._ep_len = np.zeros(self.num_envs, dtype=np.int64)
+        if self._traces is not None:
+            self._traces.start(self.num_envs)
+
+    def _restart_env(self, error: Exception) -> None:
+        logger.warning("runner %d: env failed (%r); re-creating it", self.runner_index, error)
+        try:
+            self.env.close()
+        except Exception:
+            logger.debug("closing the failed env raised", exc_info=True)
+        self._seed_offset += 1
+        self._make_vector_env()
+        self._reset_all()
+
+    # ----------------------------------------------------------------- sampling
+    def _leaves(self, obs: Any) -> list[np.ndarray]:
+        return obs_to_leaves(self.observation_space, obs, batched=True)
+
+    def _env_actions(self, actions: np.ndarray) -> np.ndarray:
+        if isinstance(self.action_space, gym.spaces.Box):
+            if self.config.clip_actions:
+                actions = np.clip(actions, self.action_space.low, self.action_space.high)
+            return actions.astype(self.action_space.dtype, copy=False)
+        return actions
+
+    def _step(
+        self,
+        action: np.ndarray,
+        t: int,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        valid: np.ndarray,
+    ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+        """Step the vector env; with ``restart_failed_sub_environments``, survive env errors."""
+        try:
+            next_obs, reward, term, trunc, _ = self.env.step(self._env_actions(action))
+        except Exception as error:
+            if not self.config.restart_failed_sub_environments:
+                raise
+            # The partial episodes are lost: cut the previous row and start afresh.
+            if t > 0:
+                truncated[t - 1] |= ~(terminated[t - 1] | truncated[t - 1])
+                valid[t - 1] = False
+            self._restart_env(error)
+            zeros = np.zeros(self.num_envs, dtype=bool)
+            self._autoreset[:] = True  # this row is a reset row: invalid
+            return self._obs, np.zeros(self.num_envs, np.float32), zeros, zeros.copy()
+        return next_obs, reward, term, trunc
+
+    def sample(self, num_steps: int | None = None, *, explore: bool = True) -> Fragment:
+        """Step every sub-env ``num_steps`` times (default: the config's fragment length).
+
+        Args:
+            num_steps: Steps per sub-env.
+            explore: Sample actions (True) or take deterministic ones.
+
+        Returns:
+            The fragment, time-major.
+        """
+        steps = num_steps or self.config.get_rollout_fragment_length()
+        n = self.num_envs
+        obs_rows: list[list[np.ndarray]] = []
+        actions, rewards = [], np.zeros((steps, n), np.float32)
+        terminated, truncated = np.zeros((steps, n), bool), np.zeros((steps, n), bool)
+        valid = np.zeros((steps, n), bool)
+        extras: dict[str, list[np.ndarray]] = {}
+        returns: list[float] = []
+        lengths: list[int] = []
+        filter_on = self.module.obs_filter.enabled
+        for t in range(steps):
+            leaves = self._leaves(self._obs)
+            tensors = [torch.from_numpy(np.asarray(x)) for x in leaves]
+            with torch.no_grad():
+                if explore:
+                    out = self.module.forward_exploration(tensors, self._generator, self._timestep)
+                else:
+                    out = self.module.forward_inference(tensors)
+                if filter_on:
+                    flat = self.module.preprocessor(tensors).flat.numpy()
+                    self._filter_delta.push(flat[~self._autoreset])
+            action = out["actions"].numpy()
+            next_obs, reward, term, trunc = self._step(action, t, terminated, truncated, valid)
+            is_valid = ~self._autoreset
+            obs_rows.append(leaves)
+            actions.append(action)
+            for key, value in out.items():
+                if key not in ("actions", "action_dist_inputs"):
+                    extras.setdefault(key, []).append(value.numpy())
+            rewards[t], terminated[t], truncated[t], valid[t] = reward, term, trunc, is_valid
+            self._ep_return += np.where(is_valid, reward, 0.0)
+            self._ep_len += is_valid
+            if self._traces is not None:
+                self._traces.record(leaves, action, reward, term, trunc, is_valid)
+            done = (term | trunc) & is_valid
+            for j in np.flatnonzero(done):
+                returns.append(float(self._ep_return[j]))
+                lengths.append(int(self._ep_len[j]))
+                self._ep_return[j], self._ep_len[j] = 0.0, 0
+            self._autoreset = term | trunc
+            self._obs = next_obs
+            self._timestep += int(is_valid.sum())
+        return Fragment(
+            obs=[np.stack([row[i] for row in obs_rows]) for i in range(len(obs_rows[0]))],
+            next_obs=self._leaves(self._obs),
+            actions=np.stack(actions),
+            rewards=rewards,
+            terminated=terminated,
+            truncated=truncated,
+            valid=valid,
+            extras={k: np.stack(v) for k, v in extras.items()},
+            episode_returns=returns,
+            episode_lengths=lengths,
+        )
+
+    # ----------------------------------------------------------------- weights and filter
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """The module's state (parameters and buffers, filter statistics included)."""
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.module.state_dict().items()}
+
+    def set_weights(self, weights: dict[str, Any], global_timestep: int | None = None) -> None:
+        """Load module state broadcast by the driver (and the global step for schedules)."""
+        state = {k: torch.tensor(np.asarray(v)) for k, v in weights.items()}
+        self.module.load_state_dict(state)
+        if global_timestep is not None:
+            self._timestep = global_timestep
+
+    def get_filter_delta(self) -> dict[str, Any]:
+        """Observation statistics gathered since the last call (then cleared)."""
+        delta = self._filter_delta.to_json()
+        self._filter_delta = RunningStat(self.module.preprocessor.flat_dim)
+        return delta
+
+    def get_spaces(self) -> tuple[gym.Space[Any], gym.Space[Any]]:
+        """The single-env observation and action spaces."""
+        return self.observation_space, self.action_space
+
+    def apply(self, fn: Any, *args: Any) -> Any:
+        """Call ``fn(self, *args)`` here (what ``foreach_worker`` sends to each runner)."""
+        return fn(self, *args)
+
+    def ping(self) -> float:
+        """Health check used by the runner group."""
+        return time.time()
+
+    def stop(self) -> None:
+        """Close the env and flush traces."""
+        if self._traces is not None:
+            self._traces.close()
+        self.env.close()

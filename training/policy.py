@@ -1,0 +1,127 @@
+"""``Policy``: a view on an algorithm's module for computing actions and inspecting the model.
+
+As in RLlib's "Accessing Model State" examples, it exposes the preprocessed (and filtered)
+observation, the action distribution for a batch, the value estimate (PPO) and the Q-values
+(DQN). Actions use exactly the training-time preprocessing and the frozen filter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+from training.distributions import ActionDistribution
+from training.rl_module import RLModule
+from training.spaces import flatten_leaves, obs_to_leaves
+
+__all__ = ["Policy"]
+
+
+class Policy:
+    """Compute actions and read model outputs for raw observations.
+
+    Args:
+        module: The algorithm's module.
+        device: The module's device.
+        explore_default: What ``explore=None`` means.
+    """
+
+    def __init__(self, module: RLModule, device: torch.device, *, explore_default: bool) -> None:
+        self.model = module
+        self.device = device
+        self.explore_default = explore_default
+        self.observation_space = module.observation_space
+        self.action_space = module.action_space
+
+    def _leaves(self, observations: Any, *, batched: bool) -> list[Tensor]:
+        space = self.observation_space
+        if (
+            batched
+            and isinstance(observations, list | tuple)
+            and not isinstance(space, gym.spaces.Tuple)
+        ):
+            per_obs = [obs_to_leaves(space, o) for o in observations]
+            leaves = [np.stack(column) for column in zip(*per_obs, strict=True)]
+        else:
+            leaves = obs_to_leaves(space, observations, batched=batched)
+            if not batched:
+                leaves = [np.asarray(x)[None] for x in leaves]
+        for (path, leaf_space), array in zip(flatten_leaves(space), leaves, strict=True):
+            expected = leaf_space.shape
+            if expected is not None and tuple(array.shape[1:]) != tuple(expected):
+                raise ValueError(
+                    f"observation leaf {path!r}: expected shape {tuple(expected)} per "
+                    f"observation, got {tuple(array.shape[1:])}"
+                )
+        return [torch.as_tensor(np.asarray(x), device=self.device) for x in leaves]
+
+    @torch.no_grad()
+    def compute_actions(self, observations: Any, explore: bool | None = None) -> np.ndarray:
+        """Actions for a batch (a list of observations or batched arrays / dicts of arrays)."""
+        leaves = self._leaves(observations, batched=True)
+        return self._actions(leaves, self.explore_default if explore is None else explore)
+
+    def compute_single_action(self, observation: Any, explore: bool | None = None) -> Any:
+        """Action for one observation (a Python int for Discrete, an array for Box)."""
+        with torch.no_grad():
+            leaves = self._leaves(observation, batched=False)
+            action = self._actions(leaves, self.explore_default if explore is None else explore)[0]
+        if isinstance(self.action_space, gym.spaces.Discrete):
+            return int(action)
+        return action
+
+    def _actions(self, leaves: list[Tensor], explore: bool) -> np.ndarray:
+        if explore:
+            out = self.model.forward_exploration(leaves, None, 0)
+            actions = self.model.clip_actions(out["actions"])
+        else:
+            actions = self.model.forward_inference(leaves)["actions"]
+        result: np.ndarray = actions.cpu().numpy()
+        if isinstance(self.action_space, gym.spaces.Box):
+            result = result.astype(self.action_space.dtype, copy=False)
+        return result
+
+    @torch.no_grad()
+    def preprocess(self, observations: Any) -> np.ndarray:
+        """Preprocessed, filtered flat features of a batch (images excluded)."""
+        result: np.ndarray = (
+            self.model.encode_inputs(self._leaves(observations, batched=True)).flat.cpu().numpy()
+        )
+        return result
+
+    @torch.no_grad()
+    def action_distribution(self, observations: Any) -> ActionDistribution:
+        """The action distribution for a batch (categorical / Gaussian / Q-value greedy)."""
+        inputs = self.model.forward_inference(self._leaves(observations, batched=True))
+        return ActionDistribution(self.action_space, inputs["action_dist_inputs"])
+
+    @torch.no_grad()
+    def value_function(self, observations: Any) -> np.ndarray:
+        """State values ``V(s)`` (PPO)."""
+        compute = getattr(self.model, "compute_values", None)
+        if compute is None:
+            raise AttributeError(f"{type(self.model).__name__} has no value function")
+        result: np.ndarray = compute(self._leaves(observations, batched=True)).cpu().numpy()
+        return result
+
+    @torch.no_grad()
+    def q_values(self, observations: Any) -> np.ndarray:
+        """Q-values ``Q(s, a)`` for every action (DQN)."""
+        compute = getattr(self.model, "compute_q_values", None)
+        if compute is None:
+            raise AttributeError(f"{type(self.model).__name__} has no Q-values")
+        result: np.ndarray = compute(self._leaves(observations, batched=True)).cpu().numpy()
+        return result
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Module state as numpy arrays."""
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
+
+    def set_weights(self, weights: dict[str, Any]) -> None:
+        """Load module state (numpy arrays or tensors)."""
+        state = {k: torch.as_tensor(np.asarray(v), device=self.device) for k, v in weights.items()}
+        self.model.load_state_dict(state)

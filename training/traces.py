@@ -1,0 +1,106 @@
+"""Episode traces: one JSON line per finished episode, one file series per EnvRunner.
+
+Files are named ``output-<timestamp>_worker-<index>_<n>.json`` (RLlib's naming); a new ``<n>``
+starts once a file passes ``max_file_size`` bytes. Each line holds ``obs`` (the observation
+leaves in :func:`training.spaces.flatten_leaves` order, each a list over the episode's steps),
+``actions``, ``rewards``, ``terminated``, ``truncated`` and the episode's ``return`` and
+``length``. Observations are those the actions were taken on (the final observation is not
+repeated).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+__all__ = ["TraceWriter", "read_traces"]
+
+
+class TraceWriter:
+    """Collects per-sub-env steps and writes each finished episode as a JSON line.
+
+    Args:
+        directory: Output directory (created if missing).
+        runner_index: Index of the runner, used in the file name.
+        max_file_size: Bytes after which a new file is started.
+    """
+
+    def __init__(self, directory: str, runner_index: int, max_file_size: int) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.runner_index = runner_index
+        self.max_file_size = max_file_size
+        self._stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        self._file_number = 0
+        self._file: IO[str] | None = None
+        self._episodes: list[dict[str, list[Any]]] = []
+
+    def start(self, num_envs: int) -> None:
+        """Begin fresh episodes for ``num_envs`` sub-envs (drops unfinished ones)."""
+        self._episodes = [self._empty() for _ in range(num_envs)]
+
+    @staticmethod
+    def _empty() -> dict[str, list[Any]]:
+        return {"obs": [], "actions": [], "rewards": [], "terminated": [], "truncated": []}
+
+    def record(
+        self,
+        leaves: list[np.ndarray],
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        valid: np.ndarray,
+    ) -> None:
+        """Record one vector step; finished episodes are written out."""
+        for j in np.flatnonzero(valid):
+            episode = self._episodes[j]
+            episode["obs"].append([leaf[j].tolist() for leaf in leaves])
+            episode["actions"].append(actions[j].tolist())
+            episode["rewards"].append(float(rewards[j]))
+            episode["terminated"].append(bool(terminated[j]))
+            episode["truncated"].append(bool(truncated[j]))
+            if terminated[j] or truncated[j]:
+                self._write(episode)
+                self._episodes[j] = self._empty()
+
+    def _path(self) -> Path:
+        name = f"output-{self._stamp}_worker-{self.runner_index}_{self._file_number}.json"
+        return self.directory / name
+
+    def _write(self, episode: dict[str, list[Any]]) -> None:
+        if self._file is not None and self._file.tell() >= self.max_file_size:
+            self._file.close()
+            self._file, self._file_number = None, self._file_number + 1
+        if self._file is None:
+            self._file = self._path().open("a", encoding="utf-8")
+        steps = len(episode["rewards"])
+        # Leaves are transposed to one list per leaf over the episode's steps.
+        obs = [list(column) for column in zip(*episode["obs"], strict=True)]
+        line = {
+            **episode,
+            "obs": obs,
+            "return": float(sum(episode["rewards"])),
+            "length": steps,
+        }
+        self._file.write(json.dumps(line, allow_nan=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the current file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_traces(directory: str | Path) -> list[dict[str, Any]]:
+    """Read every episode from the trace files in ``directory`` (sorted by file name)."""
+    episodes: list[dict[str, Any]] = []
+    for path in sorted(Path(directory).glob("output-*_worker-*_*.json")):
+        with path.open(encoding="utf-8") as handle:
+            episodes.extend(json.loads(line) for line in handle if line.strip())
+    return episodes
