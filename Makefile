@@ -36,10 +36,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
 
-# Until the training library lands, the main job is a smoke run of the CLI.
+# The main job: train PPO on CartPole until solved (grows into train -> export -> serve -> query).
 demo: $(VENV)/.installed
-	$(BIN)/rlserve --version
-	$(BIN)/rlserve --help
+	$(BIN)/rlserve train --config cartpole_ppo --checkpoint-dir runs/demo --seed 0
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

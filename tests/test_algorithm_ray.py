@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ def tiny(env: Any = "CartPole-v1", **env_config: Any) -> PPOConfig:
 
 
 def test_remote_runners_share_the_learner_weights(ray_session: Any) -> None:
-    algo = tiny().env_runners(observation_filter="MeanStdFilter").build()
+    config = tiny().env_runners(observation_filter="MeanStdFilter").debugging(log_level="INFO")
+    algo = config.build()
     try:
         result = algo.train()
         assert result["num_healthy_env_runners"] == 2
@@ -39,6 +41,10 @@ def test_remote_runners_share_the_learner_weights(ray_session: Any) -> None:
                 np.testing.assert_array_equal(runner_weights[key], value)
         # The filter statistics travel with the weights and are non-trivial after sampling.
         assert not np.allclose(learner["obs_filter.mean"], 0.0)
+        levels = algo.env_runner_group.foreach_worker(
+            lambda w: logging.getLogger("training").level, local_env_runner=False
+        )
+        assert levels == [logging.INFO, logging.INFO]
         indices = algo.env_runner_group.foreach_worker_with_index(lambda i, w: (i, w.runner_index))
         assert indices == [(0, 0), (1, 1), (2, 2)]
     finally:

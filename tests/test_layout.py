@@ -65,3 +65,19 @@ def test_the_import_checker_catches_a_violation(tmp_path: Path) -> None:
 @pytest.mark.parametrize("package", [*LIBRARIES, "rlserve"])
 def test_packages_are_typed(package: str) -> None:
     assert (ROOT / package / "py.typed").is_file()
+
+
+def test_every_subpackage_is_listed_in_pyproject() -> None:
+    """setuptools only ships the packages it is told about: a wheel must miss none."""
+    import re
+
+    text = (ROOT / "pyproject.toml").read_text()
+    block = re.search(r"^packages = \[(.*?)\]", text, re.S | re.M)
+    assert block is not None
+    listed = set(re.findall(r'"([^"]+)"', block.group(1)))
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for package in ALLOWED
+        for init in (ROOT / package).rglob("__init__.py")
+    }
+    assert found == listed

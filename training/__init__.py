@@ -10,6 +10,7 @@ The public API follows RLlib's "Getting Started" guide::
 """
 
 from training.algorithm import Algorithm
+from training.algorithms.dqn import DQN, DQNConfig
 from training.algorithms.ppo import PPO, PPOConfig
 from training.checkpoint_io import CheckpointError, CheckpointVersionError
 from training.config import AlgorithmConfig, ConfigError
@@ -20,12 +21,14 @@ from training.registry import register_algorithms
 register_algorithms()
 
 __all__ = [
+    "DQN",
     "PPO",
     "Algorithm",
     "AlgorithmConfig",
     "CheckpointError",
     "CheckpointVersionError",
     "ConfigError",
+    "DQNConfig",
     "EnvRunnerFailedError",
     "PPOConfig",
     "UnknownEnvError",

@@ -277,6 +277,7 @@ class Algorithm(Trainable):
             action_space=self.action_space,
             iteration=self.iteration,
             counters=dict(self.counters),
+            time_total_s=self._time_total,
         )
 
     def load_checkpoint(self, checkpoint: str | dict[str, Any] | None) -> None:
@@ -296,9 +297,27 @@ class Algorithm(Trainable):
         for key in self.counters:
             self.counters[key] = int(contents.metadata["counters"].get(key, 0))
         self._iteration = int(contents.metadata["iteration"])
+        self._time_total = float(contents.metadata.get("time_total_s", 0.0))
         self._timesteps_total = self.counters["num_env_steps_sampled_lifetime"]  # type: ignore[assignment]
         self.env_runner_group.get_filter_deltas()  # statistics gathered before the load are stale
         self.sync_weights()
+
+    def restore(self, checkpoint_path: Any) -> None:
+        """Verify and load a checkpoint into this running algorithm.
+
+        Unlike ``ray.tune.Trainable.restore`` this never unpickles anything and changes nothing
+        (not even the iteration counter) unless every file of the checkpoint verifies.
+
+        Args:
+            checkpoint_path: A checkpoint directory, a ``ray.tune.Checkpoint``, or the result
+                of :meth:`save`.
+        """
+        target = getattr(checkpoint_path, "checkpoint", None) or checkpoint_path
+        self.load_checkpoint(str(getattr(target, "path", target)))
+        self._restored = True
+        self._time_since_restore = 0.0
+        self._iterations_since_restore = 0
+        self._timesteps_since_restore = 0
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str] | Any, **overrides: Any) -> Algorithm:

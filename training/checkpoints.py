@@ -135,6 +135,7 @@ def write_checkpoint(
     action_space: Any,
     iteration: int,
     counters: dict[str, int | float],
+    time_total_s: float = 0.0,
 ) -> Path:
     """Write a checkpoint directory atomically (replacing an existing one)."""
     module_state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
@@ -153,6 +154,7 @@ def write_checkpoint(
         "algorithm": algorithm,
         "iteration": iteration,
         "counters": counters,
+        "time_total_s": time_total_s,
         "observation_space": space_to_json(observation_space),
         "action_space": space_to_json(action_space),
         "library_versions": library_versions(),
@@ -189,7 +191,13 @@ def read_checkpoint(path: str | Path) -> CheckpointContents:
     metadata = verify_directory(root)
     _check_version(root, metadata)
     listed = metadata["files"]
-    for required in ("algorithm_config.json", "module.safetensors", "learner_state.safetensors"):
+    required_files = (
+        "algorithm_config.json",
+        "module.safetensors",
+        "learner_state.safetensors",
+        "learner_state.json",
+    )
+    for required in required_files:
         if required not in listed:
             raise CheckpointError(f"checkpoint {root}: metadata.json does not list {required}")
     try:

@@ -66,12 +66,26 @@ def is_search_space(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"grid_search"}
 
 
+def _nested_model(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
+    """The (nested) model that owns the last element of an error location."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return model
+
+
 def _describe(error: Any, model: type[BaseModel]) -> str:
     loc = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         field = str(error["loc"][-1])
-        allowed = sorted(model.model_fields)
-        close = difflib.get_close_matches(field, allowed, n=1)
+        owner = _nested_model(model, tuple(error["loc"]))
+        allowed = sorted(owner.model_fields)
+        prefix = loc.rpartition(".")[0]
+        field = f"{prefix}.{field}" if prefix else field
+        close = difflib.get_close_matches(str(error["loc"][-1]), allowed, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"unknown key {field!r}{hint}; allowed keys: {', '.join(allowed)}"
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -133,21 +147,24 @@ class AlgorithmConfig(_Config):
         model = self._models[section]
         current = self._values[section].model_dump()
         plain: dict[str, Any] = {}
+        search = dict(self._search)  # committed only once the section validates
         for key, value in updates.items():
             if is_search_space(value) and key in model.model_fields:
-                self._search[key] = value
+                search[key] = value
             else:
-                self._search.pop(key, None)
+                search.pop(key, None)
                 plain[key] = value
         merged = {**current, **plain}
-        for key in self._search:
+        for key in search:
             if key in model.model_fields:
                 merged.pop(key, None)
         try:
-            self._values[section] = model.model_validate(merged)
+            validated = model.model_validate(merged)
         except ValidationError as err:
             details = "; ".join(_describe(e, model) for e in err.errors())
             raise ConfigError(f"{type(self).__name__}.{section}(): {details}") from None
+        self._values[section] = validated
+        object.__setattr__(self, "_search", search)
         return self
 
     # ----------------------------------------------------------------- fluent sections
@@ -157,10 +174,12 @@ class AlgorithmConfig(_Config):
         *,
         env_config: Any = NotProvided,
         clip_actions: Any = NotProvided,
+        **unknown: Any,
     ) -> Self:
         """Set the env (gymnasium id, ``"module:Class"``, or class/callable) and its config."""
         return self._update(
-            "environment", {"env": env, "env_config": env_config, "clip_actions": clip_actions}
+            "environment",
+            {"env": env, "env_config": env_config, "clip_actions": clip_actions, **unknown},
         )
 
     def env_runners(
@@ -174,6 +193,7 @@ class AlgorithmConfig(_Config):
         num_cpus_per_env_runner: Any = NotProvided,
         num_gpus_per_env_runner: Any = NotProvided,
         explore: Any = NotProvided,
+        **unknown: Any,
     ) -> Self:
         """Set the sampling layout (see :class:`~training.config_sections.EnvRunnersSection`)."""
         return self._update("env_runners", _provided(locals()))
@@ -183,7 +203,11 @@ class AlgorithmConfig(_Config):
         return self._update("training", kwargs)
 
     def resources(
-        self: Self, *, num_gpus: Any = NotProvided, num_cpus_for_main_process: Any = NotProvided
+        self: Self,
+        *,
+        num_gpus: Any = NotProvided,
+        num_cpus_for_main_process: Any = NotProvided,
+        **unknown: Any,
     ) -> Self:
         """Set the learner's resources (``num_gpus=1`` trains on CUDA)."""
         return self._update("resources", _provided(locals()))
@@ -195,11 +219,14 @@ class AlgorithmConfig(_Config):
         ignore_env_runner_failures: Any = NotProvided,
         restart_failed_sub_environments: Any = NotProvided,
         max_num_env_runner_restarts: Any = NotProvided,
+        **unknown: Any,
     ) -> Self:
         """Set what happens when an EnvRunner fails."""
         return self._update("fault_tolerance", _provided(locals()))
 
-    def debugging(self: Self, *, log_level: Any = NotProvided, seed: Any = NotProvided) -> Self:
+    def debugging(
+        self: Self, *, log_level: Any = NotProvided, seed: Any = NotProvided, **unknown: Any
+    ) -> Self:
         """Set the log level and the seed."""
         return self._update("debugging", _provided(locals()))
 
@@ -209,12 +236,17 @@ class AlgorithmConfig(_Config):
         evaluation_interval: Any = NotProvided,
         evaluation_duration: Any = NotProvided,
         evaluation_explore: Any = NotProvided,
+        **unknown: Any,
     ) -> Self:
         """Set periodic evaluation (deterministic unless ``evaluation_explore=True``)."""
         return self._update("evaluation", _provided(locals()))
 
     def offline_data(
-        self: Self, *, output: Any = NotProvided, output_max_file_size: Any = NotProvided
+        self: Self,
+        *,
+        output: Any = NotProvided,
+        output_max_file_size: Any = NotProvided,
+        **unknown: Any,
     ) -> Self:
         """Write episode traces as JSON lines into ``output``."""
         return self._update("offline_data", _provided(locals()))
@@ -342,7 +374,11 @@ class AlgorithmConfig(_Config):
 
 
 def _provided(arguments: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in arguments.items() if k != "self" and v is not NotProvided}
+    """A fluent method's keywords that were given; ``**unknown`` ones go on to validation."""
+    given = {
+        k: v for k, v in arguments.items() if k not in ("self", "unknown") and v is not NotProvided
+    }
+    return {**given, **arguments.get("unknown", {})}
 
 
 def env_to_json(env: Any) -> str | None:

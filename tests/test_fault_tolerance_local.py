@@ -1,0 +1,59 @@
+"""Sub-environment restarts inside one EnvRunner (no Ray needed), and log levels."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from training import PPOConfig
+
+
+def flaky(marker: Path) -> PPOConfig:
+    return (
+        PPOConfig()
+        .environment("tests.ray_envs:FlakyCartPole", env_config={"fail_marker": str(marker)})
+        .env_runners(num_envs_per_env_runner=2, rollout_fragment_length=32)
+        .training(train_batch_size=64, minibatch_size=32, num_epochs=1)
+        .debugging(seed=0)
+    )
+
+
+def test_failed_sub_environment_is_recreated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    marker = tmp_path / "fail"
+    algo = flaky(marker).fault_tolerance(restart_failed_sub_environments=True).build()
+    try:
+        algo.train()
+        marker.touch()
+        with caplog.at_level(logging.WARNING, logger="training"):
+            result = algo.train()
+        assert not marker.exists()
+        assert "re-creating it" in caplog.text
+        result = algo.train()
+        assert result["training_iteration"] == 3
+        assert result["env_runners"]["episode_return_mean"] > 0
+    finally:
+        algo.stop()
+
+
+def test_without_sub_environment_restarts_the_env_error_surfaces(tmp_path: Path) -> None:
+    marker = tmp_path / "fail"
+    algo = flaky(marker).build()
+    try:
+        marker.touch()
+        with pytest.raises(RuntimeError, match="injected env failure"):
+            algo.train()
+    finally:
+        algo.stop()
+
+
+def test_log_level_sets_the_package_logger() -> None:
+    algo = PPOConfig().environment("CartPole-v1").debugging(log_level="DEBUG").build()
+    try:
+        assert logging.getLogger("training").level == logging.DEBUG
+    finally:
+        algo.stop()
+        logging.getLogger("training").setLevel(logging.WARNING)

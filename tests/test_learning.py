@@ -1,0 +1,71 @@
+"""Stop-criteria learning runs (``learning`` marker): the tuned examples really solve their envs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from training.tuned_examples import load_tuned_example
+
+pytestmark = pytest.mark.learning
+
+
+def train_until_eval(
+    example: str, *, target: float, max_env_steps: int, seed: int
+) -> dict[str, Any]:
+    """Train a tuned example; evaluate deterministically once training returns come close."""
+    config = load_tuned_example(example).config
+    config.debugging(seed=seed).evaluation(evaluation_duration=10)
+    algo = config.build()
+    best: dict[str, Any] = {"eval_return": -math.inf, "env_steps": 0}
+    try:
+        while True:
+            result = algo.train()
+            steps = result["num_env_steps_sampled_lifetime"]
+            ret = result["env_runners"]["episode_return_mean"]
+            if not math.isnan(ret) and ret >= 0.6 * target:
+                evaluation = algo.evaluate()["env_runners"]["episode_return_mean"]
+                if evaluation > best["eval_return"]:
+                    best = {"eval_return": evaluation, "env_steps": steps}
+                if evaluation >= target:
+                    return best
+            if steps >= max_env_steps:
+                return best
+    finally:
+        algo.stop()
+
+
+@pytest.mark.timeout(240)
+def test_ppo_solves_cartpole() -> None:
+    best = train_until_eval("cartpole_ppo", target=475, max_env_steps=200_000, seed=0)
+    assert best["eval_return"] >= 475, best
+
+
+@pytest.mark.timeout(300)
+def test_dqn_solves_cartpole() -> None:
+    best = train_until_eval("cartpole_dqn", target=475, max_env_steps=150_000, seed=1)
+    assert best["eval_return"] >= 475, best
+
+
+@pytest.mark.timeout(240)
+def test_ppo_learns_pendulum_with_continuous_actions() -> None:
+    """A random policy scores about -1200; the tuned example reaches about -250 by 100k steps."""
+    config = load_tuned_example("pendulum_ppo").config.debugging(seed=0)
+    algo = config.build()
+    try:
+        result = algo.train()
+        first = result["env_runners"]["episode_return_mean"]
+        while result["num_env_steps_sampled_lifetime"] < 150_000:
+            result = algo.train()
+            if result["env_runners"]["episode_return_mean"] >= -300:
+                break
+        final = result["env_runners"]["episode_return_mean"]
+        assert first < -900, first
+        assert final >= -400, final
+        # The deterministic (mean-action) policy is at least as good as the sampled one.
+        evaluation = algo.evaluate()["env_runners"]["episode_return_mean"]
+        assert evaluation >= -400, evaluation
+    finally:
+        algo.stop()

@@ -1,0 +1,127 @@
+"""``DQN``: sample into a replay buffer, learn from replayed n-step transitions."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import torch
+
+from training.algorithm import Algorithm
+from training.algorithms.dqn.config import DQNConfig
+from training.algorithms.dqn.learner import DQNLearner
+from training.algorithms.dqn.module import DQNModule, linear_epsilon
+from training.algorithms.dqn.replay_buffer import ReplayBuffer, n_step_transitions
+from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
+from training.config import AlgorithmConfig
+from training.config_sections import ModelConfig
+from training.rl_module import RLModule
+
+__all__ = ["DQN"]
+
+
+class DQN(Algorithm):
+    """Deep Q-Network with double-Q, dueling heads, n-step returns and a target network."""
+
+    config_class: ClassVar[type[AlgorithmConfig]] = DQNConfig
+    name: ClassVar[str] = "DQN"
+    learner: DQNLearner
+
+    @classmethod
+    def build_module(
+        cls,
+        config: AlgorithmConfig,
+        observation_space: gym.Space[Any],
+        action_space: gym.Space[Any],
+    ) -> RLModule:
+        """A (dueling) :class:`DQNModule`."""
+        model = (
+            config.model if isinstance(config.model, ModelConfig) else ModelConfig(**config.model)
+        )
+        return DQNModule(
+            observation_space,
+            action_space,
+            model,
+            observation_filter=config.observation_filter == "MeanStdFilter",
+            dueling=config.dueling,
+            epsilon=(config.epsilon_initial, config.epsilon_final, config.epsilon_timesteps),
+        )
+
+    def setup_learner(self) -> None:
+        """Learner, target network and replay buffer."""
+        assert isinstance(self.module, DQNModule)
+        self.learner = DQNLearner(self.module, self.config, self.device)
+        self.replay_buffer = ReplayBuffer(self.config.replay_buffer_capacity, seed=self.config.seed)
+        self._last_target_update = 0
+
+    def _updates_per_round(self, sampled: int) -> int:
+        """Gradient steps after a sampling round of ``sampled`` env steps."""
+        intensity: float | None = self.config.training_intensity
+        if intensity is None:
+            return 1
+        return max(1, round(sampled * intensity / int(self.config.train_batch_size)))
+
+    def training_step(self) -> dict[str, float]:
+        """Sampling rounds with updates until ``min_sample_timesteps_per_iteration`` steps."""
+        cfg = self.config
+        sampled_this_iter = 0
+        stats: dict[str, float] = {}
+        updates = 0
+        while sampled_this_iter < cfg.min_sample_timesteps_per_iteration:
+            fragments = self.sample_fragments(1)
+            sampled = sum(f.num_env_steps for f in fragments)
+            sampled_this_iter += sampled
+            for f in fragments:
+                self.replay_buffer.add(
+                    n_step_transitions(
+                        f.obs,
+                        f.next_obs,
+                        f.actions,
+                        f.rewards,
+                        f.terminated,
+                        f.truncated,
+                        f.valid,
+                        cfg.gamma,
+                        cfg.n_step,
+                    )
+                )
+            lifetime = self.counters["num_env_steps_sampled_lifetime"]
+            if lifetime >= cfg.num_steps_sampled_before_learning_starts:
+                for _ in range(self._updates_per_round(sampled)):
+                    batch = self.replay_buffer.sample(cfg.train_batch_size)
+                    for key, value in self.learner.update(batch).items():
+                        stats[key] = stats.get(key, 0.0) + value
+                    updates += 1
+                    self.counters["num_env_steps_trained_lifetime"] += cfg.train_batch_size
+                if lifetime - self._last_target_update >= cfg.target_network_update_freq:
+                    self.learner.sync_target()
+                    self._last_target_update = lifetime
+            self.sync_weights()
+        metrics = {key: value / updates for key, value in stats.items()}
+        metrics["num_updates"] = float(updates)
+        metrics["epsilon"] = linear_epsilon(
+            self.counters["num_env_steps_sampled_lifetime"],
+            cfg.epsilon_initial,
+            cfg.epsilon_final,
+            cfg.epsilon_timesteps,
+        )
+        metrics["lr"] = float(cfg.lr)
+        metrics["replay_buffer_size"] = float(self.replay_buffer.size)
+        return metrics
+
+    def learner_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Adam state and the target network."""
+        tensors, data = flatten_optimizer_state(self.learner.optimizer.state_dict(), "optimizer")
+        for key, value in self.learner.target.state_dict().items():
+            tensors[f"target.{key}"] = value.detach().cpu().contiguous()
+        data["last_target_update"] = self._last_target_update
+        return tensors, data
+
+    def set_learner_state(self, tensors: dict[str, torch.Tensor], data: dict[str, Any]) -> None:
+        """Restore Adam state and the target network."""
+        self.learner.optimizer.load_state_dict(
+            unflatten_optimizer_state(tensors, data, "optimizer")
+        )
+        target = {k[len("target.") :]: v for k, v in tensors.items() if k.startswith("target.")}
+        self.learner.target.load_state_dict(target)
+        self._last_target_update = int(data["last_target_update"])

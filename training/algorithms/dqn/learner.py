@@ -1,0 +1,93 @@
+"""DQN's learner: TD targets from a target network (double-Q optional), Huber or MSE loss."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual alias
+
+from training.algorithms.dqn.module import DQNModule
+from training.algorithms.dqn.replay_buffer import ReplayBatch
+
+__all__ = ["DQNLearner"]
+
+
+class DQNLearner:
+    """Updates a :class:`DQNModule` from replayed n-step transitions.
+
+    Args:
+        module: The online network (on ``device``).
+        config: The DQN config.
+        device: Where the update runs.
+    """
+
+    def __init__(self, module: DQNModule, config: Any, device: torch.device) -> None:
+        self.module = module
+        self.config = config
+        self.device = device
+        self.target = copy.deepcopy(module)
+        self.target.requires_grad_(False)
+        self.optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
+
+    def sync_target(self) -> None:
+        """``target <- tau * online + (1 - tau) * target`` (a copy when ``tau == 1``)."""
+        tau = float(self.config.tau)
+        with torch.no_grad():
+            for target, online in zip(
+                self.target.state_dict().values(), self.module.state_dict().values(), strict=True
+            ):
+                if target.dtype.is_floating_point and tau < 1.0:
+                    target.mul_(1.0 - tau).add_(online, alpha=tau)
+                else:
+                    target.copy_(online)
+
+    def _tensors(self, batch: ReplayBatch) -> dict[str, Any]:
+        def to(array: Any) -> torch.Tensor:
+            return torch.as_tensor(array, device=self.device)
+
+        return {
+            "obs": [to(x) for x in batch.obs],
+            "next_obs": [to(x) for x in batch.next_obs],
+            "actions": to(batch.actions).long() - self.module.start,
+            "rewards": to(batch.rewards),
+            "not_terminated": 1.0 - to(batch.terminated).float(),
+            "discounts": to(batch.discounts),
+        }
+
+    def update(self, batch: ReplayBatch) -> dict[str, float]:
+        """One gradient step on a replayed batch; returns the learner metrics."""
+        cfg = self.config
+        b = self._tensors(batch)
+
+        # TD target: r + gamma^k * (1 - terminated) * Q_target(s', a*).
+        with torch.no_grad():
+            next_q_target = self.target.compute_q_values(b["next_obs"])
+            if cfg.double_q:  # a* chosen by the online network (double DQN)
+                best = self.module.compute_q_values(b["next_obs"]).argmax(dim=1, keepdim=True)
+            else:
+                best = next_q_target.argmax(dim=1, keepdim=True)
+            next_q = next_q_target.gather(1, best).squeeze(1)
+            target = b["rewards"] + b["discounts"] * b["not_terminated"] * next_q
+
+        q_values = self.module.compute_q_values(b["obs"])
+        q_taken = q_values.gather(1, b["actions"].unsqueeze(1)).squeeze(1)
+        td_error = q_taken - target
+        if cfg.td_error_loss_fn == "huber":
+            loss = F.smooth_l1_loss(q_taken, target)
+        else:
+            loss = F.mse_loss(q_taken, target)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        max_norm = cfg.grad_clip if cfg.grad_clip is not None else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
+        self.optimizer.step()
+        return {
+            "qf_loss": loss.item(),
+            "qf_mean": q_taken.mean().item(),
+            "qf_max": q_values.max().item(),
+            "td_error_mean": td_error.abs().mean().item(),
+            "gradients_global_norm": grad_norm.item(),
+        }
