@@ -17,7 +17,7 @@ help:
 	@echo "make format     ruff format + ruff check --fix"
 	@echo "make typecheck  mypy"
 	@echo "make pytest     pytest only (all tiers); PYTEST_ARGS=... to narrow"
-	@echo "make bench      run the benchmarks in bench/"
+	@echo "make bench      run the benchmarks in bench/ (with an SB3 yardstick in .venv-bench)"
 	@echo "make clean      remove .venv and caches"
 
 $(BIN)/python:
@@ -36,9 +36,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
 
-# The main job: train PPO on CartPole until solved (grows into train -> export -> serve -> query).
+# The main job: train PPO on CartPole until solved, then export a verified artifact
+# (grows into train -> export -> serve -> query).
 demo: $(VENV)/.installed
 	$(BIN)/rlserve train --config cartpole_ppo --checkpoint-dir runs/demo --seed 0
+	$(BIN)/rlserve export runs/demo/checkpoint_final --out artifacts/demo
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
@@ -56,8 +58,16 @@ pytest: $(VENV)/.installed-dev
 
 test: lint typecheck pytest
 
-bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/train_cartpole.py
+# The SB3 yardstick lives in its own virtualenv: it is never a project dependency.
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.installed:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BENCH_VENV)/bin/python -m pip install --quiet "stable-baselines3==2.9.*" "gymnasium>=1.0,<2"
+	@touch $@
+
+bench: $(VENV)/.installed-dev $(BENCH_VENV)/.installed
+	$(BIN)/python bench/train_cartpole.py --sb3-python $(BENCH_VENV)/bin/python
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -48,11 +48,13 @@ def measure(example: str, seed: int, budget_s: float) -> dict[str, Any]:
             }
             if reached_450 is None and not math.isnan(ret) and ret >= 450:
                 reached_450 = point
-            if not math.isnan(ret) and ret >= 400:  # evaluate only near the goal (time excluded)
+            near = not math.isnan(ret) and ret >= 400
+            if reached_eval is None and near:  # evaluate only near the goal (time excluded)
                 evaluation = algo.evaluate()["env_runners"]["episode_return_mean"]
                 if evaluation >= 475:
                     reached_eval = {**point, "eval_return": evaluation}
-                    break
+            if reached_450 is not None and reached_eval is not None:
+                break
     finally:
         algo.stop()
     steps = result.get("num_env_steps_sampled_lifetime", 0)

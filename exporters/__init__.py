@@ -1,7 +1,40 @@
 """rlserve.exporters: turn a training checkpoint into a self-contained, verified artifact.
 
-``load_artifact`` (the only way serving opens an artifact) must stay importable without the
-training package; only the export path imports training.
+``load_artifact`` (the only way serving opens an artifact) never imports the training package;
+``export_checkpoint`` does, and is imported on first use.
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from typing import Any
+
+from exporters.artifact import (
+    Artifact,
+    ArtifactError,
+    ArtifactVersionError,
+    OnnxPolicy,
+    load_artifact,
+)
+from exporters.manifest import ARTIFACT_VERSION, FORMAT_FILES, Manifest
+
+__all__ = [
+    "ARTIFACT_VERSION",
+    "FORMAT_FILES",
+    "Artifact",
+    "ArtifactError",
+    "ArtifactVersionError",
+    "ExportError",
+    "Manifest",
+    "OnnxPolicy",
+    "export_checkpoint",
+    "load_artifact",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the export path (which needs training and torch) only when it is asked for."""
+    if name in ("export_checkpoint", "ExportError"):
+        from exporters import export
+
+        return getattr(export, name)
+    raise AttributeError(f"module 'exporters' has no attribute {name!r}")

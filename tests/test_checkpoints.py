@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import safetensors.torch
 
+from rlserve import safeio
+from rlserve.spaces import space_from_json, space_to_json
 from training import (
     PPO,
     Algorithm,
@@ -25,10 +27,8 @@ from training import (
     CheckpointVersionError,
     ConfigError,
     PPOConfig,
-    checkpoint_io,
 )
 from training.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
-from training.spaces import space_from_json, space_to_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = (
@@ -264,7 +264,7 @@ def test_restore_refuses_checkpoint_of_another_algorithm(saved: tuple[Algorithm,
 def load_spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records every payload file that training.checkpoints reads."""
     calls: list[str] = []
-    real_load, real_json = safetensors.torch.load_file, checkpoint_io.read_json
+    real_load, real_json = safetensors.torch.load_file, safeio.read_json
 
     def load_file(path: str, *args: Any, **kwargs: Any) -> Any:
         calls.append(Path(path).name)

@@ -139,3 +139,19 @@ def test_tiny_dqn_trains_and_round_trips(tmp_path: Path) -> None:
         assert restored.iteration == 2
     finally:
         restored.stop()
+
+
+def test_exploring_actions_follow_the_current_epsilon() -> None:
+    config = tiny_dqn().training(epsilon_timesteps=100, epsilon_final=0.0)
+    algo = config.build()
+    try:
+        algo.train()  # 64+ env steps: epsilon is well below 1 but above 0
+        policy = algo.get_policy()
+        assert policy.timestep == algo.counters["num_env_steps_sampled_lifetime"]
+        policy.timestep = 10_000  # past the schedule: epsilon 0, exploring == greedy
+        obs = [algo.observation_space.sample() for _ in range(64)]
+        np.testing.assert_array_equal(
+            policy.compute_actions(obs, explore=True), policy.compute_actions(obs, explore=False)
+        )
+    finally:
+        algo.stop()

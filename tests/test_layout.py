@@ -11,7 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARIES = ("training", "exporters", "serving")
-# Which of our packages each package may import (besides itself).
+# The shared bottom layer: formats every package reads and writes. It imports none of ours.
+FOUNDATION = {"rlserve", "rlserve.spaces", "rlserve.safeio"}
+# Which of our packages each package may import (besides itself and the foundation).
 ALLOWED: dict[str, set[str]] = {
     "training": set(),
     "exporters": {"training"},
@@ -21,15 +23,43 @@ ALLOWED: dict[str, set[str]] = {
 OURS = set(ALLOWED)
 
 
-def _imported_top_levels(path: Path) -> set[str]:
+def _imported_modules(path: Path) -> set[str]:
+    """Our modules a file imports (dotted names), wherever the import statement is."""
     tree = ast.parse(path.read_text(), filename=str(path))
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
+            found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
-    return found & OURS
+            found.add(node.module)
+            # `from rlserve import cli` imports a module, `from rlserve.spaces import x` a name.
+            found.update(
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if _is_module(f"{node.module}.{alias.name}")
+            )
+    return {name for name in found if name.split(".")[0] in OURS}
+
+
+def _is_module(name: str) -> bool:
+    base = ROOT.joinpath(*name.split("."))
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
+
+
+def _imported_top_levels(path: Path) -> set[str]:
+    return {name.split(".")[0] for name in _imported_modules(path) if name not in FOUNDATION}
+
+
+def _violations(path: Path, package: str) -> set[str]:
+    module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    imported = _imported_modules(path)
+    if module in FOUNDATION or module == "rlserve.__init__":
+        # The foundation stands alone: it may import only the foundation.
+        return {name for name in imported if name not in FOUNDATION}
+    allowed = ALLOWED[package] | {package}
+    return {
+        name for name in imported if name not in FOUNDATION and name.split(".")[0] not in allowed
+    }
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
@@ -37,7 +67,7 @@ def test_imports_go_one_way(package: str) -> None:
     """No module imports a package that sits above it, not even lazily inside a function."""
     offenders = []
     for path in sorted((ROOT / package).rglob("*.py")):
-        bad = _imported_top_levels(path) - ALLOWED[package] - {package}
+        bad = _violations(path, package)
         if bad:
             offenders.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
     assert not offenders, "\n".join(offenders)
@@ -58,8 +88,16 @@ def test_serving_import_does_not_load_training() -> None:
 def test_the_import_checker_catches_a_violation(tmp_path: Path) -> None:
     """The static checker above really finds upward and lazy imports."""
     bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    import training.algorithm\n    from serving import app\n")
+    bad.write_text(
+        "from rlserve.spaces import flatten_leaves\n"
+        "def f():\n    import training.algorithm\n    from serving import app\n"
+    )
     assert _imported_top_levels(bad) == {"training", "serving"}
+    foundation = ROOT / "rlserve" / "spaces.py"
+    assert _violations(foundation, "rlserve") == set()
+    sneaky = tmp_path / "sneaky.py"
+    sneaky.write_text("from rlserve.cli import app\nfrom rlserve import train\n")
+    assert _imported_modules(sneaky) == {"rlserve.cli", "rlserve", "rlserve.train"}
 
 
 @pytest.mark.parametrize("package", [*LIBRARIES, "rlserve"])

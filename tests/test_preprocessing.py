@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from rlserve.spaces import obs_to_leaves
 from training import PPOConfig
 from training.algorithms.ppo.module import PPOModule
 from training.preprocessing import ObservationPreprocessor, RunningStat
-from training.spaces import obs_to_leaves
 
 
 def structured(**env_config: Any) -> PPOConfig:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from training.spaces import (
+from rlserve.spaces import (
     SpaceFormatError,
     UnsupportedSpaceError,
     flatten_leaves,

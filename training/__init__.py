@@ -12,7 +12,7 @@ The public API follows RLlib's "Getting Started" guide::
 from training.algorithm import Algorithm
 from training.algorithms.dqn import DQN, DQNConfig
 from training.algorithms.ppo import PPO, PPOConfig
-from training.checkpoint_io import CheckpointError, CheckpointVersionError
+from training.checkpoints import CheckpointError, CheckpointVersionError
 from training.config import AlgorithmConfig, ConfigError
 from training.env_runner_group import EnvRunnerFailedError
 from training.envs import UnknownEnvError

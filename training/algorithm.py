@@ -117,6 +117,8 @@ class Algorithm(Trainable):
             np.random.seed(self.config.seed % 2**32)
             random.seed(self.config.seed)
         self.device = torch.device("cuda" if self.config.num_gpus > 0 else "cpu")
+        # Small RL networks run fastest single-threaded; give the learner what Tune reserves.
+        torch.set_num_threads(max(1, int(self.config.num_cpus_for_main_process)))
         self.env_runner = EnvRunner(self.config, 0)
         self.observation_space, self.action_space = self.env_runner.get_spaces()
         self.module = self.build_module(self.config, self.observation_space, self.action_space)
@@ -207,13 +209,18 @@ class Algorithm(Trainable):
         self.env_runner_group.sync_weights(weights, self.counters["num_env_steps_sampled_lifetime"])
 
     def evaluate(self) -> dict[str, Any]:
-        """Play ``evaluation_duration`` episodes with the current (frozen-filter) policy."""
+        """Play ``evaluation_duration`` episodes with the current (frozen-filter) policy.
+
+        Each evaluation starts from the same seeded initial states (when a seed is set), so
+        successive evaluations compare policies, not luck.
+        """
         if self._evaluation_runner is None:
             eval_config = self.config.copy()
             eval_config.update_from_dict({"num_envs_per_env_runner": 1, "output": None})
             self._evaluation_runner = EnvRunner(eval_config, runner_index=1_000_000)
         runner = self._evaluation_runner
         runner.set_weights({k: v.cpu() for k, v in self.module.state_dict().items()})
+        runner.reset()
         returns: list[float] = []
         lengths: list[int] = []
         while len(returns) < self.config.evaluation_duration:
@@ -236,7 +243,12 @@ class Algorithm(Trainable):
     # ----------------------------------------------------------------- weights and policy
     def get_policy(self, policy_id: str = "default_policy") -> Policy:
         """The policy: module access, preprocessing, distributions, values/Q-values."""
-        return Policy(self.module, self.device, explore_default=self.config.explore)
+        return Policy(
+            self.module,
+            self.device,
+            explore_default=self.config.explore,
+            timestep=self.counters["num_env_steps_sampled_lifetime"],
+        )
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Module state (parameters and buffers) as numpy arrays."""

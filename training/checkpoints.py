@@ -24,21 +24,24 @@ from typing import Any, NamedTuple
 import torch
 from safetensors.torch import load_file, save_file
 
-from training.checkpoint_io import (
-    CheckpointError,
-    CheckpointVersionError,
+from rlserve.safeio import (
+    FormatVersionError,
+    IntegrityError,
     read_json,
     verify_directory,
     write_directory_atomically,
     write_json,
 )
-from training.spaces import space_from_json, space_to_json
+from rlserve.spaces import space_from_json, space_to_json
+from training.rl_module import RLModule
 
 __all__ = [
     "ALGORITHMS",
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "CheckpointContents",
+    "CheckpointError",
+    "CheckpointVersionError",
     "flatten_optimizer_state",
     "load_module",
     "read_checkpoint",
@@ -55,6 +58,14 @@ ALGORITHMS: dict[str, str] = {
     "DQN": "training.algorithms.dqn.dqn:DQN",
 }
 """Algorithm names recorded in checkpoints, and where their classes live."""
+
+
+class CheckpointError(IntegrityError):
+    """A checkpoint directory is missing, malformed, corrupt or unsafe to read."""
+
+
+class CheckpointVersionError(CheckpointError, FormatVersionError):
+    """A checkpoint was written in a format version that this code cannot read."""
 
 
 def algorithm_class(name: str) -> Any:
@@ -188,7 +199,10 @@ def read_checkpoint(path: str | Path) -> CheckpointContents:
         CheckpointVersionError: For a newer major format version.
     """
     root = Path(path)
-    metadata = verify_directory(root)
+    try:
+        metadata = verify_directory(root, kind="checkpoint")
+    except IntegrityError as err:
+        raise CheckpointError(str(err)) from None
     _check_version(root, metadata)
     listed = metadata["files"]
     required_files = (
@@ -217,7 +231,7 @@ def read_checkpoint(path: str | Path) -> CheckpointContents:
     )
 
 
-def load_module(path: str | Path) -> tuple[torch.nn.Module, CheckpointContents]:
+def load_module(path: str | Path) -> tuple[RLModule, CheckpointContents]:
     """Rebuild the inference module from a checkpoint alone (the env is never created).
 
     Returns:
@@ -228,7 +242,7 @@ def load_module(path: str | Path) -> tuple[torch.nn.Module, CheckpointContents]:
     config = cls.get_default_config().update_from_dict(contents.config)
     obs_space = space_from_json(contents.metadata["observation_space"], "observation_space")
     act_space = space_from_json(contents.metadata["action_space"], "action_space")
-    module = cls.build_module(config, obs_space, act_space)
+    module: RLModule = cls.build_module(config, obs_space, act_space)
     module.load_state_dict(contents.module_state)
     module.eval()
     return module, contents

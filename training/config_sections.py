@@ -155,7 +155,8 @@ class ResourcesSection(Section):
     Attributes:
         num_gpus: GPUs for the learner (0 runs it on the CPU; asking for a GPU where none
             exists fails at ``build()``).
-        num_cpus_for_main_process: CPUs reserved for the driver/learner under Tune.
+        num_cpus_for_main_process: CPUs reserved for the driver/learner under Tune; also the
+            learner's torch thread count.
     """
 
     num_gpus: float = Field(default=0.0, ge=0)

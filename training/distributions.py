@@ -51,11 +51,13 @@ class ActionDistribution:
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         self.dist: Distribution
         if self.discrete:
-            self.dist = Categorical(logits=inputs)
+            # Argument validation costs more than the sampling itself on small batches.
+            self.dist = Categorical(logits=inputs, validate_args=False)
         else:
             mean, log_std = torch.chunk(inputs, 2, dim=-1)
             self.mean, self.std = mean, log_std.exp()
-            self.dist = Independent(Normal(mean, self.std), 1)
+            normal = Normal(mean, self.std, validate_args=False)
+            self.dist = Independent(normal, 1, validate_args=False)
 
     def _to_space(self, flat: Tensor) -> Tensor:
         if self.discrete:

@@ -21,10 +21,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlserve.spaces import obs_to_leaves
 from training.envs import make_env_creator
 from training.preprocessing import RunningStat
 from training.rl_module import RLModule
-from training.spaces import obs_to_leaves
 from training.traces import TraceWriter
 
 __all__ = ["EnvRunner", "Fragment", "derive_seed"]
@@ -90,10 +90,13 @@ class EnvRunner:
         self._make_vector_env()
         self.observation_space = self.env.single_observation_space
         self.action_space = self.env.single_action_space
-        torch.set_num_threads(1)
-        self.module: RLModule = config.algo_class.build_module(
-            config, self.observation_space, self.action_space
-        )
+        if runner_index > 0:  # an actor of its own: size torch's threads to its CPUs
+            torch.set_num_threads(max(1, int(config.num_cpus_per_env_runner)))
+        # The initial weights are replaced by the learner's: keep the global RNG untouched.
+        with torch.random.fork_rng(devices=[]):
+            self.module: RLModule = config.algo_class.build_module(
+                config, self.observation_space, self.action_space
+            )
         self.module.eval()
         seed = derive_seed(config.seed, runner_index, 10_000)
         self._generator = torch.Generator()
@@ -114,6 +117,10 @@ class EnvRunner:
             [self._creator for _ in range(self.num_envs)],
             autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
         )
+
+    def reset(self) -> None:
+        """Start fresh (seeded) episodes in every sub-env; unfinished episodes are dropped."""
+        self._reset_all()
 
     def _reset_all(self) -> None:
         seeds = [derive_seed(self.config.seed, self.runner_index, j) for j in range(self.num_envs)]

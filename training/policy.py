@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlserve.spaces import flatten_leaves, obs_to_leaves
 from training.distributions import ActionDistribution
 from training.rl_module import RLModule
-from training.spaces import flatten_leaves, obs_to_leaves
 
 __all__ = ["Policy"]
 
@@ -28,12 +28,22 @@ class Policy:
         module: The algorithm's module.
         device: The module's device.
         explore_default: What ``explore=None`` means.
+        timestep: Env steps sampled so far (drives exploration schedules such as DQN's
+            epsilon).
     """
 
-    def __init__(self, module: RLModule, device: torch.device, *, explore_default: bool) -> None:
+    def __init__(
+        self,
+        module: RLModule,
+        device: torch.device,
+        *,
+        explore_default: bool,
+        timestep: int = 0,
+    ) -> None:
         self.model = module
         self.device = device
         self.explore_default = explore_default
+        self.timestep = timestep
         self.observation_space = module.observation_space
         self.action_space = module.action_space
 
@@ -76,7 +86,7 @@ class Policy:
 
     def _actions(self, leaves: list[Tensor], explore: bool) -> np.ndarray:
         if explore:
-            out = self.model.forward_exploration(leaves, None, 0)
+            out = self.model.forward_exploration(leaves, None, self.timestep)
             actions = self.model.clip_actions(out["actions"])
         else:
             actions = self.model.forward_inference(leaves)["actions"]

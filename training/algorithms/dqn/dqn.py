@@ -14,7 +14,6 @@ from training.algorithms.dqn.module import DQNModule, linear_epsilon
 from training.algorithms.dqn.replay_buffer import ReplayBuffer, n_step_transitions
 from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
 from training.config import AlgorithmConfig
-from training.config_sections import ModelConfig
 from training.rl_module import RLModule
 
 __all__ = ["DQN"]
@@ -35,13 +34,10 @@ class DQN(Algorithm):
         action_space: gym.Space[Any],
     ) -> RLModule:
         """A (dueling) :class:`DQNModule`."""
-        model = (
-            config.model if isinstance(config.model, ModelConfig) else ModelConfig(**config.model)
-        )
         return DQNModule(
             observation_space,
             action_space,
-            model,
+            config.model,
             observation_filter=config.observation_filter == "MeanStdFilter",
             dueling=config.dueling,
             epsilon=(config.epsilon_initial, config.epsilon_final, config.epsilon_timesteps),

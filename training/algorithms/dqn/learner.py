@@ -10,6 +10,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual alias
 
 from training.algorithms.dqn.module import DQNModule
 from training.algorithms.dqn.replay_buffer import ReplayBatch
+from training.optim import clip_gradients, make_adam
 
 __all__ = ["DQNLearner"]
 
@@ -29,7 +30,7 @@ class DQNLearner:
         self.device = device
         self.target = copy.deepcopy(module)
         self.target.requires_grad_(False)
-        self.optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
+        self.optimizer = make_adam(module.parameters(), lr=config.lr)
 
     def sync_target(self) -> None:
         """``target <- tau * online + (1 - tau) * target`` (a copy when ``tau == 1``)."""
@@ -81,13 +82,12 @@ class DQNLearner:
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
-        max_norm = cfg.grad_clip if cfg.grad_clip is not None else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
+        grad_norm = clip_gradients(self.module.parameters(), cfg.grad_clip)
         self.optimizer.step()
         return {
             "qf_loss": loss.item(),
             "qf_mean": q_taken.mean().item(),
             "qf_max": q_values.max().item(),
             "td_error_mean": td_error.abs().mean().item(),
-            "gradients_global_norm": grad_norm.item(),
+            "gradients_global_norm": grad_norm,
         }

@@ -17,6 +17,7 @@ from torch import Tensor
 from training.algorithms.ppo.module import PPOModule
 from training.distributions import ActionDistribution
 from training.env_runner import Fragment
+from training.optim import clip_gradients, make_adam
 
 __all__ = ["PPOBatch", "PPOLearner", "compute_gae"]
 
@@ -74,7 +75,7 @@ class PPOLearner:
         self.module = module
         self.config = config
         self.device = device
-        self.optimizer = torch.optim.Adam(module.parameters(), lr=config.lr, eps=1e-5)
+        self.optimizer = make_adam(module.parameters(), lr=config.lr, eps=1e-5)
         self.kl_coeff = float(config.kl_coeff)
 
     def _tensor(self, array: np.ndarray) -> Tensor:
@@ -194,8 +195,7 @@ class PPOLearner:
 
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        max_norm = cfg.grad_clip if cfg.grad_clip is not None else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
+        grad_norm = clip_gradients(self.module.parameters(), cfg.grad_clip)
         self.optimizer.step()
 
         with torch.no_grad():
@@ -207,5 +207,5 @@ class PPOLearner:
             "entropy": entropy.item(),
             "mean_kl_loss": approx_kl.item(),
             "clip_fraction": clip_fraction.item(),
-            "gradients_global_norm": grad_norm.item(),
+            "gradients_global_norm": grad_norm,
         }

@@ -13,7 +13,6 @@ from training.algorithms.ppo.learner import PPOLearner
 from training.algorithms.ppo.module import PPOModule
 from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
 from training.config import AlgorithmConfig
-from training.config_sections import ModelConfig
 from training.rl_module import RLModule
 
 __all__ = ["PPO"]
@@ -34,13 +33,10 @@ class PPO(Algorithm):
         action_space: gym.Space[Any],
     ) -> RLModule:
         """An actor-critic :class:`PPOModule`."""
-        model = (
-            config.model if isinstance(config.model, ModelConfig) else ModelConfig(**config.model)
-        )
         return PPOModule(
             observation_space,
             action_space,
-            model,
+            config.model,
             observation_filter=config.observation_filter == "MeanStdFilter",
         )
 

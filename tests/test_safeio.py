@@ -1,4 +1,4 @@
-"""training.checkpoint_io: atomic directory writes and their verification."""
+"""rlserve.safeio: atomic directory writes and their verification."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from training.checkpoint_io import (
-    CheckpointError,
-    CheckpointVersionError,
+from rlserve.safeio import (
+    FormatVersionError,
+    IntegrityError,
     read_json,
     sha256_file,
     verify_directory,
@@ -70,7 +70,7 @@ def test_custom_metadata_name(tmp_path: Path) -> None:
     write_directory_atomically(target, _payload(), metadata_name="manifest.json", metadata={})
     assert not (target / "metadata.json").exists()
     assert "weights.safetensors" in verify_directory(target, metadata_name="manifest.json")["files"]
-    with pytest.raises(CheckpointError, match=r"metadata\.json is missing"):
+    with pytest.raises(IntegrityError, match=r"metadata\.json is missing"):
         verify_directory(target)
 
 
@@ -86,13 +86,13 @@ def test_tampered_byte_names_the_file(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[1000] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError) as info:
+    with pytest.raises(IntegrityError) as info:
         verify_directory(target)
     message = str(info.value)
     assert f"checkpoint {target}" in message
     assert "'weights.safetensors' has sha256" in message
     assert hashlib.sha256(WEIGHTS).hexdigest()[:12] in message
-    assert "corrupt or was modified" in message
+    assert "corrupt or were modified" in message
     assert "optimizer.bin" not in message
 
 
@@ -100,7 +100,7 @@ def test_truncated_file(tmp_path: Path) -> None:
     target = _write(tmp_path / "ckpt")
     with open(target / "state" / "optimizer.bin", "r+b") as fh:
         fh.truncate(5)
-    with pytest.raises(CheckpointError, match=r"'state/optimizer.bin' is 5 bytes but .* lists 20"):
+    with pytest.raises(IntegrityError, match=r"'state/optimizer.bin' is 5 bytes but .* lists 20"):
         verify_directory(target)
 
 
@@ -108,7 +108,7 @@ def test_missing_files_are_all_reported(tmp_path: Path) -> None:
     target = _write(tmp_path / "ckpt")
     (target / "weights.safetensors").unlink()
     (target / "note.txt").unlink()
-    with pytest.raises(CheckpointError) as info:
+    with pytest.raises(IntegrityError) as info:
         verify_directory(target)
     assert "'note.txt' is listed in metadata.json but missing" in str(info.value)
     assert "'weights.safetensors' is listed in metadata.json but missing" in str(info.value)
@@ -144,7 +144,7 @@ def test_unsafe_paths_in_metadata_are_rejected(tmp_path: Path, rel: str, expecte
     target = _write(tmp_path / "ckpt")
     entry = {"sha256": hashlib.sha256(b"secret").hexdigest(), "size": 6}
     _rewrite_files(target, lambda files: files.update({rel: entry}))
-    with pytest.raises(CheckpointError, match=expected) as info:
+    with pytest.raises(IntegrityError, match=expected) as info:
         verify_directory(target)
     assert repr(rel) in str(info.value)
 
@@ -155,7 +155,7 @@ def test_symlinked_file_pointing_outside_is_rejected(tmp_path: Path) -> None:
     outside.write_bytes(WEIGHTS)  # same content: only the link itself is wrong
     (target / "weights.safetensors").unlink()
     (target / "weights.safetensors").symlink_to(outside)
-    with pytest.raises(CheckpointError, match=r"'weights\.safetensors' has a symbolic link"):
+    with pytest.raises(IntegrityError, match=r"'weights\.safetensors' has a symbolic link"):
         verify_directory(target)
 
 
@@ -164,7 +164,7 @@ def test_symlinked_directory_component_is_rejected(tmp_path: Path) -> None:
     outside = tmp_path / "elsewhere"
     (target / "state").rename(outside)
     (target / "state").symlink_to(outside, target_is_directory=True)
-    with pytest.raises(CheckpointError, match="symbolic link at 'state'"):
+    with pytest.raises(IntegrityError, match="symbolic link at 'state'"):
         verify_directory(target)
 
 
@@ -184,15 +184,15 @@ def test_symlinked_directory_component_is_rejected(tmp_path: Path) -> None:
 def test_invalid_metadata(tmp_path: Path, content: bytes, expected: str) -> None:
     target = _write(tmp_path / "ckpt")
     (target / "metadata.json").write_bytes(content)
-    with pytest.raises(CheckpointError, match=expected):
+    with pytest.raises(IntegrityError, match=expected):
         verify_directory(target)
 
 
 def test_metadata_size_cap_and_missing_directory(tmp_path: Path) -> None:
     target = _write(tmp_path / "ckpt")
-    with pytest.raises(CheckpointError, match="larger than the limit of 100 bytes"):
+    with pytest.raises(IntegrityError, match="larger than the limit of 100 bytes"):
         verify_directory(target, max_metadata_bytes=100)
-    with pytest.raises(CheckpointError, match="not a directory"):
+    with pytest.raises(IntegrityError, match="not a directory"):
         verify_directory(tmp_path / "nope")
 
 
@@ -277,19 +277,19 @@ def test_refuses_symlinks_and_reserved_names(tmp_path: Path) -> None:
         (tmp / "data.bin").write_bytes(b"1")
         (tmp / "link.txt").symlink_to(outside)
 
-    with pytest.raises(CheckpointError, match=r"symbolic link 'link\.txt'"):
+    with pytest.raises(IntegrityError, match=r"symbolic link 'link\.txt'"):
         write_directory_atomically(tmp_path / "a", with_link, metadata={})
 
     def with_dir_link(tmp: Path) -> None:
         (tmp / "sub").symlink_to(tmp_path, target_is_directory=True)
 
-    with pytest.raises(CheckpointError, match="symbolic link 'sub'"):
+    with pytest.raises(IntegrityError, match="symbolic link 'sub'"):
         write_directory_atomically(tmp_path / "b", with_dir_link, metadata={})
 
     def with_metadata(tmp: Path) -> None:
         (tmp / "metadata.json").write_text("{}", encoding="utf-8")
 
-    with pytest.raises(CheckpointError, match="metadata file"):
+    with pytest.raises(IntegrityError, match="metadata file"):
         write_directory_atomically(tmp_path / "c", with_metadata, metadata={})
     with pytest.raises(ValueError, match="must not contain 'files'"):
         write_directory_atomically(tmp_path / "d", _payload(), metadata={"files": {}})
@@ -298,11 +298,11 @@ def test_refuses_symlinks_and_reserved_names(tmp_path: Path) -> None:
 
 def test_refuses_to_replace_a_file(tmp_path: Path) -> None:
     (tmp_path / "ckpt").write_text("not a directory", encoding="utf-8")
-    with pytest.raises(CheckpointError, match="exists and is not a directory"):
+    with pytest.raises(IntegrityError, match="exists and is not a directory"):
         _write(tmp_path / "ckpt")
     assert (tmp_path / "ckpt").read_text(encoding="utf-8") == "not a directory"
 
 
 def test_version_error_is_a_checkpoint_error() -> None:
-    assert issubclass(CheckpointVersionError, CheckpointError)
-    assert issubclass(CheckpointError, ValueError)
+    assert issubclass(FormatVersionError, IntegrityError)
+    assert issubclass(IntegrityError, ValueError)

@@ -1,5 +1,8 @@
 """Atomic, verified directories: the on-disk form of checkpoints and exported artifacts.
 
+Part of the shared bottom layer (``rlserve.spaces``, ``rlserve.safeio``): it imports nothing
+from ``training``, ``exporters`` or ``serving``, so all three (and a serving replica) use it.
+
 A directory is written into a temporary sibling, described by a metadata JSON file that lists
 the sha256 and size of every payload file, fsynced, and only then renamed into place, so the
 target path holds either a complete old version or a complete new one, never a partial one.
@@ -22,8 +25,8 @@ from typing import Any, BinaryIO
 
 __all__ = [
     "METADATA_MAX_BYTES",
-    "CheckpointError",
-    "CheckpointVersionError",
+    "FormatVersionError",
+    "IntegrityError",
     "read_json",
     "sha256_file",
     "verify_directory",
@@ -37,12 +40,12 @@ _HEX = frozenset("0123456789abcdef")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
-class CheckpointError(ValueError):
-    """A checkpoint directory is missing, malformed, corrupt or unsafe to read."""
+class IntegrityError(ValueError):
+    """A verified directory (checkpoint or artifact) is missing, malformed, corrupt or unsafe."""
 
 
-class CheckpointVersionError(CheckpointError):
-    """A checkpoint was written in a format version that this code cannot read."""
+class FormatVersionError(IntegrityError):
+    """A directory was written in a format version that this code cannot read."""
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -79,21 +82,21 @@ def read_json(path: str | os.PathLike[str], *, max_bytes: int) -> Any:
     NaN/Infinity literals and duplicate object keys are rejected.
 
     Raises:
-        CheckpointError: If the file is too large, not UTF-8 or not valid strict JSON.
+        IntegrityError: If the file is too large, not UTF-8 or not valid strict JSON.
         OSError: If the file cannot be opened.
     """
     with os.fdopen(os.open(path, os.O_RDONLY | _NOFOLLOW), "rb") as fh:
         raw = fh.read(max_bytes + 1)
     if len(raw) > max_bytes:
-        raise CheckpointError(f"{path}: larger than the limit of {max_bytes} bytes")
+        raise IntegrityError(f"{path}: larger than the limit of {max_bytes} bytes")
     try:
         return json.loads(
             raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
         )
     except UnicodeDecodeError as exc:
-        raise CheckpointError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        raise IntegrityError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
-        raise CheckpointError(
+        raise IntegrityError(
             f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from exc
 
@@ -136,7 +139,7 @@ def write_directory_atomically(
         ``target`` as a ``Path``.
 
     Raises:
-        CheckpointError: If ``write_files`` created links, special files, ``metadata_name``
+        IntegrityError: If ``write_files`` created links, special files, ``metadata_name``
             itself or unusable names, or ``target`` exists and is not a directory.
         ValueError: If ``metadata_name`` is not a plain file name or ``metadata`` has ``"files"``.
     """
@@ -146,7 +149,7 @@ def write_directory_atomically(
     if "files" in metadata:
         raise ValueError("metadata must not contain 'files'; the file table is computed")
     if os.path.lexists(target) and (target.is_symlink() or not target.is_dir()):
-        raise CheckpointError(f"{target}: exists and is not a directory; refusing to replace it")
+        raise IntegrityError(f"{target}: exists and is not a directory; refusing to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _new_sibling(target, "tmp", create=True)
     try:
@@ -183,7 +186,7 @@ def _file_table(root: Path, metadata_name: str) -> dict[str, dict[str, Any]]:
             rel = full.relative_to(root).as_posix()
             mode = os.lstat(full).st_mode
             if stat.S_ISLNK(mode):
-                raise CheckpointError(
+                raise IntegrityError(
                     f"write_files created the symbolic link {rel!r}; only regular files and "
                     "directories may be written"
                 )
@@ -193,7 +196,7 @@ def _file_table(root: Path, metadata_name: str) -> dict[str, dict[str, Any]]:
                 None if stat.S_ISREG(mode) else "is not a regular file"
             )
             if problem:
-                raise CheckpointError(f"write_files created {rel!r}, which {problem}")
+                raise IntegrityError(f"write_files created {rel!r}, which {problem}")
             with open(full, "rb") as fh:
                 digest, size = _hash_stream(fh)
             table[rel] = {"sha256": digest, "size": size}
@@ -235,7 +238,7 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
         try:
             os.replace(old, target)  # put the previous, complete version back
         except OSError as restore_exc:
-            raise CheckpointError(
+            raise IntegrityError(
                 f"{target}: could not move the new version into place ({exc!r}) nor restore the "
                 f"previous one ({restore_exc!r}); the previous version is intact at {old}"
             ) from exc
@@ -265,6 +268,7 @@ def verify_directory(
     *,
     metadata_name: str = "metadata.json",
     max_metadata_bytes: int = METADATA_MAX_BYTES,
+    kind: str = "checkpoint",
 ) -> dict[str, Any]:
     """Check every file listed in a directory's metadata, and return the metadata.
 
@@ -276,40 +280,41 @@ def verify_directory(
         path: The directory written by :func:`write_directory_atomically`.
         metadata_name: File name of the metadata JSON inside the directory.
         max_metadata_bytes: Size limit of the metadata file.
+        kind: What the directory is (``"checkpoint"``, ``"artifact"``), for messages.
 
     Returns:
         The parsed metadata, including its ``"files"`` table.
 
     Raises:
-        CheckpointError: Naming each offending file and what was expected versus found.
+        IntegrityError: Naming each offending file and what was expected versus found.
     """
     root = Path(path)
-    where = f"checkpoint {root}"
+    where = f"{kind} {root}"
     if not root.is_dir():
-        raise CheckpointError(f"{where}: not a directory (or it does not exist)")
+        raise IntegrityError(f"{where}: not a directory (or it does not exist)")
     meta_path = root / metadata_name
     try:
         mode = os.lstat(meta_path).st_mode
     except FileNotFoundError:
-        raise CheckpointError(
-            f"{where}: {metadata_name} is missing; this is not a checkpoint directory or it "
+        raise IntegrityError(
+            f"{where}: {metadata_name} is missing; this is not a {kind} directory or it "
             "was not written completely"
         ) from None
     if not stat.S_ISREG(mode):
-        raise CheckpointError(f"{where}: {metadata_name} is not a regular file")
+        raise IntegrityError(f"{where}: {metadata_name} is not a regular file")
     try:
         meta = read_json(meta_path, max_bytes=max_metadata_bytes)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{where}: cannot read {metadata_name}: {exc}") from exc
+    except IntegrityError as exc:
+        raise IntegrityError(f"{where}: cannot read {metadata_name}: {exc}") from exc
     if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict):
-        raise CheckpointError(f"{where}: {metadata_name} must be an object with a 'files' object")
+        raise IntegrityError(f"{where}: {metadata_name} must be an object with a 'files' object")
     problems = [
         f"file {rel!r} {problem}"
         for rel, entry in meta["files"].items()
         if (problem := _check_entry(root, rel, entry, metadata_name)) is not None
     ]
     if problems:
-        raise CheckpointError(f"{where}: " + "; ".join(problems))
+        raise IntegrityError(f"{where}: " + "; ".join(problems))
     return meta
 
 
@@ -343,7 +348,7 @@ def _check_components(root: Path, rel: str, metadata_name: str) -> str | None:
         except FileNotFoundError:
             return f"is listed in {metadata_name} but missing"
         if stat.S_ISLNK(mode):
-            return f"has a symbolic link at {shown!r}; links are not allowed in checkpoints"
+            return f"has a symbolic link at {shown!r}; links are not allowed"
         if i < len(parts) - 1 and not stat.S_ISDIR(mode):
             return f"has a non-directory at {shown!r}"
     return None if stat.S_ISREG(mode) else "is not a regular file"
@@ -355,12 +360,12 @@ def _check_content(full: Path, entry: dict[str, Any], metadata_name: str) -> str
         if size != entry["size"]:
             return (
                 f"is {size} bytes but {metadata_name} lists {entry['size']} bytes; the "
-                "checkpoint is truncated, corrupt or was modified"
+                "files are truncated, corrupt or were modified"
             )
         digest = _hash_stream(fh)[0]
     if digest != entry["sha256"]:
         return (
             f"has sha256 {digest[:12]}... but {metadata_name} lists {entry['sha256'][:12]}...; "
-            "the checkpoint is corrupt or was modified"
+            "the files are corrupt or were modified"
         )
     return None

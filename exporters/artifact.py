@@ -1,0 +1,184 @@
+"""``load_artifact``: the only way serving opens an exported policy.
+
+Before any runtime session exists it verifies ``manifest.json`` and every listed file (size
+and sha256, paths inside the directory, no symbolic links), rejects unknown future format
+versions, and rejects ONNX models that reference external data. It imports nothing from
+``training``: a serving replica needs only the artifact, onnxruntime and numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from pydantic import ValidationError
+
+from exporters.manifest import ARTIFACT_FORMAT, ARTIFACT_VERSION, Manifest
+from rlserve.safeio import FormatVersionError, IntegrityError, verify_directory
+from rlserve.spaces import space_from_json
+
+__all__ = ["Artifact", "ArtifactError", "ArtifactVersionError", "OnnxPolicy", "load_artifact"]
+
+
+class ArtifactError(IntegrityError):
+    """An artifact directory is missing, malformed, corrupt, tampered or unsafe."""
+
+
+class ArtifactVersionError(ArtifactError, FormatVersionError):
+    """An artifact was written in a newer format version than this code reads."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A verified artifact directory.
+
+    Attributes:
+        path: The directory.
+        manifest: The parsed manifest.
+        files: The verified file table (name -> sha256 and size).
+        observation_space: Re-created from the manifest.
+        action_space: Re-created from the manifest.
+    """
+
+    path: Path
+    manifest: Manifest
+    files: dict[str, Any]
+    observation_space: gym.Space[Any]
+    action_space: gym.Space[Any]
+
+    @property
+    def version(self) -> str:
+        """The content-derived policy version."""
+        return self.manifest.version
+
+    def file(self, fmt: str) -> Path:
+        """Path of an exported format's file (``onnx``, ``torchscript``, ``torch_export``).
+
+        Raises:
+            ArtifactError: If the artifact has no such format.
+        """
+        entry = self.manifest.formats.get(fmt)
+        if entry is None:
+            raise ArtifactError(
+                f"artifact {self.path}: no {fmt!r} format; it has {sorted(self.manifest.formats)}"
+            )
+        return self.path / entry.file
+
+    def onnx_policy(
+        self, *, intra_op_num_threads: int = 1, providers: list[str] | None = None
+    ) -> OnnxPolicy:
+        """An onnxruntime session on this artifact's ONNX graph."""
+        return OnnxPolicy(self, intra_op_num_threads=intra_op_num_threads, providers=providers)
+
+
+def _check_onnx_has_no_external_data(path: Path) -> None:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # onnx raises several types for malformed protobufs
+        raise ArtifactError(f"artifact file {path.name}: not a valid ONNX model ({err})") from None
+    tensors = list(model.graph.initializer)
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                tensors.append(attribute.t)
+    for tensor in tensors:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
+            raise ArtifactError(
+                f"artifact file {path.name}: tensor {tensor.name!r} references external data; "
+                "artifacts must be self-contained"
+            )
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Verify an artifact directory completely, then describe it.
+
+    Raises:
+        ArtifactError: Naming the bad file or field (tampered, truncated, missing, outside the
+            directory, a symbolic link, ONNX external data, malformed manifest).
+        ArtifactVersionError: For a newer major format version.
+    """
+    root = Path(path)
+    try:
+        data = verify_directory(root, metadata_name="manifest.json", kind="artifact")
+    except IntegrityError as err:
+        raise ArtifactError(str(err)) from None
+    if data.get("format") != ARTIFACT_FORMAT:
+        raise ArtifactError(
+            f"artifact {root}: manifest.json format is {data.get('format')!r}, "
+            f"expected {ARTIFACT_FORMAT!r}"
+        )
+    version = str(data.get("format_version", ""))
+    major = version.split(".", maxsplit=1)[0]
+    if not major.isdigit():
+        raise ArtifactError(f"artifact {root}: bad format_version {version!r}")
+    if int(major) > int(ARTIFACT_VERSION.split(".")[0]):
+        raise ArtifactVersionError(
+            f"artifact {root}: format version {version} is newer than this rlserve reads "
+            f"({ARTIFACT_VERSION}); upgrade rlserve"
+        )
+    files = data.pop("files")
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ArtifactError(f"artifact {root}: manifest.json {where}: {first['msg']}") from None
+    for fmt, entry in manifest.formats.items():
+        if entry.file not in files:
+            raise ArtifactError(
+                f"artifact {root}: format {fmt!r} names {entry.file!r}, which manifest.json "
+                "does not list with a hash"
+            )
+    if "onnx" in manifest.formats:
+        _check_onnx_has_no_external_data(root / manifest.formats["onnx"].file)
+    try:
+        obs_space = space_from_json(manifest.observation_space, "observation_space")
+        act_space = space_from_json(manifest.action_space, "action_space")
+    except ValueError as err:
+        raise ArtifactError(f"artifact {root}: manifest.json {err}") from None
+    return Artifact(root, manifest, files, obs_space, act_space)
+
+
+class OnnxPolicy:
+    """Runs an artifact's ONNX graph with onnxruntime.
+
+    Args:
+        artifact: A verified artifact.
+        intra_op_num_threads: Threads per inference call (size it to the replica's CPUs).
+        providers: onnxruntime execution providers (default: CPU).
+    """
+
+    def __init__(
+        self,
+        artifact: Artifact,
+        *,
+        intra_op_num_threads: int = 1,
+        providers: list[str] | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_num_threads
+        options.inter_op_num_threads = 1
+        self.artifact = artifact
+        self.session = ort.InferenceSession(
+            str(artifact.file("onnx")),
+            sess_options=options,
+            providers=providers or ["CPUExecutionProvider"],
+        )
+        self.input_names = [spec.name for spec in artifact.manifest.inputs]
+        self.input_dtypes = [np.dtype(spec.dtype) for spec in artifact.manifest.inputs]
+
+    def run(self, leaves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``(action_dist_inputs, actions)`` for a batch given as observation leaves."""
+        feed = {
+            name: np.ascontiguousarray(leaf, dtype=dtype)
+            for name, dtype, leaf in zip(self.input_names, self.input_dtypes, leaves, strict=True)
+        }
+        dist_inputs, actions = self.session.run(None, feed)
+        return dist_inputs, actions

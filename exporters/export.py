@@ -1,0 +1,236 @@
+"""``export_checkpoint``: turn a training checkpoint into a verified artifact directory.
+
+The artifact holds ``model.onnx`` (primary), ``model.ts`` (TorchScript, legacy: upstream has
+deprecated it) and ``model.pt2`` (``torch.export``), plus ``manifest.json``. Each exported
+graph is checked against the eager module on batches of two sizes before the directory is
+published (written beside the target and renamed into place, like checkpoints).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+from exporters.graph import OUTPUT_NAMES, InferenceGraph, example_inputs, input_specs
+from exporters.manifest import ARTIFACT_VERSION, FORMAT_FILES, FormatEntry, Manifest, TensorSpec
+from exporters.upstream import upstream_warnings_silenced
+from rlserve.safeio import sha256_file, write_directory_atomically
+from training.checkpoints import load_module
+
+__all__ = ["ExportError", "export_checkpoint"]
+
+DEFAULT_OPSET = 18
+
+
+class ExportError(ValueError):
+    """An export failed or its result does not match the eager module."""
+
+
+def _distribution(algorithm: str, action_space: gym.Space[Any]) -> str:
+    if algorithm == "DQN":
+        return "q_values"
+    return "diag_gaussian" if isinstance(action_space, gym.spaces.Box) else "categorical"
+
+
+def _outputs(graph: InferenceGraph, examples: tuple[torch.Tensor, ...]) -> list[TensorSpec]:
+    with torch.no_grad():
+        dist_inputs, actions = graph(*examples)
+    return [
+        TensorSpec(name=OUTPUT_NAMES[0], shape=["batch", *dist_inputs.shape[1:]], dtype="float32"),
+        TensorSpec(
+            name=OUTPUT_NAMES[1],
+            shape=["batch", *actions.shape[1:]],
+            dtype=str(actions.numpy().dtype),
+        ),
+    ]
+
+
+def _batch_dim(max_batch_size: int) -> Any:
+    return torch.export.Dim("batch", min=1, max=max_batch_size)
+
+
+def _dynamic_shapes(count: int, max_batch_size: int) -> tuple[tuple[dict[int, Any], ...]]:
+    batch = _batch_dim(max_batch_size)
+    return (tuple({0: batch} for _ in range(count)),)
+
+
+def _quiet_onnx_registry() -> None:
+    # The ONNX exporter logs a warning per torchvision op it cannot register; we export none.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+
+
+def _export_onnx(
+    graph: InferenceGraph,
+    examples: tuple[torch.Tensor, ...],
+    path: Path,
+    names: list[str],
+    max_batch_size: int,
+    opset: int,
+) -> None:
+    import onnx
+
+    _quiet_onnx_registry()
+    torch.onnx.export(
+        graph,
+        examples,
+        str(path),
+        input_names=names,
+        output_names=list(OUTPUT_NAMES),
+        dynamic_shapes=_dynamic_shapes(len(examples), max_batch_size),
+        opset_version=opset,
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def _export_torchscript(
+    graph: InferenceGraph, examples: tuple[torch.Tensor, ...], path: Path
+) -> None:
+    # TorchScript is deprecated upstream; the legacy format is kept working (see upstream.py).
+    traced = torch.jit.trace(graph, examples, check_trace=False)  # type: ignore[no-untyped-call]
+    torch.jit.save(traced, str(path))
+
+
+def _export_program(
+    graph: InferenceGraph, examples: tuple[torch.Tensor, ...], path: Path, max_batch_size: int
+) -> None:
+    program = torch.export.export(
+        graph, examples, dynamic_shapes=_dynamic_shapes(len(examples), max_batch_size)
+    )
+    torch.export.save(program, str(path))
+
+
+def _version_id(module_sha256: str, manifest_core: dict[str, Any]) -> str:
+    digest = hashlib.sha256()
+    digest.update(module_sha256.encode())
+    digest.update(json.dumps(manifest_core, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def export_checkpoint(
+    checkpoint_path: str | Path,
+    out_dir: str | Path,
+    formats: Iterable[str] = ("onnx", "torchscript", "torch_export"),
+    *,
+    policy_name: str | None = None,
+    max_batch_size: int = 4096,
+    opset: int = DEFAULT_OPSET,
+) -> Path:
+    """Export a checkpoint's inference path into a verified artifact directory.
+
+    The env is never created: spaces come from the checkpoint's metadata.
+
+    Args:
+        checkpoint_path: A checkpoint directory written by ``Algorithm.save``.
+        out_dir: The artifact directory to create (replaced atomically if it exists).
+        formats: Any of ``"onnx"``, ``"torchscript"``, ``"torch_export"``.
+        policy_name: Name recorded in the manifest (default: the algorithm, lower case).
+        max_batch_size: Largest batch every format must accept (at least 4096 recommended).
+        opset: ONNX opset.
+
+    Returns:
+        The artifact directory.
+
+    Raises:
+        ExportError: For an unknown format, a failed export, or a graph that disagrees with
+            the eager module.
+        training.CheckpointError: For a corrupt or tampered checkpoint.
+    """
+    chosen = list(dict.fromkeys(formats))
+    unknown = [f for f in chosen if f not in FORMAT_FILES]
+    if unknown or not chosen:
+        raise ExportError(f"formats: unknown {unknown}; choose from {sorted(FORMAT_FILES)}")
+    if max_batch_size < 8:
+        raise ExportError(f"max_batch_size must be >= 8, got {max_batch_size}")
+    module, contents = load_module(checkpoint_path)
+    graph = InferenceGraph(module)
+    obs_space, act_space = module.observation_space, module.action_space
+    examples = example_inputs(obs_space, batch=3)
+    inputs = [TensorSpec(**spec) for spec in input_specs(obs_space)]
+    algorithm = str(contents.metadata["algorithm"])
+    format_entries = {
+        name: FormatEntry(
+            file=FORMAT_FILES[name],
+            opset=opset if name == "onnx" else None,
+            legacy=name == "torchscript",
+            note="TorchScript is deprecated upstream; prefer onnx or torch_export"
+            if name == "torchscript"
+            else None,
+        )
+        for name in chosen
+    }
+    core = {
+        "format_version": ARTIFACT_VERSION,
+        "observation_space": contents.metadata["observation_space"],
+        "action_space": contents.metadata["action_space"],
+        "formats": sorted(chosen),
+        "max_batch_size": max_batch_size,
+    }
+    graph_contains = ["preprocessing", "policy_network", "deterministic_action"]
+    if module.obs_filter.enabled:
+        graph_contains.insert(1, "observation_filter")
+    if isinstance(act_space, gym.spaces.Box):
+        graph_contains.append("action_clipping")
+    manifest = Manifest(
+        policy_name=policy_name or algorithm.lower(),
+        version=_version_id(contents.metadata["files"]["module.safetensors"]["sha256"], core),
+        algorithm=algorithm,
+        source_checkpoint=str(Path(checkpoint_path).resolve()),
+        source_metadata_sha256=sha256_file(Path(checkpoint_path) / "metadata.json"),
+        source_iteration=int(contents.metadata["iteration"]),
+        observation_space=contents.metadata["observation_space"],
+        action_space=contents.metadata["action_space"],
+        action_distribution=_distribution(algorithm, act_space),  # type: ignore[arg-type]
+        inputs=inputs,
+        outputs=_outputs(graph, examples),
+        graph_contains=graph_contains,
+        observation_filter="MeanStdFilter" if module.obs_filter.enabled else "NoFilter",
+        max_batch_size=max_batch_size,
+        formats=format_entries,
+        library_versions=_library_versions(),
+    )
+    names = [spec.name for spec in inputs]
+
+    def write_files(directory: Path) -> None:
+        for name in chosen:
+            path = directory / FORMAT_FILES[name]
+            try:
+                with upstream_warnings_silenced():
+                    if name == "onnx":
+                        _export_onnx(graph, examples, path, names, max_batch_size, opset)
+                    elif name == "torchscript":
+                        _export_torchscript(graph, examples, path)
+                    else:
+                        _export_program(graph, examples, path, max_batch_size)
+            except ExportError:
+                raise
+            except Exception as err:
+                raise ExportError(f"export to {name} failed: {type(err).__name__}: {err}") from err
+        from exporters.verify import verify_against_eager
+
+        with upstream_warnings_silenced():
+            verify_against_eager(directory, chosen, graph, obs_space, names)
+
+    return write_directory_atomically(
+        out_dir, write_files, metadata_name="manifest.json", metadata=manifest.model_dump()
+    )
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {}
+    for dist in ("rlserve", "torch", "onnx", "onnxruntime", "onnxscript", "gymnasium", "numpy"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "unknown"
+    return versions

@@ -1,0 +1,71 @@
+"""The exported inference graph: raw observation leaves in, distribution inputs and actions out.
+
+Everything between the env's observation and the action is inside: preprocessing (one-hot,
+flattening, image scaling), the frozen observation filter, the policy network, the
+deterministic action and, for Box actions, clipping into the bounds. Sampling stays outside
+(serving samples from the distribution inputs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from rlserve.spaces import flatten_leaves
+from training.rl_module import RLModule
+
+__all__ = ["OUTPUT_NAMES", "InferenceGraph", "example_inputs", "input_specs"]
+
+OUTPUT_NAMES = ("action_dist_inputs", "actions")
+
+
+class InferenceGraph(nn.Module):
+    """``forward(*leaves) -> (action_dist_inputs, actions)`` around a module's inference path.
+
+    Args:
+        module: A trained module (eval mode).
+    """
+
+    def __init__(self, module: RLModule) -> None:
+        super().__init__()
+        self.module = module
+        self.eval()
+
+    def forward(self, *leaves: Tensor) -> tuple[Tensor, Tensor]:
+        """Run the whole inference path on a batch of raw observation leaves."""
+        out = self.module.forward_inference(list(leaves))
+        return out["action_dist_inputs"], out["actions"]
+
+
+def _leaf_dtype(space: gym.Space[Any]) -> np.dtype[Any]:
+    if isinstance(space, gym.spaces.Discrete):
+        return np.dtype(np.int64)
+    return np.dtype(space.dtype)
+
+
+def input_specs(observation_space: gym.Space[Any]) -> list[dict[str, Any]]:
+    """Name, observation path, per-row shape and dtype of each graph input, in order."""
+    return [
+        {
+            "name": f"obs_{index}",
+            "path": path,
+            "shape": ["batch", *(space.shape or ())],
+            "dtype": str(_leaf_dtype(space)),
+        }
+        for index, (path, space) in enumerate(flatten_leaves(observation_space))
+    ]
+
+
+def example_inputs(observation_space: gym.Space[Any], batch: int = 3) -> tuple[Tensor, ...]:
+    """A batch of valid observations as graph inputs (for tracing and exporting)."""
+    leaves = flatten_leaves(observation_space)
+    rows = []
+    for _, space in leaves:
+        space.seed(0)
+        samples = [np.asarray(space.sample(), dtype=_leaf_dtype(space)) for _ in range(batch)]
+        rows.append(torch.from_numpy(np.stack(samples)))
+    return tuple(rows)
