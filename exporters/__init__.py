@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporters.artifact import (
     Artifact,
@@ -16,6 +16,9 @@ from exporters.artifact import (
     load_artifact,
 )
 from exporters.manifest import ARTIFACT_VERSION, FORMAT_FILES, Manifest
+
+if TYPE_CHECKING:  # the real import happens on first use (see __getattr__)
+    from exporters.export import ExportError, export_checkpoint
 
 __all__ = [
     "ARTIFACT_VERSION",

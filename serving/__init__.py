@@ -1,6 +1,32 @@
-"""rlserve.serving: Ray Serve deployments answering batched ``compute_action`` over HTTP.
+"""rlserve.serving: batched ``compute_action`` over HTTP for exported policies.
 
 A serving replica needs only the exported artifact: this package never imports ``training``.
 """
 
-__all__: list[str] = []
+from serving.deployment import AppArgs, build_app
+from serving.http_app import (
+    ApiError,
+    ComputeActionRequest,
+    ComputeActionsRequest,
+    ServingSettings,
+    create_app,
+)
+from serving.observations import ObservationError, actions_to_json, observations_to_leaves
+from serving.registry import PolicyRegistry
+from serving.runtime import ActionBatch, PolicyRuntime
+
+__all__ = [
+    "ActionBatch",
+    "ApiError",
+    "AppArgs",
+    "ComputeActionRequest",
+    "ComputeActionsRequest",
+    "ObservationError",
+    "PolicyRegistry",
+    "PolicyRuntime",
+    "ServingSettings",
+    "actions_to_json",
+    "build_app",
+    "create_app",
+    "observations_to_leaves",
+]

@@ -1,0 +1,165 @@
+"""The Ray Serve application: one FastAPI ingress deployment with dynamic batching.
+
+``serve run serving.deployment:build_app artifact=PATH`` works (the builder's argument is a
+pydantic model, so ``key=value`` arguments are validated), and so does a ``serve build`` YAML.
+
+Concurrent requests are validated one by one at the edge, then combined by ``@serve.batch`` into
+one inference call per policy (rows beyond the artifact's ``max_batch_size`` are split and the
+results merged). ``max_ongoing_requests`` is raised to at least ``max_batch_size`` automatically:
+Serve never forms a batch larger than it (ray-project/ray#43288).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from ray import serve
+from ray.serve import Application
+
+from serving.http_app import ServingSettings, create_app
+from serving.registry import PolicyRegistry
+from serving.runtime import ActionBatch, PolicyRuntime
+
+__all__ = ["AppArgs", "PolicyDeployment", "build_app"]
+
+
+class AppArgs(BaseModel):
+    """Arguments of the serving application (``serve run ... key=value`` or YAML).
+
+    Attributes:
+        artifact: One artifact directory, served under ``name``.
+        name: Policy name for ``artifact``.
+        artifacts: More policies: name -> artifact directory.
+        max_batch_size: Most requests combined into one inference call.
+        batch_wait_timeout_s: How long the first request of a batch waits for company.
+        max_rows: Most observations in one ``compute_actions`` request.
+        max_body_bytes: Largest request body.
+        token: Bearer token required on ``/v1`` routes.
+        num_replicas: Replicas (ignored when ``autoscaling`` is set).
+        autoscaling: Ray Serve autoscaling config (``min_replicas``, ``max_replicas``, ...).
+        num_cpus: CPUs per replica (also onnxruntime's thread count).
+        num_gpus: GPUs per replica (fractions allowed; uses onnxruntime's CUDA provider).
+        max_queued_requests: Requests queued per replica before answering 503 (-1: unbounded).
+        epsilon: Exploration rate for Q-value policies when ``explore=true``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    artifact: str | None = None
+    name: str = "policy"
+    artifacts: dict[str, str] = Field(default_factory=dict)
+    max_batch_size: int = Field(default=64, ge=1, le=4096)
+    batch_wait_timeout_s: float = Field(default=0.002, ge=0.0, le=1.0)
+    max_rows: int = Field(default=4096, ge=1)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    token: str | None = None
+    num_replicas: int = Field(default=1, ge=1)
+    autoscaling: dict[str, Any] | None = None
+    num_cpus: float = Field(default=1.0, gt=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    max_queued_requests: int = Field(default=-1, ge=-1)
+    epsilon: float = Field(default=0.05, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _some_policy(self) -> AppArgs:
+        if not self.artifact and not self.artifacts:
+            raise ValueError("give artifact=PATH (and name=...) or artifacts={name: PATH}")
+        if self.artifact and self.name in self.artifacts:
+            raise ValueError(f"policy name {self.name!r} is given twice")
+        return self
+
+    def policy_paths(self) -> dict[str, str]:
+        """Every served policy's artifact directory by name."""
+        paths = dict(self.artifacts)
+        if self.artifact:
+            paths[self.name] = self.artifact
+        return paths
+
+
+@serve.deployment
+@serve.ingress()
+class PolicyDeployment:
+    """Loads verified artifacts and answers HTTP through the FastAPI app."""
+
+    def __init__(self, args: dict[str, Any]) -> None:
+        self.args = AppArgs.model_validate(args)
+        providers = (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.args.num_gpus else None
+        )
+        threads = max(1, int(self.args.num_cpus))
+        self.registry = PolicyRegistry(
+            {
+                name: PolicyRuntime.from_path(
+                    Path(path),
+                    intra_op_num_threads=threads,
+                    epsilon=self.args.epsilon,
+                    providers=providers,
+                )
+                for name, path in self.args.policy_paths().items()
+            }
+        )
+        # serve.batch's tuning hooks are attached at run time (untyped upstream).
+        self._batched_infer.set_max_batch_size(self.args.max_batch_size)  # type: ignore[attr-defined]
+        self._batched_infer.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)  # type: ignore[attr-defined]
+
+    def __serve_build_asgi_app__(self) -> Any:
+        settings = ServingSettings(
+            max_rows=self.args.max_rows,
+            max_body_bytes=self.args.max_body_bytes,
+            token=self.args.token,
+        )
+        return create_app(self.registry, settings, infer=self._infer)
+
+    async def _infer(
+        self, runtime: PolicyRuntime, leaves: list[np.ndarray], explore: bool, seed: int | None
+    ) -> ActionBatch:
+        result: ActionBatch = await self._batched_infer((runtime, leaves, explore, seed))
+        return result
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+    async def _batched_infer(
+        self, items: list[tuple[PolicyRuntime, list[np.ndarray], bool, int | None]]
+    ) -> list[ActionBatch]:
+        """One graph call per policy for all queued requests, then per-request sampling."""
+        results: list[ActionBatch | None] = [None] * len(items)
+        by_policy: dict[int, list[int]] = {}
+        for index, (runtime, _, _, _) in enumerate(items):
+            by_policy.setdefault(id(runtime), []).append(index)
+        for indices in by_policy.values():
+            runtime = items[indices[0]][0]
+            leaves = [
+                np.concatenate([items[i][1][leaf] for i in indices])
+                for leaf in range(len(items[indices[0]][1]))
+            ]
+            dist_inputs, actions = runtime.run_graph(leaves)
+            offset = 0
+            for i in indices:
+                rows = items[i][1][0].shape[0]
+                part = slice(offset, offset + rows)
+                offset += rows
+                _, _, explore, seed = items[i]
+                batch_actions = actions[part]
+                if explore:
+                    batch_actions = runtime.sample(dist_inputs[part], batch_actions, seed)
+                results[i] = ActionBatch(batch_actions, dist_inputs[part], len(indices))
+        return [r for r in results if r is not None]
+
+
+def build_app(args: AppArgs) -> Application:
+    """The Serve application for ``args`` (``serve run serving.deployment:build_app ...``)."""
+    options: dict[str, Any] = {
+        # Serve never batches beyond max_ongoing_requests (ray-project/ray#43288).
+        "max_ongoing_requests": max(100, 2 * args.max_batch_size),
+        "max_queued_requests": args.max_queued_requests,
+        "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
+    }
+    if args.autoscaling:
+        options["autoscaling_config"] = args.autoscaling
+    else:
+        options["num_replicas"] = args.num_replicas
+    deployment: Any = PolicyDeployment  # serve.deployment makes it a Deployment (untyped)
+    application: Application = deployment.options(**options).bind(args.model_dump())
+    return application

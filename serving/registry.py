@@ -1,0 +1,60 @@
+"""``PolicyRegistry``: the named policies one app serves, swappable one at a time."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from serving.runtime import PolicyRuntime
+
+__all__ = ["PolicyRegistry"]
+
+
+class PolicyRegistry:
+    """Named :class:`PolicyRuntime` objects; replacing one never disturbs the others.
+
+    Args:
+        policies: Initial policies by name.
+    """
+
+    def __init__(self, policies: Mapping[str, PolicyRuntime] | None = None) -> None:
+        self._policies: dict[str, PolicyRuntime] = dict(policies or {})
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_paths(cls, paths: Mapping[str, str | Path], **runtime_kwargs: Any) -> PolicyRegistry:
+        """Verify and load each artifact directory under its name."""
+        return cls(
+            {name: PolicyRuntime.from_path(p, **runtime_kwargs) for name, p in paths.items()}
+        )
+
+    def names(self) -> list[str]:
+        """Served policy names."""
+        return list(self._policies)
+
+    def get(self, name: str) -> PolicyRuntime | None:
+        """The runtime serving ``name`` now (None if unknown)."""
+        return self._policies.get(name)
+
+    def set(self, name: str, runtime: PolicyRuntime) -> None:
+        """Serve ``runtime`` under ``name`` (requests in flight finish on the old one)."""
+        with self._lock:
+            self._policies = {**self._policies, name: runtime}
+
+    def describe(self, name: str, max_rows: int) -> dict[str, Any]:
+        """What a client needs to call the policy: spaces, version, formats, limits."""
+        runtime = self._policies[name]
+        manifest = runtime.artifact.manifest
+        return {
+            "name": name,
+            "version": manifest.version,
+            "algorithm": manifest.algorithm,
+            "observation_space": manifest.observation_space,
+            "action_space": manifest.action_space,
+            "action_distribution": manifest.action_distribution,
+            "inputs": [spec.model_dump() for spec in manifest.inputs],
+            "formats": sorted(manifest.formats),
+            "max_rows": max_rows,
+        }

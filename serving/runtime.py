@@ -1,0 +1,123 @@
+"""``PolicyRuntime``: one verified artifact, its ONNX session, and action sampling.
+
+Deterministic actions come straight from the graph. ``explore=True`` samples from the
+distribution inputs outside the graph: categorical (Gumbel-max over logits), diagonal Gaussian
+(clipped into the action space), or epsilon-greedy over Q-values. A ``seed`` makes one
+request's sample reproducible; without one, a fresh generator is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from exporters import Artifact, OnnxPolicy, load_artifact
+
+__all__ = ["ActionBatch", "PolicyRuntime"]
+
+
+@dataclass(frozen=True)
+class ActionBatch:
+    """Actions for a batch and the distribution inputs they came from.
+
+    ``batched_requests`` counts the requests that shared the inference call (> 1 when Ray
+    Serve combined concurrent requests).
+    """
+
+    actions: np.ndarray
+    action_dist_inputs: np.ndarray
+    batched_requests: int = 1
+
+
+class PolicyRuntime:
+    """A loaded, verified policy ready to answer ``compute_actions``.
+
+    Args:
+        artifact: A verified artifact (see :func:`exporters.load_artifact`).
+        intra_op_num_threads: onnxruntime threads per call.
+        epsilon: Exploration rate for Q-value policies when ``explore=True``.
+    """
+
+    def __init__(
+        self,
+        artifact: Artifact,
+        *,
+        intra_op_num_threads: int = 1,
+        epsilon: float = 0.05,
+        providers: list[str] | None = None,
+    ) -> None:
+        self.artifact = artifact
+        self.session: OnnxPolicy = artifact.onnx_policy(
+            intra_op_num_threads=intra_op_num_threads, providers=providers
+        )
+        self.epsilon = epsilon
+        self.distribution = artifact.manifest.action_distribution
+
+    @classmethod
+    def from_path(cls, path: str | Path, **kwargs: Any) -> PolicyRuntime:
+        """Verify and load an artifact directory."""
+        return cls(load_artifact(path), **kwargs)
+
+    @property
+    def version(self) -> str:
+        """The artifact's content-derived version."""
+        return self.artifact.version
+
+    @property
+    def observation_space(self) -> gym.Space[Any]:
+        """The policy's observation space."""
+        return self.artifact.observation_space
+
+    @property
+    def action_space(self) -> gym.Space[Any]:
+        """The policy's action space."""
+        return self.artifact.action_space
+
+    def compute(
+        self, leaves: list[np.ndarray], *, explore: bool = False, seed: int | None = None
+    ) -> ActionBatch:
+        """Actions for a batch of validated observation leaves."""
+        dist_inputs, actions = self.run_graph(leaves)
+        if explore:
+            actions = self.sample(dist_inputs, actions, seed)
+        return ActionBatch(actions, dist_inputs)
+
+    def run_graph(self, leaves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The graph's outputs; batches beyond the artifact's limit are split and merged."""
+        limit = self.artifact.manifest.max_batch_size
+        rows = leaves[0].shape[0]
+        if rows <= limit:
+            return self.session.run(leaves)
+        parts = [
+            self.session.run([x[i : i + limit] for x in leaves]) for i in range(0, rows, limit)
+        ]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def sample(self, dist_inputs: np.ndarray, greedy: np.ndarray, seed: int | None) -> np.ndarray:
+        """Exploratory actions drawn from the distribution inputs (reproducible with a seed)."""
+        return self._sample(dist_inputs, greedy, np.random.default_rng(seed))
+
+    def _sample(
+        self, dist_inputs: np.ndarray, greedy: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        space = self.action_space
+        if self.distribution == "diag_gaussian":
+            assert isinstance(space, gym.spaces.Box)
+            mean, log_std = np.split(dist_inputs, 2, axis=-1)
+            sample = mean + np.exp(log_std) * rng.standard_normal(mean.shape, dtype=np.float32)
+            sample = sample.reshape(greedy.shape)
+            clipped: np.ndarray = np.clip(sample, space.low, space.high).astype(space.dtype)
+            return clipped
+        assert isinstance(space, gym.spaces.Discrete)
+        start = int(space.start)
+        if self.distribution == "categorical":
+            gumbel = -np.log(-np.log(rng.uniform(1e-12, 1.0, dist_inputs.shape)))
+            sampled: np.ndarray = np.argmax(dist_inputs + gumbel, axis=-1) + start
+            return sampled.astype(np.int64)
+        explore = rng.uniform(size=greedy.shape[0]) < self.epsilon
+        random_actions = rng.integers(start, start + int(space.n), size=greedy.shape[0])
+        return np.where(explore, random_actions, greedy).astype(np.int64)

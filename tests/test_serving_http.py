@@ -1,0 +1,379 @@
+"""The HTTP API through httpx.ASGITransport: answers, parity, and the whole bad-input contract."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+import serving
+from exporters import export_checkpoint
+from serving import PolicyRegistry, PolicyRuntime, ServingSettings, create_app
+from training import Algorithm, AlgorithmConfig, DQNConfig, PPOConfig
+
+POLICIES: dict[str, Any] = {
+    "cartpole": lambda: PPOConfig().environment("CartPole-v1"),
+    "structured": lambda: PPOConfig().environment("tests.envs:StructuredEnv"),
+    "pendulum": lambda: PPOConfig().environment("Pendulum-v1"),
+    "dqn": lambda: (
+        DQNConfig()
+        .environment("CartPole-v1")
+        .training(
+            num_steps_sampled_before_learning_starts=32, min_sample_timesteps_per_iteration=64
+        )
+    ),
+}
+
+
+def _train(config: AlgorithmConfig, root: Path) -> Path:
+    config.env_runners(num_envs_per_env_runner=2, rollout_fragment_length=32).debugging(seed=0)
+    if isinstance(config, PPOConfig):
+        config.training(train_batch_size=64, minibatch_size=32, num_epochs=1)
+    algo = config.build()
+    try:
+        algo.train()
+        return Path(algo.save(str(root / "checkpoint")).checkpoint.path)
+    finally:
+        algo.stop()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    out = {}
+    for name, make in POLICIES.items():
+        root = tmp_path_factory.mktemp(name)
+        checkpoint = _train(make(), root)
+        out[name] = (checkpoint, export_checkpoint(checkpoint, root / "artifact", ["onnx"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def registry(artifacts: dict[str, tuple[Path, Path]]) -> PolicyRegistry:
+    return PolicyRegistry.from_paths({name: art for name, (_, art) in artifacts.items()})
+
+
+class Client:
+    """A tiny synchronous wrapper over an async httpx client on the ASGI app."""
+
+    def __init__(self, app: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://rlserve.test"
+        )
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return self.loop.run_until_complete(self.client.request(method, url, **kwargs))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.client.aclose())
+        self.loop.close()
+
+
+@pytest.fixture()
+def client(registry: PolicyRegistry) -> Iterator[Client]:
+    c = Client(create_app(registry, ServingSettings(max_rows=64, max_body_bytes=64 * 1024)))
+    yield c
+    c.close()
+
+
+CARTPOLE_OBS = [0.01, -0.02, 0.03, 0.04]
+ACTION_URL = "/v1/policies/cartpole/compute_action"
+ACTIONS_URL = "/v1/policies/cartpole/compute_actions"
+
+
+def test_compute_action_matches_the_training_policy(
+    client: Client, artifacts: dict[str, tuple[Path, Path]]
+) -> None:
+    algo = Algorithm.from_checkpoint(artifacts["structured"][0])
+    try:
+        space = algo.observation_space
+        space.seed(5)
+        for _ in range(20):
+            obs = space.sample()
+            body = {"observation": _jsonable(space, obs)}
+            answer = client.request("POST", "/v1/policies/structured/compute_action", json=body)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["action"] == algo.compute_single_action(obs, explore=False)
+    finally:
+        algo.stop()
+
+
+def _jsonable(space: Any, obs: Any) -> Any:
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Dict):
+        return {k: _jsonable(space[k], obs[k]) for k in space.spaces}
+    if isinstance(space, gym.spaces.Tuple):
+        return [_jsonable(s, o) for s, o in zip(space.spaces, obs, strict=True)]
+    return np.asarray(obs).tolist()
+
+
+def test_answers_carry_policy_and_version(client: Client, registry: PolicyRegistry) -> None:
+    answer = client.request(
+        "POST", ACTION_URL, json={"observation": CARTPOLE_OBS, "return_dist_inputs": True}
+    )
+    assert answer.status_code == 200
+    data = answer.json()
+    assert data["policy"] == "cartpole"
+    runtime = registry.get("cartpole")
+    assert runtime is not None
+    assert data["version"] == runtime.version
+    assert data["action"] in (0, 1)
+    assert len(data["action_dist_inputs"]) == 2
+    assert data["action"] == int(np.argmax(data["action_dist_inputs"]))
+
+
+def test_batch_equals_single_requests(client: Client) -> None:
+    rng = np.random.default_rng(0)
+    batch = (rng.normal(size=(40, 4)) * 0.1).astype(np.float32).tolist()
+    answer = client.request("POST", ACTIONS_URL, json={"observations": batch})
+    assert answer.status_code == 200
+    singles = [
+        client.request("POST", ACTION_URL, json={"observation": o}).json()["action"] for o in batch
+    ]
+    assert answer.json()["actions"] == singles
+
+
+def test_npy_batches_in_and_out(client: Client) -> None:
+    observations = np.zeros((16, 4), np.float32)
+    buffer = io.BytesIO()
+    np.save(buffer, observations, allow_pickle=False)
+    answer = client.request(
+        "POST",
+        ACTIONS_URL,
+        content=buffer.getvalue(),
+        headers={"content-type": "application/x-npy", "accept": "application/x-npy"},
+    )
+    assert answer.status_code == 200, answer.text
+    actions = np.load(io.BytesIO(answer.content), allow_pickle=False)
+    assert actions.shape == (16,)
+    assert answer.headers["x-policy-version"]
+    as_json = client.request("POST", ACTIONS_URL, json={"observations": observations.tolist()})
+    assert as_json.json()["actions"] == actions.tolist()
+
+
+def test_exploration_is_seeded_and_valid(client: Client) -> None:
+    for name, obs, check in (
+        ("cartpole", CARTPOLE_OBS, lambda a: a in (0, 1)),
+        ("dqn", CARTPOLE_OBS, lambda a: a in (0, 1)),
+        ("pendulum", [1.0, 0.0, 0.5], lambda a: len(a) == 1 and -2.0 <= a[0] <= 2.0),
+    ):
+        url = f"/v1/policies/{name}/compute_actions"
+        body = {"observations": [obs] * 32, "explore": True, "seed": 7}
+        first = client.request("POST", url, json=body).json()["actions"]
+        again = client.request("POST", url, json=body).json()["actions"]
+        assert first == again
+        assert all(check(a) for a in first)
+    samples = client.request(
+        "POST",
+        "/v1/policies/cartpole/compute_actions",
+        json={"observations": [CARTPOLE_OBS] * 64, "explore": True, "seed": 1},
+    ).json()["actions"]
+    assert set(samples) == {0, 1}  # an untrained policy samples both actions
+
+
+def test_metadata_endpoints(client: Client) -> None:
+    assert client.request("GET", "/healthz").json() == {"status": "ok"}
+    ready = client.request("GET", "/readyz")
+    assert ready.status_code == 200
+    assert set(ready.json()["policies"]) == set(POLICIES)
+    listing = client.request("GET", "/v1/policies").json()["policies"]
+    assert {p["name"] for p in listing} == set(POLICIES)
+    one = client.request("GET", "/v1/policies/pendulum").json()
+    assert one["action_space"]["type"] == "Box"
+    assert one["max_rows"] == 64
+    assert one["formats"] == ["onnx"]
+    docs = client.request("GET", "/openapi.json").json()
+    assert "/v1/policies/{name}/compute_action" in docs["paths"]
+
+
+def test_readyz_is_503_without_policies() -> None:
+    c = Client(create_app(PolicyRegistry()))
+    try:
+        assert c.request("GET", "/readyz").status_code == 503
+    finally:
+        c.close()
+
+
+# ----------------------------------------------------------------- the bad-input contract
+def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=allow_pickle)
+    return buffer.getvalue()
+
+
+JSON = {"content-type": "application/json"}
+BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
+    (
+        "malformed json",
+        ACTION_URL,
+        {"content": b'{"observation": [1,', "headers": JSON},
+        400,
+        "malformed JSON",
+    ),
+    ("not utf-8", ACTION_URL, {"content": b"\xff\xfe", "headers": JSON}, 400, "malformed JSON"),
+    ("missing field", ACTION_URL, {"json": {}}, 422, "observation: Field required"),
+    (
+        "unknown field",
+        ACTION_URL,
+        {"json": {"observation": CARTPOLE_OBS, "x": 1}},
+        422,
+        "x: Extra inputs",
+    ),
+    (
+        "explore not bool",
+        ACTION_URL,
+        {"json": {"observation": CARTPOLE_OBS, "explore": "yes"}},
+        422,
+        "explore",
+    ),
+    ("negative seed", ACTION_URL, {"json": {"observation": CARTPOLE_OBS, "seed": -1}}, 422, "seed"),
+    (
+        "wrong shape",
+        ACTION_URL,
+        {"json": {"observation": [1.0, 2.0]}},
+        422,
+        "expected shape (4,), got (2,)",
+    ),
+    ("ragged", ACTIONS_URL, {"json": {"observations": [[0, 0, 0, 0], [0, 0]]}}, 422, "shape"),
+    (
+        "strings",
+        ACTION_URL,
+        {"json": {"observation": ["a", "b", "c", "d"]}},
+        422,
+        "expected numbers",
+    ),
+    (
+        "NaN",
+        ACTION_URL,
+        {"content": b'{"observation": [NaN, 0, 0, 0]}', "headers": JSON},
+        422,
+        "NaN or infinity",
+    ),
+    (
+        "Infinity",
+        ACTION_URL,
+        {"content": b'{"observation": [0, Infinity, 0, 0]}', "headers": JSON},
+        422,
+        "NaN or infinity",
+    ),
+    (
+        "out of bounds",
+        ACTION_URL,
+        {"json": {"observation": [9.0, 0, 0, 0]}},
+        422,
+        "outside the observation space",
+    ),
+    (
+        "dict missing key",
+        "/v1/policies/structured/compute_action",
+        {"json": {"observation": {"position": [0, 0, 0]}}},
+        422,
+        "missing key",
+    ),
+    (
+        "dict as list",
+        "/v1/policies/structured/compute_action",
+        {"json": {"observation": [1, 2]}},
+        422,
+        "expected an object",
+    ),
+    ("empty batch", ACTIONS_URL, {"json": {"observations": []}}, 422, "at least one"),
+    (
+        "observations not a list",
+        ACTIONS_URL,
+        {"json": {"observations": {"a": 1}}},
+        422,
+        "observations",
+    ),
+    (
+        "unknown policy",
+        "/v1/policies/nope/compute_action",
+        {"json": {"observation": CARTPOLE_OBS}},
+        404,
+        "unknown policy 'nope'",
+    ),
+    (
+        "too many rows",
+        ACTIONS_URL,
+        {"json": {"observations": [CARTPOLE_OBS] * 65}},
+        413,
+        "max_rows=64",
+    ),
+    (
+        "body too large",
+        ACTIONS_URL,
+        {"content": b"[" + b"0," * 40_000 + b"0]", "headers": JSON},
+        413,
+        "exceeds the limit",
+    ),
+    (
+        "wrong content type",
+        ACTION_URL,
+        {"content": b"hello", "headers": {"content-type": "text/plain"}},
+        415,
+        "application/json",
+    ),
+    (
+        "npy with pickle",
+        ACTIONS_URL,
+        {
+            "content": _npy(np.array([{"a": 1}], dtype=object), True),
+            "headers": {"content-type": "application/x-npy"},
+        },
+        400,
+        "malformed",
+    ),
+    (
+        "npy wrong shape",
+        ACTIONS_URL,
+        {
+            "content": _npy(np.zeros((3, 5), np.float32)),
+            "headers": {"content-type": "application/x-npy"},
+        },
+        422,
+        "expected shape (4,)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "url", "kwargs", "status", "message"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS]
+)
+def test_bad_input_is_a_clear_4xx_and_the_next_request_works(
+    client: Client, case: str, url: str, kwargs: dict[str, Any], status: int, message: str
+) -> None:
+    answer = client.request("POST", url, **kwargs)
+    assert answer.status_code == status, (case, answer.text)
+    assert message in answer.json()["detail"], (case, answer.json())
+    good = client.request("POST", ACTION_URL, json={"observation": CARTPOLE_OBS})
+    assert good.status_code == 200
+
+
+def test_bearer_token(registry: PolicyRegistry) -> None:
+    c = Client(create_app(registry, ServingSettings(token="s3cret")))
+    try:
+        body = {"observation": CARTPOLE_OBS}
+        assert c.request("POST", ACTION_URL, json=body).status_code == 401
+        wrong = {"authorization": "Bearer nope"}
+        assert c.request("POST", ACTION_URL, json=body, headers=wrong).status_code == 401
+        right = {"authorization": "Bearer s3cret"}
+        assert c.request("POST", ACTION_URL, json=body, headers=right).status_code == 200
+        assert c.request("GET", "/healthz").status_code == 200  # probes need no token
+    finally:
+        c.close()
+
+
+def test_public_surface() -> None:
+    assert sorted(serving.__all__) == sorted(set(serving.__all__))
+    for name in serving.__all__:
+        assert hasattr(serving, name)
+    assert PolicyRuntime.__module__ == "serving.runtime"
+    assert json.dumps(ServingSettings().__dict__)
