@@ -3,7 +3,8 @@
 A serving replica needs only the exported artifact: this package never imports ``training``.
 """
 
-from serving.deployment import AppArgs, build_app
+from serving.app import AppArgs, build_app
+from serving.client import AsyncPolicyClient, PolicyClient, PolicyError, play_episodes
 from serving.http_app import (
     ApiError,
     ComputeActionRequest,
@@ -19,9 +20,12 @@ __all__ = [
     "ActionBatch",
     "ApiError",
     "AppArgs",
+    "AsyncPolicyClient",
     "ComputeActionRequest",
     "ComputeActionsRequest",
     "ObservationError",
+    "PolicyClient",
+    "PolicyError",
     "PolicyRegistry",
     "PolicyRuntime",
     "ServingSettings",
@@ -29,4 +33,5 @@ __all__ = [
     "build_app",
     "create_app",
     "observations_to_leaves",
+    "play_episodes",
 ]

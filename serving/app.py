@@ -1,6 +1,6 @@
 """The Ray Serve application: one FastAPI ingress deployment with dynamic batching.
 
-``serve run serving.deployment:build_app artifact=PATH`` works (the builder's argument is a
+``serve run serving.app:build_app artifact=PATH`` works (the builder's argument is a
 pydantic model, so ``key=value`` arguments are validated), and so does a ``serve build`` YAML.
 
 Concurrent requests are validated one by one at the edge, then combined by ``@serve.batch`` into
@@ -149,7 +149,7 @@ class PolicyDeployment:
 
 
 def build_app(args: AppArgs) -> Application:
-    """The Serve application for ``args`` (``serve run serving.deployment:build_app ...``)."""
+    """The Serve application for ``args`` (``serve run serving.app:build_app ...``)."""
     options: dict[str, Any] = {
         # Serve never batches beyond max_ongoing_requests (ray-project/ray#43288).
         "max_ongoing_requests": max(100, 2 * args.max_batch_size),
