@@ -11,7 +11,6 @@ Serve never forms a batch larger than it (ray-project/ray#43288).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,49 +18,58 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 from ray.serve import Application
 
+from exporters import load_artifact
 from serving.http_app import ServingSettings, create_app
 from serving.registry import PolicyRegistry
 from serving.runtime import ActionBatch, PolicyRuntime
 
-__all__ = ["AppArgs", "PolicyDeployment", "build_app"]
+__all__ = ["AppArgs", "PolicyDeployment", "ReplicaSettings", "build_app"]
 
 
-class AppArgs(BaseModel):
+class ReplicaSettings(BaseModel):
+    """What every replica needs besides the artifacts (which arrive by ``reconfigure``).
+
+    Attributes:
+        max_batch_size: Most requests combined into one inference call.
+        batch_wait_timeout_s: How long the first request of a batch waits for company.
+        max_rows: Most observations in one ``compute_actions`` request.
+        max_body_bytes: Largest request body.
+        token: Bearer token required on ``/v1`` routes.
+        num_cpus: CPUs per replica (also onnxruntime's thread count).
+        num_gpus: GPUs per replica (fractions allowed; uses onnxruntime's CUDA provider).
+        epsilon: Exploration rate for Q-value policies when ``explore=true``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(default=64, ge=1, le=4096)
+    batch_wait_timeout_s: float = Field(default=0.002, ge=0.0, le=1.0)
+    max_rows: int = Field(default=4096, ge=1)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    token: str | None = None
+    num_cpus: float = Field(default=1.0, gt=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    epsilon: float = Field(default=0.05, ge=0.0, le=1.0)
+
+
+class AppArgs(ReplicaSettings):
     """Arguments of the serving application (``serve run ... key=value`` or YAML).
 
     Attributes:
         artifact: One artifact directory, served under ``name``.
         name: Policy name for ``artifact``.
         artifacts: More policies: name -> artifact directory.
-        max_batch_size: Most requests combined into one inference call.
-        batch_wait_timeout_s: How long the first request of a batch waits for company.
-        max_rows: Most observations in one ``compute_actions`` request.
-        max_body_bytes: Largest request body.
-        token: Bearer token required on ``/v1`` routes.
         num_replicas: Replicas (ignored when ``autoscaling`` is set).
         autoscaling: Ray Serve autoscaling config (``min_replicas``, ``max_replicas``, ...).
-        num_cpus: CPUs per replica (also onnxruntime's thread count).
-        num_gpus: GPUs per replica (fractions allowed; uses onnxruntime's CUDA provider).
         max_queued_requests: Requests queued per replica before answering 503 (-1: unbounded).
-        epsilon: Exploration rate for Q-value policies when ``explore=true``.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     artifact: str | None = None
     name: str = "policy"
     artifacts: dict[str, str] = Field(default_factory=dict)
-    max_batch_size: int = Field(default=64, ge=1, le=4096)
-    batch_wait_timeout_s: float = Field(default=0.002, ge=0.0, le=1.0)
-    max_rows: int = Field(default=4096, ge=1)
-    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
-    token: str | None = None
     num_replicas: int = Field(default=1, ge=1)
     autoscaling: dict[str, Any] | None = None
-    num_cpus: float = Field(default=1.0, gt=0)
-    num_gpus: float = Field(default=0.0, ge=0)
     max_queued_requests: int = Field(default=-1, ge=-1)
-    epsilon: float = Field(default=0.05, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _some_policy(self) -> AppArgs:
@@ -78,32 +86,38 @@ class AppArgs(BaseModel):
             paths[self.name] = self.artifact
         return paths
 
+    def replica_settings(self) -> dict[str, Any]:
+        """The replica's constructor argument (artifacts travel in ``user_config``)."""
+        return self.model_dump(include=set(ReplicaSettings.model_fields))
+
 
 @serve.deployment
 @serve.ingress()
 class PolicyDeployment:
     """Loads verified artifacts and answers HTTP through the FastAPI app."""
 
-    def __init__(self, args: dict[str, Any]) -> None:
-        self.args = AppArgs.model_validate(args)
-        providers = (
-            ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.args.num_gpus else None
-        )
-        threads = max(1, int(self.args.num_cpus))
-        self.registry = PolicyRegistry(
-            {
-                name: PolicyRuntime.from_path(
-                    Path(path),
-                    intra_op_num_threads=threads,
-                    epsilon=self.args.epsilon,
-                    providers=providers,
-                )
-                for name, path in self.args.policy_paths().items()
-            }
-        )
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.args = ReplicaSettings.model_validate(settings)
+        self.registry = PolicyRegistry()
         # serve.batch's tuning hooks are attached at run time (untyped upstream).
         self._batched_infer.set_max_batch_size(self.args.max_batch_size)  # type: ignore[attr-defined]
         self._batched_infer.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)  # type: ignore[attr-defined]
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Load or hot-swap artifacts: ``user_config = {"artifacts": {name: path}}``.
+
+        Ray Serve calls this when a replica starts and, for config-file deploys, whenever only
+        ``user_config`` changed (in place, no restart). See :meth:`PolicyRegistry.reload`: a
+        new artifact replaces the old only once verified and loaded; a failed reload keeps the
+        old one serving and is reported; a failed first load raises (nothing to fall back to).
+        """
+        gpu = self.args.num_gpus > 0
+        self.registry.reload(
+            dict(user_config.get("artifacts") or {}),
+            intra_op_num_threads=max(1, int(self.args.num_cpus)),
+            epsilon=self.args.epsilon,
+            providers=["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else None,
+        )
 
     def __serve_build_asgi_app__(self) -> Any:
         settings = ServingSettings(
@@ -149,8 +163,18 @@ class PolicyDeployment:
 
 
 def build_app(args: AppArgs) -> Application:
-    """The Serve application for ``args`` (``serve run serving.app:build_app ...``)."""
+    """The Serve application for ``args`` (``serve run serving.app:build_app ...``).
+
+    Raises:
+        exporters.ArtifactError: If an artifact fails verification (nothing is deployed).
+    """
+    # Verify every artifact here, before Serve replaces any replica: a corrupt or tampered
+    # artifact fails the deploy while the running version keeps serving.
+    for path in args.policy_paths().values():
+        load_artifact(path)
+    settings = args.replica_settings()
     options: dict[str, Any] = {
+        "user_config": {"artifacts": args.policy_paths()},
         # Serve never batches beyond max_ongoing_requests (ray-project/ray#43288).
         "max_ongoing_requests": max(100, 2 * args.max_batch_size),
         "max_queued_requests": args.max_queued_requests,
@@ -161,5 +185,5 @@ def build_app(args: AppArgs) -> Application:
     else:
         options["num_replicas"] = args.num_replicas
     deployment: Any = PolicyDeployment  # serve.deployment makes it a Deployment (untyped)
-    application: Application = deployment.options(**options).bind(args.model_dump())
+    application: Application = deployment.options(**options).bind(settings)
     return application

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 from serving.runtime import PolicyRuntime
 
 __all__ = ["PolicyRegistry"]
+
+logger = logging.getLogger("ray.serve")
 
 
 class PolicyRegistry:
@@ -21,6 +24,7 @@ class PolicyRegistry:
 
     def __init__(self, policies: Mapping[str, PolicyRuntime] | None = None) -> None:
         self._policies: dict[str, PolicyRuntime] = dict(policies or {})
+        self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -42,6 +46,39 @@ class PolicyRegistry:
         """Serve ``runtime`` under ``name`` (requests in flight finish on the old one)."""
         with self._lock:
             self._policies = {**self._policies, name: runtime}
+            self._errors.pop(name, None)
+
+    def reload(self, paths: Mapping[str, str | Path], **runtime_kwargs: Any) -> dict[str, str]:
+        """Verify and load each artifact, then swap it in; keep the old one if that fails.
+
+        Returns:
+            The reload failures by policy name (also reported by :meth:`describe`).
+
+        Raises:
+            ValueError: If a policy that is not served yet fails to load (no fallback).
+        """
+        failures = {}
+        for name, path in paths.items():
+            current = self.get(name)
+            try:
+                runtime = PolicyRuntime.from_path(path, **runtime_kwargs)
+            except (ValueError, OSError) as err:
+                if current is None:
+                    raise
+                logger.error(
+                    "policy %r: reload failed, still serving %s: %s", name, current.version, err
+                )
+                self.report_error(name, str(err))
+                failures[name] = str(err)
+                continue
+            if current is None or current.version != runtime.version:
+                logger.info("policy %r: now serving version %s", name, runtime.version)
+            self.set(name, runtime)
+        return failures
+
+    def report_error(self, name: str, message: str) -> None:
+        """Record that the last attempt to reload ``name`` failed (the old one keeps serving)."""
+        self._errors[name] = message
 
     def describe(self, name: str, max_rows: int) -> dict[str, Any]:
         """What a client needs to call the policy: spaces, version, formats, limits."""
@@ -57,4 +94,5 @@ class PolicyRegistry:
             "inputs": [spec.model_dump() for spec in manifest.inputs],
             "formats": sorted(manifest.formats),
             "max_rows": max_rows,
+            "last_reload_error": self._errors.get(name),
         }

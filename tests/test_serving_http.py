@@ -377,3 +377,27 @@ def test_public_surface() -> None:
         assert hasattr(serving, name)
     assert PolicyRuntime.__module__ == "serving.runtime"
     assert json.dumps(ServingSettings().__dict__)
+
+
+def test_registry_reload_swaps_good_and_keeps_old_on_bad(
+    artifacts: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    import shutil
+
+    cartpole, dqn = artifacts["cartpole"][1], artifacts["dqn"][1]
+    registry = PolicyRegistry.from_paths({"p": cartpole})
+    first = registry.get("p")
+    assert first is not None
+    assert registry.reload({"p": dqn}) == {}
+    swapped = registry.get("p")
+    assert swapped is not None and swapped.version != first.version
+    broken = tmp_path / "broken"
+    shutil.copytree(cartpole, broken)
+    (broken / "model.onnx").write_bytes(b"not a model")
+    failures = registry.reload({"p": broken})
+    assert "model.onnx" in failures["p"]
+    assert registry.get("p") is swapped
+    assert "model.onnx" in registry.describe("p", 1)["last_reload_error"]
+    with pytest.raises(ValueError, match=r"model\.onnx"):
+        registry.reload({"new": broken})
+    assert registry.get("new") is None

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from exporters import export_checkpoint
-from serving import AppArgs, build_app
+from exporters import ArtifactError, export_checkpoint
+from serving import AppArgs, PolicyClient, build_app, play_episodes
 from training import PPOConfig
 
 pytestmark = pytest.mark.integration
@@ -28,32 +28,39 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two versions of a CartPole policy: after one and after two training iterations."""
     root = tmp_path_factory.mktemp("serve")
     config = PPOConfig().environment("CartPole-v1").training(train_batch_size=64, minibatch_size=32)
     algo = config.debugging(seed=0).build()
+    out = []
     try:
-        algo.train()
-        checkpoint = algo.save(str(root / "checkpoint")).checkpoint.path
+        for version in (1, 2):
+            algo.train()
+            checkpoint = algo.save(str(root / f"checkpoint{version}")).checkpoint.path
+            out.append(export_checkpoint(checkpoint, root / f"artifact{version}", ["onnx"]))
     finally:
         algo.stop()
-    return export_checkpoint(checkpoint, root / "artifact", ["onnx"])
+    return out
 
 
-@pytest.fixture(scope="module")
-def served(ray_session: Any, artifact: Path) -> Iterator[str]:
-    from ray import serve
-
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = AppArgs(
+def _args(artifact: Path) -> AppArgs:
+    return AppArgs(
         artifact=str(artifact),
         name="cartpole",
         max_batch_size=16,
         batch_wait_timeout_s=0.05,
         num_cpus=0.5,
     )
-    serve.run(build_app(args), name="rlserve", route_prefix="/", blocking=False)
+
+
+@pytest.fixture(scope="module")
+def served(ray_session: Any, artifacts: list[Path]) -> Iterator[str]:
+    from ray import serve
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(_args(artifacts[0])), name="rlserve", route_prefix="/")
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()  # type: ignore[no-untyped-call]
 
@@ -95,3 +102,72 @@ def test_app_args_are_validated() -> None:
         AppArgs()
     with pytest.raises(ValueError, match="max_batch_size"):
         AppArgs(artifact="x", max_batch_size=0)
+
+
+def test_sync_client_and_episodes_against_serve(served: str) -> None:
+    import gymnasium as gym
+    import numpy as np
+
+    with PolicyClient(served) as client:
+        assert [p["name"] for p in client.policies()] == ["cartpole"]
+        actions = client.compute_actions_npy("cartpole", np.zeros((32, 4), np.float32))
+        assert actions.shape == (32,)
+        env = gym.make("CartPole-v1")
+        try:
+            episodes = play_episodes(client, "cartpole", env, 2, seed=3)
+        finally:
+            env.close()
+    assert [e.seed for e in episodes] == [3, 4]
+    assert all(e.length >= 8 and e.episode_return == e.length for e in episodes)
+
+
+def test_hot_reload_swaps_versions_without_dropping_requests(
+    served: str, artifacts: list[Path], tmp_path: Path
+) -> None:
+    import shutil
+    import threading
+
+    from ray import serve
+
+    from exporters import load_artifact
+
+    old, new = (load_artifact(a).version for a in artifacts)
+    assert old != new
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=served, timeout=30) as client:
+            while not stop.is_set():
+                answer = client.post(
+                    "/v1/policies/cartpole/compute_action", json={"observation": OBS}
+                )
+                seen.append((answer.status_code, answer.json().get("version", answer.text)))
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        serve.run(build_app(_args(artifacts[1])), name="rlserve", route_prefix="/")
+        with httpx.Client(base_url=served, timeout=30) as client:
+            for _ in range(50):
+                if client.get("/v1/policies/cartpole").json()["version"] == new:
+                    break
+    finally:
+        stop.set()
+        thread.join()
+    assert {status for status, _ in seen} == {200}, seen[-5:]
+    versions = [version for _, version in seen]
+    assert versions[0] == old and versions[-1] == new
+
+    # A corrupt new artifact is refused before any replica is touched; the current version
+    # keeps serving.
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(artifacts[1], corrupt)
+    model = corrupt / "model.onnx"
+    model.write_bytes(model.read_bytes()[:-16])
+    with pytest.raises(ArtifactError, match=r"model\.onnx"):
+        serve.run(build_app(_args(corrupt)), name="rlserve", route_prefix="/")
+    with httpx.Client(base_url=served, timeout=30) as client:
+        answer = client.post("/v1/policies/cartpole/compute_action", json={"observation": OBS})
+        assert answer.status_code == 200
+        assert answer.json()["version"] == new
