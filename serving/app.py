@@ -11,12 +11,13 @@ Serve never forms a batch larger than it (ray-project/ray#43288).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
-from ray.serve import Application
+from ray.serve import Application, metrics
 
 from exporters import load_artifact
 from serving.http_app import ServingSettings, create_app
@@ -62,6 +63,8 @@ class AppArgs(ReplicaSettings):
         num_replicas: Replicas (ignored when ``autoscaling`` is set).
         autoscaling: Ray Serve autoscaling config (``min_replicas``, ``max_replicas``, ...).
         max_queued_requests: Requests queued per replica before answering 503 (-1: unbounded).
+        max_ongoing_requests: Requests a replica works on at once; raised to at least
+            ``max_batch_size`` automatically (Serve never batches beyond it).
     """
 
     artifact: str | None = None
@@ -70,6 +73,7 @@ class AppArgs(ReplicaSettings):
     num_replicas: int = Field(default=1, ge=1)
     autoscaling: dict[str, Any] | None = None
     max_queued_requests: int = Field(default=-1, ge=-1)
+    max_ongoing_requests: int = Field(default=256, ge=1)
 
     @model_validator(mode="after")
     def _some_policy(self) -> AppArgs:
@@ -99,6 +103,23 @@ class PolicyDeployment:
     def __init__(self, settings: dict[str, Any]) -> None:
         self.args = ReplicaSettings.model_validate(settings)
         self.registry = PolicyRegistry()
+        self._requests = metrics.Counter(
+            "rlserve_requests",
+            description="Policy requests answered, by policy, version and HTTP status.",
+            tag_keys=("policy", "version", "status"),  # type: ignore[arg-type]  # Ray types it Tuple[str]
+        )
+        self._batch_rows = metrics.Histogram(
+            "rlserve_batch_requests",
+            description="Requests combined into one inference call.",
+            boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096],
+            tag_keys=("policy",),
+        )
+        self._latency = metrics.Histogram(
+            "rlserve_inference_latency_ms",
+            description="Wall time of one (batched) inference call.",
+            boundaries=[0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000],
+            tag_keys=("policy",),
+        )
         # serve.batch's tuning hooks are attached at run time (untyped upstream).
         self._batched_infer.set_max_batch_size(self.args.max_batch_size)  # type: ignore[attr-defined]
         self._batched_infer.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)  # type: ignore[attr-defined]
@@ -125,7 +146,10 @@ class PolicyDeployment:
             max_body_bytes=self.args.max_body_bytes,
             token=self.args.token,
         )
-        return create_app(self.registry, settings, infer=self._infer)
+        return create_app(self.registry, settings, infer=self._infer, observer=self._observe)
+
+    def _observe(self, policy: str, version: str, status: int) -> None:
+        self._requests.inc(tags={"policy": policy, "version": version, "status": str(status)})
 
     async def _infer(
         self, runtime: PolicyRuntime, leaves: list[np.ndarray], explore: bool, seed: int | None
@@ -148,7 +172,11 @@ class PolicyDeployment:
                 np.concatenate([items[i][1][leaf] for i in indices])
                 for leaf in range(len(items[indices[0]][1]))
             ]
+            start = time.perf_counter()
             dist_inputs, actions = runtime.run_graph(leaves)
+            tags = {"policy": runtime.artifact.manifest.policy_name}
+            self._latency.observe((time.perf_counter() - start) * 1000.0, tags=tags)
+            self._batch_rows.observe(len(indices), tags=tags)
             offset = 0
             for i in indices:
                 rows = items[i][1][0].shape[0]
@@ -176,7 +204,7 @@ def build_app(args: AppArgs) -> Application:
     options: dict[str, Any] = {
         "user_config": {"artifacts": args.policy_paths()},
         # Serve never batches beyond max_ongoing_requests (ray-project/ray#43288).
-        "max_ongoing_requests": max(100, 2 * args.max_batch_size),
+        "max_ongoing_requests": max(args.max_ongoing_requests, args.max_batch_size),
         "max_queued_requests": args.max_queued_requests,
         "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
     }

@@ -33,6 +33,9 @@ __all__ = [
     "create_app",
 ]
 
+Observer = Callable[[str, str, int], None]
+"""``observer(policy, version, status)``, called once per answered ``/v1/policies`` request."""
+
 NPY = "application/x-npy"
 BATCH_HEADER = "X-Batched-Requests"
 """Response header: how many requests shared this request's inference call."""
@@ -260,7 +263,10 @@ def _body_schema(model: type[BaseModel], npy: bool = False) -> dict[str, Any]:
 
 
 def create_app(
-    registry: PolicyRegistry, settings: ServingSettings | None = None, infer: Infer | None = None
+    registry: PolicyRegistry,
+    settings: ServingSettings | None = None,
+    infer: Infer | None = None,
+    observer: Observer | None = None,
 ) -> FastAPI:
     """Build the FastAPI app around a policy registry.
 
@@ -269,6 +275,7 @@ def create_app(
         settings: Limits and auth.
         infer: How a validated batch reaches the model (default: a direct call; the Ray Serve
             deployment passes its ``@serve.batch`` method).
+        observer: Called with ``(policy, version, status)`` for every policy request (metrics).
     """
     api = PolicyApi(registry, settings or ServingSettings(), infer or _direct_infer)
     app = FastAPI(title="rlserve", summary="Batched compute_action for exported RL policies.")
@@ -278,6 +285,19 @@ def create_app(
         return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=exc.headers)
 
     app.add_exception_handler(ApiError, api_error)
+
+    if observer is not None:
+        watch = observer
+
+        @app.middleware("http")
+        async def observe(request: Request, call_next: Any) -> Any:
+            response = await call_next(request)
+            parts = request.url.path.strip("/").split("/")
+            if len(parts) >= 3 and parts[:2] == ["v1", "policies"]:
+                runtime = registry.get(parts[2])
+                watch(parts[2], runtime.version if runtime else "unknown", response.status_code)
+            return response
+
     app.add_api_route("/healthz", api.healthz, methods=["GET"])
     app.add_api_route("/readyz", api.readyz, methods=["GET"])
     app.add_api_route("/v1/policies", api.policies, methods=["GET"])

@@ -401,3 +401,22 @@ def test_registry_reload_swaps_good_and_keeps_old_on_bad(
     with pytest.raises(ValueError, match=r"model\.onnx"):
         registry.reload({"new": broken})
     assert registry.get("new") is None
+
+
+def test_observer_sees_every_policy_request(registry: PolicyRegistry) -> None:
+    seen: list[tuple[str, str, int]] = []
+    c = Client(create_app(registry, observer=lambda *event: seen.append(event)))
+    try:
+        c.request("POST", ACTION_URL, json={"observation": CARTPOLE_OBS})
+        c.request("POST", ACTION_URL, json={"observation": [1.0]})
+        c.request("POST", "/v1/policies/nope/compute_action", json={"observation": [1.0]})
+        c.request("GET", "/healthz")
+    finally:
+        c.close()
+    runtime = registry.get("cartpole")
+    assert runtime is not None
+    assert seen == [
+        ("cartpole", runtime.version, 200),
+        ("cartpole", runtime.version, 422),
+        ("nope", "unknown", 404),
+    ]

@@ -171,3 +171,33 @@ def test_hot_reload_swaps_versions_without_dropping_requests(
         answer = client.post("/v1/policies/cartpole/compute_action", json={"observation": OBS})
         assert answer.status_code == 200
         assert answer.json()["version"] == new
+
+
+def test_overload_is_answered_with_503(served: str, artifacts: list[Path]) -> None:
+    from ray import serve
+
+    args = _args(artifacts[0]).model_copy(
+        update={
+            "max_batch_size": 1,
+            "max_ongoing_requests": 1,
+            "max_queued_requests": 1,
+            "batch_wait_timeout_s": 0.2,
+        }
+    )
+    serve.run(build_app(args), name="tight", route_prefix="/tight")
+
+    async def flood() -> list[int]:
+        async with httpx.AsyncClient(base_url=served, timeout=30) as client:
+            requests = [
+                client.post("/tight/v1/policies/cartpole/compute_action", json={"observation": OBS})
+                for _ in range(12)
+            ]
+            return [r.status_code for r in await asyncio.gather(*requests)]
+
+    try:
+        statuses = asyncio.run(flood())
+    finally:
+        serve.delete("tight")
+    assert 503 in statuses, statuses
+    assert 200 in statuses, statuses
+    assert set(statuses) <= {200, 503}
