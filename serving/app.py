@@ -190,12 +190,15 @@ class PolicyDeployment:
         return [r for r in results if r is not None]
 
 
-def build_app(args: AppArgs) -> Application:
+def build_app(args: AppArgs | dict[str, Any]) -> Application:
     """The Serve application for ``args`` (``serve run serving.app:build_app ...``).
 
     Raises:
         exporters.ArtifactError: If an artifact fails verification (nothing is deployed).
     """
+    # `serve run ... key=value` hands over a dict of strings; validate it into AppArgs.
+    if not isinstance(args, AppArgs):
+        args = AppArgs.model_validate(args)
     # Verify every artifact here, before Serve replaces any replica: a corrupt or tampered
     # artifact fails the deploy while the running version keeps serving.
     for path in args.policy_paths().values():

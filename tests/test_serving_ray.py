@@ -97,7 +97,12 @@ def test_concurrent_requests_form_batches_and_bad_ones_fail_alone(served: str) -
     assert len({a.json()["action"] for a in good}) == 1  # same observation, same action
 
 
-def test_app_args_are_validated() -> None:
+def test_app_args_are_validated(tmp_path: Path) -> None:
+    # `serve run serving.app:build_app key=value ...` passes strings; they are validated.
+    args = AppArgs.model_validate({"artifact": "x", "max_batch_size": "32"})
+    assert args.max_batch_size == 32
+    with pytest.raises(ArtifactError, match="not a directory"):
+        build_app({"artifact": str(tmp_path / "missing")})
     with pytest.raises(ValueError, match="artifact=PATH"):
         AppArgs()
     with pytest.raises(ValueError, match="max_batch_size"):
