@@ -36,11 +36,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
 
-# The main job: train PPO on CartPole until solved, then export a verified artifact
-# (grows into train -> export -> serve -> query).
+# The main job: train PPO on CartPole until solved, export it, serve it, query it, evaluate it.
 demo: $(VENV)/.installed
-	$(BIN)/rlserve train --config cartpole_ppo --checkpoint-dir runs/demo --seed 0
-	$(BIN)/rlserve export runs/demo/checkpoint_final --out artifacts/demo
+	$(BIN)/rlserve demo
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -164,3 +164,133 @@ def export(
         f"exported {manifest.algorithm} policy {manifest.policy_name!r} version {manifest.version} "
         f"({', '.join(sorted(manifest.formats))}) to {path}"
     )
+
+
+def _fail(err: Exception) -> typer.Exit:
+    err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def serve(
+    artifact_dirs: Annotated[list[str], typer.Argument(help="Artifact directories to serve.")],
+    name: Annotated[
+        list[str] | None,
+        typer.Option("--name", help="Policy name per artifact (default: the manifest's)."),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Bind address; anything but loopback needs --token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    token: Annotated[str | None, typer.Option(help="Bearer token required on /v1 routes.")] = None,
+    replicas: Annotated[int, typer.Option(help="Replicas of the deployment.")] = 1,
+    num_cpus: Annotated[float, typer.Option(help="CPUs per replica (onnxruntime threads).")] = 1.0,
+    num_gpus: Annotated[float, typer.Option(help="GPUs per replica (fractions allowed).")] = 0.0,
+    max_batch_size: Annotated[int, typer.Option(help="Requests combined per inference.")] = 64,
+    batch_wait_ms: Annotated[
+        float, typer.Option(help="How long a batch waits for more requests.")
+    ] = 2.0,
+) -> None:
+    """Serve exported policies over HTTP until Ctrl-C."""
+    import time
+
+    from exporters import load_artifact
+    from rlserve.service import ServiceOptions, start_service, stop_service
+
+    try:
+        names = list(name or [])
+        if names and len(names) != len(artifact_dirs):
+            raise ValueError("give one --name per artifact directory, or none")
+        paths = {
+            names[i] if names else load_artifact(path).manifest.policy_name: path
+            for i, path in enumerate(artifact_dirs)
+        }
+        options = ServiceOptions(
+            paths,
+            host=host,
+            port=port,
+            token=token,
+            replicas=replicas,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            max_batch_size=max_batch_size,
+            batch_wait_ms=batch_wait_ms,
+        )
+        url = start_service(options)
+    except ValueError as err:
+        stop_service()
+        raise _fail(err) from None
+    console.print(f"serving {', '.join(sorted(paths))} at {url}  (docs: {url}/docs; Ctrl-C stops)")
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        stop_service()
+
+
+@app.command()
+def demo(
+    episodes: Annotated[int, typer.Option(help="Evaluation episodes played over HTTP.")] = 5,
+    port: Annotated[int, typer.Option(help="HTTP port (0 picks a free one).")] = 0,
+    workdir: Annotated[str, typer.Option(help="Where the run and the artifact go.")] = "runs/demo",
+    keep_running: Annotated[
+        bool, typer.Option(help="Keep serving after the demo until Ctrl-C.")
+    ] = False,
+) -> None:
+    """Train PPO on CartPole until solved, export it, serve it, query it, evaluate it."""
+    import time
+    from pathlib import Path
+
+    import gymnasium as gym
+
+    from exporters import export_checkpoint, load_artifact
+    from rlserve.service import ServiceOptions, free_port, start_service, stop_service
+    from rlserve.train import TrainOptions, run_training
+    from serving import PolicyClient, play_episodes
+
+    work = Path(workdir)
+    start = time.perf_counter()
+    checkpoint = run_training(
+        TrainOptions(config_file="cartpole_ppo", checkpoint_dir=str(work), seed=0), console
+    )
+    trained_s = time.perf_counter() - start
+    artifact_dir = export_checkpoint(checkpoint, work / "artifact", policy_name="cartpole")
+    artifact = load_artifact(artifact_dir)
+    console.print(f"exported version {artifact.version} to {artifact_dir}")
+    try:
+        url = start_service(
+            ServiceOptions({"cartpole": str(artifact_dir)}, port=port or free_port())
+        )
+        console.print(f"serving at {url}")
+        obs = [0.01, -0.02, 0.03, 0.04]
+        with PolicyClient(url) as client:
+            single = client.compute_action("cartpole", obs, return_dist_inputs=True)
+            console.print(f"compute_action({obs}) -> {single}")
+            batch = client.compute_actions("cartpole", [obs, [0.0, 0.5, 0.0, -0.5]])
+            console.print(f"compute_actions(2 observations) -> {batch['actions']}")
+            env = gym.make("CartPole-v1")
+            try:
+                played = play_episodes(client, "cartpole", env, episodes, seed=0)
+            finally:
+                env.close()
+        mean = sum(e.episode_return for e in played) / max(1, len(played))
+        console.print(
+            f"\n[bold]summary[/]: trained in {trained_s:.1f} s -> {checkpoint}\n"
+            f"  artifact {artifact_dir} (version {artifact.version})\n"
+            f"  evaluation over HTTP: {len(played)} episodes, mean return {mean:.1f}\n"
+            f"  try: curl -s {url}/v1/policies/cartpole/compute_action "
+            f"-H 'content-type: application/json' -d '{{\"observation\": {obs}}}'\n"
+            f"  docs: {url}/docs   policies: {url}/v1/policies"
+        )
+        if keep_running:
+            console.print("serving until Ctrl-C")
+            while True:
+                time.sleep(1.0)
+    except KeyboardInterrupt:
+        console.print("stopping")
+    except ValueError as err:
+        raise _fail(err) from None
+    finally:
+        stop_service()

@@ -1,0 +1,114 @@
+"""Starting and stopping the policy service for ``rlserve serve`` and ``rlserve demo``.
+
+Loopback by default for every listener: Ray's own ports are bound to 127.0.0.1 and its
+dashboard is off; binding the HTTP API to another address requires a bearer token.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ServiceError", "ServiceOptions", "start_service", "stop_service"]
+
+
+class ServiceError(ValueError):
+    """The service cannot start as asked (port in use, unsafe bind address, bad artifact)."""
+
+
+@dataclass
+class ServiceOptions:
+    """How to serve a set of artifacts."""
+
+    artifacts: dict[str, str]
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    replicas: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    max_batch_size: int = 64
+    batch_wait_ms: float = 2.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise ServiceError(f"cannot listen on {host}:{port}: {err.strerror}") from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free on ``host`` right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_service(options: ServiceOptions) -> str:
+    """Start Ray (if needed) and Serve, deploy the artifacts, and return the base URL.
+
+    Raises:
+        ServiceError: For a non-loopback host without a token or a port already in use.
+        exporters.ArtifactError: For an artifact that fails verification.
+    """
+    if not _is_loopback(options.host) and not options.token:
+        raise ServiceError(
+            f"--host {options.host} exposes the API beyond this machine: a --token is required"
+        )
+    _check_port(options.host, options.port)
+    from exporters import load_artifact
+
+    for path in options.artifacts.values():  # fail before starting Ray
+        load_artifact(path)
+    import ray
+    from ray import serve
+
+    from serving import AppArgs, build_app
+
+    if not ray.is_initialized():
+        ray.init(
+            include_dashboard=False,
+            configure_logging=False,
+            log_to_driver=False,
+            _node_ip_address="127.0.0.1",
+        )
+    serve.start(http_options={"host": options.host, "port": options.port})
+    args = AppArgs(
+        artifacts=dict(options.artifacts),
+        token=options.token,
+        num_replicas=options.replicas,
+        num_cpus=options.num_cpus,
+        num_gpus=options.num_gpus,
+        max_batch_size=options.max_batch_size,
+        batch_wait_timeout_s=options.batch_wait_ms / 1000.0,
+        **options.extra,
+    )
+    serve.run(build_app(args), name="rlserve", route_prefix="/")
+    shown = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
+    return f"http://{shown}:{options.port}"
+
+
+def stop_service() -> None:
+    """Shut Serve and the Ray instance started here down."""
+    import ray
+    from ray import serve
+
+    if ray.is_initialized():
+        serve.shutdown()  # type: ignore[no-untyped-call]
+        ray.shutdown()
