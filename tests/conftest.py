@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,3 +29,28 @@ def ray_session() -> Iterator[Any]:
         )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def cartpole_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny PPO CartPole checkpoint (one training iteration), shared by the whole session."""
+    from training import PPOConfig
+
+    root = tmp_path_factory.mktemp("cartpole_checkpoint")
+    config = PPOConfig().environment("CartPole-v1").training(train_batch_size=64, minibatch_size=32)
+    algo = config.debugging(seed=0).build()
+    try:
+        algo.train()
+        return Path(algo.save(str(root / "checkpoint")).checkpoint.path)
+    finally:
+        algo.stop()
+
+
+@pytest.fixture(scope="session")
+def cartpole_artifact(cartpole_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """That checkpoint exported as an ONNX-only artifact."""
+    from exporters import export_checkpoint
+
+    return export_checkpoint(
+        cartpole_checkpoint, tmp_path_factory.mktemp("cartpole_artifact") / "artifact", ["onnx"]
+    )

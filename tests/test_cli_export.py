@@ -10,25 +10,15 @@ from pathlib import Path
 import pytest
 
 from exporters import load_artifact
-from training import PPOConfig
 
 pytestmark = pytest.mark.integration
 
 RLSERVE = shutil.which("rlserve", path=str(Path(sys.executable).parent)) or "rlserve"
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cli_export")
-    config = (
-        PPOConfig().environment("CartPole-v1").training(train_batch_size=128, minibatch_size=64)
-    )
-    algo = config.debugging(seed=0).build()
-    try:
-        algo.train()
-        return Path(algo.save(str(root / "checkpoint")).checkpoint.path)
-    finally:
-        algo.stop()
+@pytest.fixture()
+def checkpoint(cartpole_checkpoint: Path) -> Path:
+    return cartpole_checkpoint
 
 
 def test_export_writes_a_verified_artifact(checkpoint: Path, tmp_path: Path) -> None:

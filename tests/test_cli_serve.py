@@ -10,25 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from exporters import export_checkpoint
-from training import PPOConfig
-
 pytestmark = pytest.mark.integration
 
 RLSERVE = shutil.which("rlserve", path=str(Path(sys.executable).parent)) or "rlserve"
 
 
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cli_serve")
-    config = PPOConfig().environment("CartPole-v1").training(train_batch_size=64, minibatch_size=32)
-    algo = config.debugging(seed=0).build()
-    try:
-        algo.train()
-        checkpoint = algo.save(str(root / "checkpoint")).checkpoint.path
-    finally:
-        algo.stop()
-    return export_checkpoint(checkpoint, root / "artifact", ["onnx"])
+@pytest.fixture()
+def artifact(cartpole_artifact: Path) -> Path:
+    return cartpole_artifact
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

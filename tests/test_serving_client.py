@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from exporters import export_checkpoint
 from serving import PolicyRegistry, create_app
 from serving.client import (
     AsyncPolicyClient,
@@ -22,7 +22,6 @@ from serving.client import (
     ServerError,
     to_jsonable,
 )
-from training import PPOConfig
 
 
 def scripted(
@@ -112,18 +111,9 @@ def test_numpy_observations_become_json() -> None:
     assert to_jsonable(obs) == {"a": [0.0, 1.0, 2.0], "b": [2, [[1, 0]]]}
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    root = tmp_path_factory.mktemp("client")
-    config = PPOConfig().environment("CartPole-v1").training(train_batch_size=64, minibatch_size=32)
-    algo = config.debugging(seed=0).build()
-    try:
-        algo.train()
-        checkpoint = algo.save(str(root / "checkpoint")).checkpoint.path
-    finally:
-        algo.stop()
-    artifact = export_checkpoint(checkpoint, root / "artifact", ["onnx"])
-    return create_app(PolicyRegistry.from_paths({"cartpole": artifact}))
+@pytest.fixture()
+def app(cartpole_artifact: Path) -> Any:
+    return create_app(PolicyRegistry.from_paths({"cartpole": cartpole_artifact}))
 
 
 def test_async_client_against_the_app(app: Any) -> None:
