@@ -190,6 +190,9 @@ def serve(
     batch_wait_ms: Annotated[
         float, typer.Option(help="How long a batch waits for more requests.")
     ] = 2.0,
+    request_timeout_s: Annotated[
+        float | None, typer.Option(help="Answer 408 to requests not done in this time.")
+    ] = None,
 ) -> None:
     """Serve exported policies over HTTP until Ctrl-C."""
     import time
@@ -215,6 +218,7 @@ def serve(
             num_gpus=num_gpus,
             max_batch_size=max_batch_size,
             batch_wait_ms=batch_wait_ms,
+            request_timeout_s=request_timeout_s,
         )
         url = start_service(options)
     except ValueError as err:

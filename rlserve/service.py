@@ -31,6 +31,7 @@ class ServiceOptions:
     num_gpus: float = 0.0
     max_batch_size: int = 64
     batch_wait_ms: float = 2.0
+    request_timeout_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -88,7 +89,10 @@ def start_service(options: ServiceOptions) -> str:
             log_to_driver=False,
             _node_ip_address="127.0.0.1",
         )
-    serve.start(http_options={"host": options.host, "port": options.port})
+    http_options: dict[str, Any] = {"host": options.host, "port": options.port}
+    if options.request_timeout_s is not None:  # Serve answers 408 past it
+        http_options["request_timeout_s"] = options.request_timeout_s
+    serve.start(http_options=http_options)
     args = AppArgs(
         artifacts=dict(options.artifacts),
         token=options.token,

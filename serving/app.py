@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 from ray.serve import Application, metrics
+from ray.serve.config import BackpressureConfig
 
 from exporters import load_artifact
 from serving.http_app import ServingSettings, create_app
@@ -65,6 +66,7 @@ class AppArgs(ReplicaSettings):
         max_queued_requests: Requests queued per replica before answering 503 (-1: unbounded).
         max_ongoing_requests: Requests a replica works on at once; raised to at least
             ``max_batch_size`` automatically (Serve never batches beyond it).
+        retry_after_s: ``Retry-After`` seconds on the 503 answered when the queue is full.
     """
 
     artifact: str | None = None
@@ -74,6 +76,7 @@ class AppArgs(ReplicaSettings):
     autoscaling: dict[str, Any] | None = None
     max_queued_requests: int = Field(default=-1, ge=-1)
     max_ongoing_requests: int = Field(default=256, ge=1)
+    retry_after_s: float = Field(default=1.0, ge=0.0)
 
     @model_validator(mode="after")
     def _some_policy(self) -> AppArgs:
@@ -209,6 +212,9 @@ def build_app(args: AppArgs | dict[str, Any]) -> Application:
         # Serve never batches beyond max_ongoing_requests (ray-project/ray#43288).
         "max_ongoing_requests": max(args.max_ongoing_requests, args.max_batch_size),
         "max_queued_requests": args.max_queued_requests,
+        "backpressure_config": BackpressureConfig(
+            status_code=503, retry_after_s=args.retry_after_s
+        ),
         "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
     }
     if args.autoscaling:

@@ -191,18 +191,20 @@ def test_overload_is_answered_with_503(served: str, artifacts: list[Path]) -> No
     )
     serve.run(build_app(args), name="tight", route_prefix="/tight")
 
-    async def flood() -> list[int]:
+    async def flood() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=served, timeout=30) as client:
             requests = [
                 client.post("/tight/v1/policies/cartpole/compute_action", json={"observation": OBS})
                 for _ in range(12)
             ]
-            return [r.status_code for r in await asyncio.gather(*requests)]
+            return list(await asyncio.gather(*requests))
 
     try:
-        statuses = asyncio.run(flood())
+        answers = asyncio.run(flood())
     finally:
         serve.delete("tight")
+    statuses = [a.status_code for a in answers]
+    assert all(a.headers.get("retry-after") == "1" for a in answers if a.status_code == 503)
     assert 503 in statuses, statuses
     assert 200 in statuses, statuses
     assert set(statuses) <= {200, 503}

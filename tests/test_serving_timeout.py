@@ -1,0 +1,41 @@
+"""A request that outlives Serve's ``request_timeout_s`` is answered 408, not dropped."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from serving import AppArgs, build_app
+
+pytestmark = pytest.mark.integration
+
+
+def test_slow_requests_time_out_with_408(ray_session: Any, cartpole_artifact: Path) -> None:
+    from ray import serve
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 0.3})
+    try:
+        # A lone request waits the whole batch window (1 s) for company: longer than 0.3 s.
+        args = AppArgs(
+            artifact=str(cartpole_artifact),
+            name="cartpole",
+            max_batch_size=64,
+            batch_wait_timeout_s=1.0,
+            num_cpus=0.5,
+        )
+        serve.run(build_app(args), name="slow", route_prefix="/")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            assert client.get("/healthz").status_code == 200
+            answer = client.post(
+                "/v1/policies/cartpole/compute_action", json={"observation": [0.0] * 4}
+            )
+        assert answer.status_code == 408
+    finally:
+        serve.shutdown()  # type: ignore[no-untyped-call]
