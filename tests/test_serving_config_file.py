@@ -1,0 +1,66 @@
+"""``serve run`` of the example Serve config file (subprocess, real Serve on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_example_config_file_serves_the_artifact(cartpole_artifact: Path, tmp_path: Path) -> None:
+    config = yaml.safe_load((ROOT / "examples" / "serve_config.yaml").read_text())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config["http_options"]["port"] = port
+    config["applications"][0]["args"]["artifact"] = str(cartpole_artifact)
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    serve = shutil.which("serve", path=str(Path(sys.executable).parent)) or "serve"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    process = subprocess.Popen(
+        [serve, "run", str(path)],
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        answer = None
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            while time.monotonic() < deadline and process.poll() is None:
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        answer = client.post(
+                            "/v1/policies/cartpole/compute_action",
+                            json={"observation": [0.0, 0.0, 0.0, 0.0]},
+                        )
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.5)
+        assert answer is not None, "the service did not become ready"
+        assert answer.status_code == 200
+        assert answer.json()["policy"] == "cartpole"
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
