@@ -21,7 +21,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from serving.observations import ObservationError, actions_to_json, observations_to_leaves
+from serving.observations import (
+    ObservationError,
+    actions_to_json,
+    array_to_leaves,
+    observations_to_leaves,
+)
 from serving.registry import PolicyRegistry
 from serving.runtime import ActionBatch, PolicyRuntime
 
@@ -140,9 +145,8 @@ def _npy_leaves(runtime: PolicyRuntime, body: bytes, max_rows: int) -> list[np.n
         raise ApiError(
             413 if array.ndim else 422, f"expected 1..{max_rows} rows, got shape {array.shape}"
         )
-    rows = list(array)
     try:
-        return observations_to_leaves(runtime.observation_space, [r.tolist() for r in rows])
+        return array_to_leaves(runtime.observation_space, array)
     except ObservationError as err:
         raise ApiError(422, str(err)) from None
 

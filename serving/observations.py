@@ -14,7 +14,7 @@ import numpy as np
 
 from rlserve.spaces import flatten_leaves
 
-__all__ = ["ObservationError", "actions_to_json", "observations_to_leaves"]
+__all__ = ["ObservationError", "actions_to_json", "array_to_leaves", "observations_to_leaves"]
 
 
 class ObservationError(ValueError):
@@ -70,7 +70,7 @@ def _describe_row(where: str, row: int | None) -> str:
     return where if row is None else where.replace("observations", f"observations[{row}]", 1)
 
 
-def _leaf_array(space: gym.Space[Any], values: list[Any], where: str) -> np.ndarray:
+def _leaf_array(space: gym.Space[Any], values: Any, where: str) -> np.ndarray:
     expected = tuple(space.shape or ())
     try:
         raw = np.asarray(values)
@@ -141,6 +141,22 @@ def observations_to_leaves(space: gym.Space[Any], observations: list[Any]) -> li
         where = "observations" if path == "obs" else f"observations.{path}"
         leaves.append(_leaf_array(leaf_space, _leaf_values(space, path, observations), where))
     return leaves
+
+
+def array_to_leaves(space: gym.Space[Any], batch: np.ndarray) -> list[np.ndarray]:
+    """Validate a batch given as one array (single-leaf observation spaces, npy bodies).
+
+    Raises:
+        ObservationError: For a composite space or an array that does not fit the space.
+    """
+    leaves = flatten_leaves(space)
+    if len(leaves) != 1:
+        raise ObservationError("observations: a single array needs a single-array space")
+    if batch.ndim == 0 or batch.shape[0] == 0:
+        raise ObservationError("observations: expected at least one observation")
+    if batch.dtype == object or batch.dtype.kind in "USV":
+        raise ObservationError("observations: expected numbers")
+    return [_leaf_array(leaves[0][1], batch, "observations")]
 
 
 def actions_to_json(space: gym.Space[Any], actions: np.ndarray) -> list[Any]:

@@ -1,0 +1,270 @@
+"""Benchmark: the rlserve Serve app under load, against baselines, on 127.0.0.1.
+
+An open-loop load generator (aiohttp; latency is measured from each request's *scheduled* send
+time, so queueing is counted) sends requests at ``--rate`` per second with at most
+``concurrency`` in flight, for ``--seconds``. Measured in the same run:
+
+* rlserve, single-observation ``compute_action`` at concurrency 1 and 32;
+* rlserve, 1024-observation ``compute_actions`` as JSON and as npy (actions/s);
+* baseline (a): a no-op Ray Serve deployment with default settings;
+* baseline (b): an unbatched deployment answering one observation per call from the same ONNX
+  model with argmax (what RLlib's Ray Serve example does);
+* baseline (c): a plain uvicorn + starlette echo app (the Python HTTP ceiling, and this load
+  generator's own ceiling).
+
+Prints one JSON line. ``python bench/serve_load.py [--seconds 5] [--rate 4000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+OBS = [0.01, -0.02, 0.03, 0.04]
+ECHO_APP = """
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+async def echo(request):
+    await request.body()
+    return JSONResponse({"action": 0})
+app = Starlette(routes=[Route("/echo", echo, methods=["POST"])])
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _load(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    rate: float,
+    seconds: float,
+    concurrency: int,
+    rows: int,
+) -> dict[str, Any]:
+    total = max(1, int(rate * seconds))
+    gate = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    errors = 0
+    not_sent = 0
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=seconds)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        start = time.perf_counter() + 0.05
+        deadline = start + seconds
+
+        async def one(index: int) -> None:
+            nonlocal errors, not_sent
+            scheduled = start + index / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            async with gate:
+                if time.perf_counter() > deadline:  # the server fell behind the schedule
+                    not_sent += 1
+                    return
+                try:
+                    async with session.post(url, data=body, headers=headers) as response:
+                        await response.read()
+                        ok = response.status == 200
+                except (aiohttp.ClientError, TimeoutError):
+                    ok = False
+            if ok:
+                latencies.append(time.perf_counter() - scheduled)
+            else:
+                errors += 1
+
+        await asyncio.gather(*(one(i) for i in range(total)))
+        elapsed = min(time.perf_counter(), deadline + seconds) - start
+    done = len(latencies)
+    ms = np.asarray(latencies) * 1000.0 if latencies else np.zeros(1)
+    return {
+        "req_per_s": round(done / elapsed, 1),
+        "actions_per_s": round(done * rows / elapsed),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p90_ms": round(float(np.percentile(ms, 90)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "errors": errors,
+        "behind_schedule": not_sent,
+    }
+
+
+def _artifact(root: Path) -> Path:
+    from exporters import export_checkpoint
+    from training.tuned_examples import load_tuned_example
+
+    algo = load_tuned_example("cartpole_ppo").config.debugging(seed=0).build()
+    try:
+        algo.train()
+        checkpoint = algo.save(str(root / "checkpoint")).checkpoint.path
+    finally:
+        algo.stop()
+    return export_checkpoint(checkpoint, root / "artifact", ["onnx"])
+
+
+def _baselines(artifact: Path) -> tuple[Any, Any]:
+    from ray import serve
+    from starlette.requests import Request
+
+    @serve.deployment
+    class Noop:
+        async def __call__(self, request: Request) -> dict[str, int]:
+            await request.body()
+            return {"action": 0}
+
+    @serve.deployment
+    class Unbatched:
+        def __init__(self, path: str) -> None:
+            from exporters import load_artifact
+
+            self.policy = load_artifact(path).onnx_policy()
+
+        async def __call__(self, request: Request) -> dict[str, int]:
+            obs = np.asarray((await request.json())["observation"], np.float32)[None]
+            return {"action": int(np.argmax(self.policy.run([obs])[0][0]))}
+
+    return Noop.bind(), Unbatched.bind(str(artifact))  # type: ignore[attr-defined]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=4000.0, help="scheduled requests/s")
+    parser.add_argument("--artifact", help="artifact directory (default: train and export one)")
+    args = parser.parse_args()
+    import ray
+    from ray import serve
+
+    from serving import AppArgs, build_app
+
+    figures: dict[str, Any] = {"bench": "serve_load", "seconds": args.seconds, "rate": args.rate}
+    json_headers = {"content-type": "application/json"}
+    single = json.dumps({"observation": OBS}).encode()
+
+    def run(
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        concurrency: int,
+        rows: int = 1,
+        rate: float | None = None,
+    ) -> dict[str, Any]:
+        return asyncio.run(
+            _load(
+                url,
+                body,
+                headers,
+                rate=rate or args.rate,
+                seconds=args.seconds,
+                concurrency=concurrency,
+                rows=rows,
+            )
+        )
+
+    # (c) the Python HTTP ceiling, and this client's own ceiling.
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "echo_app.py").write_text(ECHO_APP)
+        port = _free_port()
+        echo = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "echo_app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(2.0)
+            url = f"http://127.0.0.1:{port}/echo"
+            figures["uvicorn_echo"] = {f"c{c}": run(url, single, json_headers, c) for c in (1, 32)}
+        finally:
+            echo.terminate()
+            echo.wait()
+
+        artifact = Path(args.artifact) if args.artifact else _artifact(root)
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if not ray.is_initialized():
+            ray.init(
+                num_cpus=2,
+                include_dashboard=False,
+                configure_logging=False,
+                log_to_driver=False,
+                _node_ip_address="127.0.0.1",
+            )
+        port = _free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        base = f"http://127.0.0.1:{port}"
+        try:
+            noop, unbatched = _baselines(artifact)
+            serve.run(noop, name="noop", route_prefix="/noop")
+            figures["serve_noop_default"] = {
+                f"c{c}": run(f"{base}/noop", single, json_headers, c) for c in (1, 32)
+            }
+            serve.delete("noop")
+            serve.run(unbatched, name="unbatched", route_prefix="/unbatched")
+            figures["serve_unbatched_onnx"] = {
+                f"c{c}": run(f"{base}/unbatched", single, json_headers, c) for c in (1, 32)
+            }
+            serve.delete("unbatched")
+            app = build_app(AppArgs(artifact=str(artifact), name="cartpole", max_batch_size=64))
+            serve.run(app, name="rlserve", route_prefix="/")
+            action_url = f"{base}/v1/policies/cartpole/compute_action"
+            figures["rlserve_single"] = {
+                f"c{c}": run(action_url, single, json_headers, c) for c in (1, 32)
+            }
+            batch = np.tile(np.asarray(OBS, np.float32), (1024, 1))
+            actions_url = f"{base}/v1/policies/cartpole/compute_actions"
+            json_body = json.dumps({"observations": batch.tolist()}).encode()
+            buffer = io.BytesIO()
+            np.save(buffer, batch, allow_pickle=False)
+            npy_headers = {"content-type": "application/x-npy", "accept": "application/x-npy"}
+            figures["rlserve_batch1024"] = {
+                "json": run(actions_url, json_body, json_headers, 4, rows=1024, rate=200),
+                "npy": run(actions_url, buffer.getvalue(), npy_headers, 4, rows=1024, rate=400),
+            }
+        finally:
+            serve.shutdown()  # type: ignore[no-untyped-call]
+            ray.shutdown()
+    single32 = figures["rlserve_single"]["c32"]["req_per_s"]
+    figures["rlserve_c32_vs_unbatched"] = round(
+        single32 / max(1e-9, figures["serve_unbatched_onnx"]["c32"]["req_per_s"]), 2
+    )
+    figures["rlserve_c32_vs_uvicorn"] = round(
+        single32 / max(1e-9, figures["uvicorn_echo"]["c32"]["req_per_s"]), 3
+    )
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
