@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
-__all__ = ["TrainOptions", "parse_set_options", "run_training"]
+__all__ = ["TrainOptions", "build_config", "parse_set_options", "run_training"]
 
 
 @dataclass
@@ -62,7 +62,8 @@ def _metric(result: dict[str, Any], path: str) -> float:
     return float(value) if isinstance(value, int | float) else math.nan
 
 
-def _build(options: TrainOptions) -> tuple[Any, dict[str, float]]:
+def build_config(options: TrainOptions) -> tuple[Any, dict[str, float]]:
+    """The algorithm config and stop criteria that ``options`` describe (validated)."""
     from training.checkpoints import ALGORITHMS, algorithm_class
     from training.config import ConfigError
     from training.tuned_examples import load_tuned_example
@@ -94,7 +95,7 @@ def _build(options: TrainOptions) -> tuple[Any, dict[str, float]]:
 
 def run_training(options: TrainOptions, console: Console) -> Path:
     """Train until a stop criterion is met; return the best checkpoint's path."""
-    config, stop = _build(options)
+    config, stop = build_config(options)
     run_dir = Path(options.checkpoint_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     algo = config.build()

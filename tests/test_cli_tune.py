@@ -1,0 +1,86 @@
+"""``rlserve tune``: a two-trial grid through Ray Tune (subprocess), and its refusals."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlserve.tune_command import parse_grid
+from training import Algorithm
+
+pytestmark = pytest.mark.integration
+
+RLSERVE = shutil.which("rlserve", path=str(Path(sys.executable).parent)) or "rlserve"
+
+
+def test_parse_grid_reads_json_values() -> None:
+    assert parse_grid(["lr=0.01,0.001", 'model={"fcnet_hiddens":[8]}']) == {
+        "lr": [0.01, 0.001],
+        "model": [{"fcnet_hiddens": [8]}],
+    }
+    with pytest.raises(ValueError, match="expected key=v1,v2"):
+        parse_grid(["lr"])
+
+
+def test_tune_sweeps_a_grid_and_names_a_loadable_best_checkpoint(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            RLSERVE,
+            "tune",
+            "--env",
+            "CartPole-v1",
+            "--grid",
+            "lr=0.001,0.0001",
+            "--set",
+            "train_batch_size=128",
+            "--set",
+            "minibatch_size=64",
+            "--stop-iters",
+            "2",
+            "--storage",
+            str(tmp_path / "tune"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line for line in out.stdout.splitlines() if line.startswith("best checkpoint: ")]
+    assert len(lines) == 1
+    assert "0.0001" in out.stdout and "0.001" in out.stdout
+    algo = Algorithm.from_checkpoint(lines[0].removeprefix("best checkpoint: ").strip())
+    try:
+        assert algo.iteration == 2
+        assert algo.config.lr in (0.001, 0.0001)
+    finally:
+        algo.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "at least one --grid"),
+        (["--grid", "lr"], "expected key=v1,v2"),
+        (["--grid", "lrr=0.1,0.2"], "did you mean 'lr'"),
+    ],
+)
+def test_tune_refusals_are_one_line_exit_code_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    out = subprocess.run(
+        [RLSERVE, "tune", "--env", "CartPole-v1", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
