@@ -343,6 +343,11 @@ class AlgorithmConfig(_Config):
                     "use num_gpus=0 to train on the CPU"
                 )
 
+    @property
+    def uses_observation_filter(self) -> bool:
+        """Whether observations go through the running mean/std filter."""
+        return bool(self.observation_filter == "MeanStdFilter")
+
     def get_rollout_fragment_length(self) -> int:
         """Steps per env per sample call (``"auto"`` splits the train batch over all envs)."""
         if self.rollout_fragment_length != "auto":

@@ -38,7 +38,7 @@ class DQN(Algorithm):
             observation_space,
             action_space,
             config.model,
-            observation_filter=config.observation_filter == "MeanStdFilter",
+            observation_filter=config.uses_observation_filter,
             dueling=config.dueling,
             epsilon=(config.epsilon_initial, config.epsilon_final, config.epsilon_timesteps),
         )

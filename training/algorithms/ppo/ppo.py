@@ -37,7 +37,7 @@ class PPO(Algorithm):
             observation_space,
             action_space,
             config.model,
-            observation_filter=config.observation_filter == "MeanStdFilter",
+            observation_filter=config.uses_observation_filter,
         )
 
     def setup_learner(self) -> None:
