@@ -220,7 +220,6 @@ def main() -> None:
                 include_dashboard=False,
                 configure_logging=False,
                 log_to_driver=False,
-                _node_ip_address="127.0.0.1",
             )
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})

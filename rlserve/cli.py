@@ -43,6 +43,9 @@ def main(
     ] = False,
 ) -> None:
     """Train reinforcement-learning policies on Ray, export them, and serve them over HTTP."""
+    from rlserve.local_ray import keep_ray_on_loopback
+
+    keep_ray_on_loopback()  # before any command imports ray
 
 
 err_console = Console(stderr=True)
@@ -193,6 +196,27 @@ def serve(
     request_timeout_s: Annotated[
         float | None, typer.Option(help="Answer 408 to requests not done in this time.")
     ] = None,
+    ingress: Annotated[
+        str,
+        typer.Option(
+            help="haproxy: HAProxy forwards straight to the replicas (fast; bundled with "
+            "ray[serve]); proxy: Ray Serve's Python proxy. Applies when rlserve starts Ray."
+        ),
+    ] = "haproxy",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics (rlserve_requests, rlserve_batch_requests, "
+            "rlserve_inference_latency_ms and Ray's own) at http://127.0.0.1:PORT/metrics."
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to deploy on ('auto' or 'ray://host:10001'); default: start a "
+            "private Ray on this machine, on loopback."
+        ),
+    ] = None,
 ) -> None:
     """Serve exported policies over HTTP until Ctrl-C."""
     import time
@@ -219,12 +243,21 @@ def serve(
             max_batch_size=max_batch_size,
             batch_wait_ms=batch_wait_ms,
             request_timeout_s=request_timeout_s,
+            ingress=ingress,
+            address=address,
+            metrics_port=metrics_port,
         )
         url = start_service(options)
     except ValueError as err:
         stop_service()
         raise _fail(err) from None
     console.print(f"serving {', '.join(sorted(paths))} at {url}  (docs: {url}/docs; Ctrl-C stops)")
+    import signal
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM (docker stop, systemd, timeout) stops like Ctrl-C
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         while True:
             time.sleep(1.0)
@@ -232,6 +265,104 @@ def serve(
         console.print("stopping")
     finally:
         stop_service()
+
+
+@app.command()
+def evaluate(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="Checkpoint directory, artifact directory, or http(s):// URL of a service."
+        ),
+    ],
+    env: Annotated[
+        str | None,
+        typer.Option(help="Gymnasium id or 'module:Class' (default: the one the source records)."),
+    ] = None,
+    episodes: Annotated[int, typer.Option(help="Episodes to play.")] = 10,
+    num_workers: Annotated[
+        int, typer.Option(help="Ray tasks the episodes are spread over (0: this process, no Ray).")
+    ] = 1,
+    seed: Annotated[
+        int, typer.Option(help="Episode i resets with seed+i (same results for any --num-workers).")
+    ] = 0,
+    explore: Annotated[
+        bool, typer.Option("--explore/--no-explore", help="Sample actions (seeded per step).")
+    ] = False,
+    max_episode_steps: Annotated[
+        int | None, typer.Option(help="Truncate episodes after this many steps.")
+    ] = None,
+    policy: Annotated[
+        str | None, typer.Option(help="Served policy name (URL source; default: the first).")
+    ] = None,
+    token: Annotated[str | None, typer.Option(help="Bearer token (URL source).")] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Also write the JSON report here.")
+    ] = None,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print the JSON report instead of the table.")
+    ] = False,
+    min_return: Annotated[
+        float | None, typer.Option(help="Exit with code 1 if the mean return is below this.")
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="DEBUG, INFO, WARN or ERROR (DEBUG also shows tracebacks).")
+    ] = None,
+) -> None:
+    """Play N seeded episodes with a policy (optionally on Ray workers) and summarise returns.
+
+    Exit codes: 0 done, 1 mean return below --min-return, 2 error.
+    """
+    import json
+    import logging
+
+    from rlserve.evaluate import EvaluationOptions, render_report, run_evaluation, write_report
+
+    debug = (log_level or "").upper() == "DEBUG"
+    try:
+        if log_level is not None:
+            levels = {"DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "ERROR": 40}
+            if log_level.upper() not in levels:
+                raise ValueError(f"--log-level {log_level!r}: choose DEBUG, INFO, WARN or ERROR")
+            logging.basicConfig(format="%(name)s: %(message)s")
+            logging.getLogger("rlserve").setLevel(levels[log_level.upper()])
+        options = EvaluationOptions(
+            source=source,
+            env=env,
+            episodes=episodes,
+            num_workers=num_workers,
+            seed=seed,
+            explore=explore,
+            max_episode_steps=max_episode_steps,
+            policy=policy,
+            token=token,
+            min_return=min_return,
+            output=output,
+        )
+        report = run_evaluation(options)
+        if output is not None:
+            write_report(report, output)
+    except ValueError as err:  # EvaluationError, CheckpointError, ArtifactError, UnknownEnvError
+        if debug:
+            raise
+        raise _fail(err) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise typer.Exit(code=130) from None
+    if json_:
+        typer.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        render_report(report, console)
+        if output is not None:
+            console.print(f"wrote {output}", highlight=False)
+    if report.passed is False:
+        err_console.print(
+            f"FAILED: mean return {report.summary['return_mean']:.2f} is below "
+            f"--min-return {min_return:g}",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(code=1)
 
 
 @app.command()

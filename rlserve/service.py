@@ -1,14 +1,23 @@
 """Starting and stopping the policy service for ``rlserve serve`` and ``rlserve demo``.
 
-Loopback by default for every listener: Ray's own ports are bound to 127.0.0.1 and its
-dashboard is off; binding the HTTP API to another address requires a bearer token.
+Loopback by default for every listener: Ray's own ports are bound to 127.0.0.1 (see
+:mod:`rlserve.local_ray`), its dashboard is off, HAProxy's stats and metrics listeners are moved
+to 127.0.0.1 (see :mod:`serving.ingress`); binding the HTTP API to another address requires a
+bearer token.
+
+When this process starts Ray itself, it also picks the ingress: HAProxy straight to the
+replicas (default, ~10x Serve's Python proxy) or Serve's proxy actor. A Ray cluster reached with
+``address`` keeps the ingress its operator configured.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import socket
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 __all__ = ["ServiceError", "ServiceOptions", "start_service", "stop_service"]
@@ -32,7 +41,14 @@ class ServiceOptions:
     max_batch_size: int = 64
     batch_wait_ms: float = 2.0
     request_timeout_s: float | None = None
+    ingress: str = "haproxy"
+    address: str | None = None
+    metrics_port: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+_workdirs: list[str] = []
+"""HAProxy's private directory while a service started here runs."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -72,7 +88,11 @@ def start_service(options: ServiceOptions) -> str:
         raise ServiceError(
             f"--host {options.host} exposes the API beyond this machine: a --token is required"
         )
+    if options.ingress not in ("haproxy", "proxy"):
+        raise ServiceError(f"--ingress: expected haproxy or proxy, got {options.ingress!r}")
     _check_port(options.host, options.port)
+    if options.metrics_port is not None:
+        _check_port("127.0.0.1", options.metrics_port)
     from exporters import load_artifact
 
     for path in options.artifacts.values():  # fail before starting Ray
@@ -83,12 +103,20 @@ def start_service(options: ServiceOptions) -> str:
     from serving import AppArgs, build_app
 
     if not ray.is_initialized():
-        ray.init(
-            include_dashboard=False,
-            configure_logging=False,
-            log_to_driver=False,
-            _node_ip_address="127.0.0.1",
-        )
+        if options.address is None:
+            _prepare_ingress(options.ingress)
+        try:
+            ray.init(
+                address=options.address,
+                include_dashboard=False,
+                configure_logging=False,
+                log_to_driver=False,
+                _metrics_export_port=options.metrics_port if options.address is None else None,
+            )
+        except (ConnectionError, RuntimeError) as err:  # an unreachable --address
+            raise ServiceError(
+                f"cannot reach the Ray cluster at {options.address}: {err}"
+            ) from None
     http_options: dict[str, Any] = {"host": options.host, "port": options.port}
     if options.request_timeout_s is not None:  # Serve answers 408 past it
         http_options["request_timeout_s"] = options.request_timeout_s
@@ -108,6 +136,21 @@ def start_service(options: ServiceOptions) -> str:
     return f"http://{shown}:{options.port}"
 
 
+def _prepare_ingress(ingress: str) -> None:
+    """Put the ingress settings into the environment of the Ray about to start here."""
+    from serving.ingress import apply_environment, ingress_environment
+
+    # Short path: it holds HAProxy's Unix sockets (107 bytes at most).
+    workdir = tempfile.mkdtemp(prefix="rlserve-", dir="/tmp")
+    _workdirs.append(workdir)
+    try:
+        apply_environment(
+            ingress_environment("haproxy" if ingress == "haproxy" else "proxy", Path(workdir))
+        )
+    except FileNotFoundError as err:
+        raise ServiceError(str(err)) from None
+
+
 def stop_service() -> None:
     """Shut Serve and the Ray instance started here down."""
     import ray
@@ -116,3 +159,5 @@ def stop_service() -> None:
     if ray.is_initialized():
         serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
+    while _workdirs:
+        shutil.rmtree(_workdirs.pop(), ignore_errors=True)

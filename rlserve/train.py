@@ -1,8 +1,10 @@
 """``rlserve train``: build an algorithm from options or a tuned example and train it.
 
 Prints one progress line per iteration (iteration, env steps, mean return, steps/s, ETA to
-the stop criterion), checkpoints periodically and at the end, and names the best checkpoint
-on its last line. Ctrl-C writes a final checkpoint and exits cleanly.
+the stop criterion), writes every result to the run directory (``results.jsonl``,
+``progress.csv`` and TensorBoard event files: :mod:`rlserve.results`), checkpoints periodically
+and at the end, and names the best checkpoint on its last line. Ctrl-C writes a final
+checkpoint and exits cleanly (exit status 0).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+
+from rlserve.results import ResultLogger
 
 __all__ = ["TrainOptions", "build_config", "parse_set_options", "run_training"]
 
@@ -107,10 +111,10 @@ def run_training(options: TrainOptions, console: Console) -> Path:
     start = time.perf_counter()
     last: dict[str, Any] = {}
     try:
-        with (run_dir / "results.jsonl").open("a", encoding="utf-8") as results:
+        with ResultLogger(run_dir) as results:
             while True:
                 last = algo.train()
-                results.write(json.dumps(_jsonable(last), allow_nan=True) + "\n")
+                results.log(last)
                 console.print(_progress_line(last, stop, time.perf_counter() - start))
                 ret = _metric(last, "env_runners/episode_return_mean")
                 every = options.checkpoint_every
@@ -123,8 +127,10 @@ def run_training(options: TrainOptions, console: Console) -> Path:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: writing a final checkpoint[/]")
     finally:
-        final = Path(algo.save(str(run_dir / "checkpoint_final")).checkpoint.path)
-        algo.stop()
+        try:
+            final = Path(algo.save(str(run_dir / "checkpoint_final")).checkpoint.path)
+        finally:
+            algo.stop()
     final_return = _metric(last, "env_runners/episode_return_mean")
     if best_path is None or not final_return < best_return:
         best_path = final
@@ -144,13 +150,3 @@ def _progress_line(result: dict[str, Any], stop: dict[str, float], elapsed: floa
         f"iter {int(result.get('training_iteration', 0)):4d}  steps {steps:8d}  "
         f"return {ret:8.2f}  {rate:7.0f} steps/s  {elapsed:6.1f}s{eta}"
     )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return repr(value)

@@ -20,6 +20,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.observations import (
     ObservationError,
@@ -151,6 +152,99 @@ def _npy_leaves(runtime: PolicyRuntime, body: bytes, max_rows: int) -> list[np.n
         raise ApiError(422, str(err)) from None
 
 
+def _json(answer: dict[str, Any], batched_requests: int) -> Response:
+    """A JSON answer, serialised once here (no response-model pass on the hot path)."""
+    return Response(
+        json.dumps(answer, separators=(",", ":")).encode(),
+        media_type="application/json",
+        headers={BATCH_HEADER: str(batched_requests)},
+    )
+
+
+class StatusObserver:
+    """ASGI middleware calling ``observer(policy, version, status)`` per policy request.
+
+    Plain ASGI rather than ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware``
+    spawns a task group per request, which costs more than the whole inference call.
+    """
+
+    def __init__(self, app: ASGIApp, registry: PolicyRegistry, observer: Observer) -> None:
+        self.app = app
+        self.registry = registry
+        self.observer = observer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parts = _policy_path(scope) if scope["type"] == "http" else []
+        if not parts:
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            runtime = self.registry.get(parts[2])
+            self.observer(parts[2], runtime.version if runtime else "unknown", status)
+
+
+class ActionFastPath:
+    """ASGI middleware answering ``POST /v1/policies/{name}/compute_action`` itself.
+
+    The single-observation route is the hot one (one request per game or robot step). It runs
+    the same :meth:`PolicyApi.compute_action` as the FastAPI route, but skips FastAPI's
+    routing and dependency solving, which cost more per request than the inference. Every
+    other route, and the OpenAPI documentation of this one, stays with FastAPI.
+    """
+
+    def __init__(self, app: ASGIApp, api: PolicyApi) -> None:
+        self.app = app
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = _action_route(scope)
+        if name is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await self.api.compute_action(name, request)
+        except ApiError as err:
+            response = _error_response(err)
+        await response(scope, receive, send)
+
+
+def _action_route(scope: Scope) -> str | None:
+    """The policy name when ``scope`` is a ``POST .../compute_action``, else ``None``."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    parts = _policy_path(scope)
+    if len(parts) == 4 and parts[3] == "compute_action" and parts[2]:
+        return parts[2]
+    return None
+
+
+def _policy_path(scope: Scope) -> list[str]:
+    """``scope``'s path split at ``/`` when it is under ``/v1/policies/``, else ``[]``."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    parts = path.strip("/").split("/")
+    if len(parts) < 3 or parts[0] != "v1" or parts[1] != "policies":
+        return []
+    return parts
+
+
+def _error_response(err: ApiError) -> JSONResponse:
+    return JSONResponse({"detail": err.message}, status_code=err.status, headers=err.headers)
+
+
 class PolicyApi:
     """The route handlers, bound to a registry, limits and an inference function."""
 
@@ -158,6 +252,8 @@ class PolicyApi:
         self.registry = registry
         self.cfg = settings
         self.run = infer
+        self.active = 0
+        """Compute requests received and not yet answered (the batcher's load signal)."""
 
     def _authorize(self, request: Request) -> None:
         if self.cfg.token is None:
@@ -195,10 +291,23 @@ class PolicyApi:
         self._runtime(name)
         return self.registry.describe(name, self.cfg.max_rows)
 
-    async def compute_action(
-        self, name: str, request: Request, response: Response
-    ) -> dict[str, Any]:
+    async def compute_action(self, name: str, request: Request) -> Response:
         """The action for one observation (deterministic unless ``explore``)."""
+        self.active += 1
+        try:
+            return await self._compute_action(name, request)
+        finally:
+            self.active -= 1
+
+    async def compute_actions(self, name: str, request: Request) -> Response:
+        """Actions for a batch (JSON, or a ``.npy`` array; answers in npy on ``Accept``)."""
+        self.active += 1
+        try:
+            return await self._compute_actions(name, request)
+        finally:
+            self.active -= 1
+
+    async def _compute_action(self, name: str, request: Request) -> Response:
         self._authorize(request)
         runtime = self._runtime(name)
         if _content_type(request) != "application/json":
@@ -209,17 +318,13 @@ class PolicyApi:
         except ObservationError as err:
             raise ApiError(422, str(err).replace("observations[0]", "observation")) from None
         batch = await self.run(runtime, leaves, req.explore, req.seed)
-        response.headers[BATCH_HEADER] = str(batch.batched_requests)
         action = actions_to_json(runtime.action_space, batch.actions)[0]
         answer = {"action": action, "policy": name, "version": runtime.version}
         if req.return_dist_inputs:
             answer["action_dist_inputs"] = batch.action_dist_inputs[0].tolist()
-        return answer
+        return _json(answer, batch.batched_requests)
 
-    async def compute_actions(
-        self, name: str, request: Request, response: Response
-    ) -> Response | dict[str, Any]:
-        """Actions for a batch (JSON, or a ``.npy`` array; answers in npy on ``Accept``)."""
+    async def _compute_actions(self, name: str, request: Request) -> Response:
         self._authorize(request)
         runtime = self._runtime(name)
         kind = _content_type(request)
@@ -242,7 +347,6 @@ class PolicyApi:
                 raise ApiError(422, str(err)) from None
             explore, seed, with_dist = req.explore, req.seed, req.return_dist_inputs
         batch = await self.run(runtime, leaves, explore, seed)
-        response.headers[BATCH_HEADER] = str(batch.batched_requests)
         if NPY in request.headers.get("accept", ""):
             buffer = io.BytesIO()
             np.save(buffer, batch.actions, allow_pickle=False)
@@ -256,7 +360,7 @@ class PolicyApi:
         answer = {"actions": actions, "policy": name, "version": runtime.version}
         if with_dist:
             answer["action_dist_inputs"] = batch.action_dist_inputs.tolist()
-        return answer
+        return _json(answer, batch.batched_requests)
 
 
 def _body_schema(model: type[BaseModel], npy: bool = False) -> dict[str, Any]:
@@ -286,21 +390,13 @@ def create_app(
 
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=exc.headers)
+        return _error_response(exc)
 
     app.add_exception_handler(ApiError, api_error)
 
-    if observer is not None:
-        watch = observer
-
-        @app.middleware("http")
-        async def observe(request: Request, call_next: Any) -> Any:
-            response = await call_next(request)
-            parts = request.url.path.strip("/").split("/")
-            if len(parts) >= 3 and parts[:2] == ["v1", "policies"]:
-                runtime = registry.get(parts[2])
-                watch(parts[2], runtime.version if runtime else "unknown", response.status_code)
-            return response
+    app.add_middleware(ActionFastPath, api=api)
+    if observer is not None:  # added last = outermost: it sees the fast path's answers too
+        app.add_middleware(StatusObserver, registry=registry, observer=observer)
 
     app.add_api_route("/healthz", api.healthz, methods=["GET"])
     app.add_api_route("/readyz", api.readyz, methods=["GET"])
@@ -319,4 +415,5 @@ def create_app(
         openapi_extra=_body_schema(ComputeActionsRequest, npy=True),
         response_model=None,
     )
+    app.state.api = api
     return app

@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
-# Keep Ray quiet and local: no usage stats upload attempts, no dashboard, loopback only.
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+from rlserve.local_ray import keep_ray_on_loopback
+
+# Keep Ray quiet and local: no usage stats upload attempts, no dashboard, loopback only
+# (set before anything imports ray).
+keep_ray_on_loopback()
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
@@ -23,7 +26,6 @@ def ray_session() -> Iterator[Any]:
         ray.init(
             num_cpus=2,
             include_dashboard=False,
-            _node_ip_address="127.0.0.1",
             log_to_driver=True,
             configure_logging=False,
         )

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from tests.tfevents import read_scalars
 from training import Algorithm
 
 pytestmark = pytest.mark.integration
@@ -53,7 +59,85 @@ def test_train_one_iteration_writes_a_loadable_checkpoint(tmp_path: Path) -> Non
         assert algo.config.seed == 3
     finally:
         algo.stop()
-    assert (tmp_path / "run" / "results.jsonl").read_text().count("\n") == 2
+    _check_result_files(tmp_path / "run", iterations=2)
+
+
+def _check_result_files(run_dir: Path, iterations: int) -> None:
+    """results.jsonl, progress.csv and one event file hold the same ``iterations`` results."""
+    results = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert [r["training_iteration"] for r in results] == list(range(1, iterations + 1))
+    with (run_dir / "progress.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [int(row["training_iteration"]) for row in rows] == list(range(1, iterations + 1))
+    steps = [r["num_env_steps_sampled_lifetime"] for r in results]
+    assert [int(row["num_env_steps_sampled_lifetime"]) for row in rows] == steps
+    assert "env_runners/episode_return_mean" in rows[0]
+    assert "learners/default_policy/total_loss" in rows[0]
+    (events,) = run_dir.glob("events.out.tfevents.*")
+    scalars = read_scalars(events)
+    assert [step for step, _ in scalars] == steps  # TensorBoard step: lifetime env steps
+    assert [values["training_iteration"] for _, values in scalars] == list(range(1, iterations + 1))
+    assert all("learners/default_policy/total_loss" in values for _, values in scalars)
+
+
+def test_ctrl_c_writes_a_final_checkpoint_and_exits_cleanly(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [
+            RLSERVE,
+            "train",
+            "--env",
+            "CartPole-v1",
+            "--stop-iters",
+            "100000",
+            "--set",
+            "train_batch_size=64",
+            "--set",
+            "minibatch_size=32",
+            "--set",
+            "num_epochs=1",
+            "--checkpoint-dir",
+            str(run_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        seen: list[str] = []
+        for line in proc.stdout:  # bounded by pytest's per-test timeout
+            seen.append(line)
+            if line.startswith("iter    2"):
+                break
+        assert seen and seen[-1].startswith("iter    2"), "".join(seen)
+        time.sleep(0.3)  # land the signal somewhere inside a later iteration
+        proc.send_signal(signal.SIGINT)
+        rest, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    stdout = "".join(seen) + rest
+    assert "interrupted: writing a final checkpoint" in stdout
+    assert "Traceback" not in stderr
+    last = stdout.strip().splitlines()[-1]
+    assert last == f"best checkpoint: {run_dir / 'checkpoint_final'}"
+    printed = [line for line in stdout.splitlines() if line.startswith("iter ")]
+    logged = (run_dir / "results.jsonl").read_text().count("\n")
+    # Every result printed was logged first; Ctrl-C may cut the last progress line short.
+    assert 2 <= len(printed) <= logged <= len(printed) + 1
+    _check_result_files(run_dir, iterations=logged)
+    algo = Algorithm.from_checkpoint(run_dir / "checkpoint_final")
+    try:
+        # The final checkpoint holds the last logged iteration (or one that Ctrl-C cut off
+        # between its end and its result reaching the loop).
+        assert algo.iteration in (logged, logged + 1)
+    finally:
+        algo.stop()
 
 
 def test_train_from_a_tuned_example_with_traces(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ def test_slow_requests_time_out_with_408(ray_session: Any, cartpole_artifact: Pa
         port = sock.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 0.3})
     try:
-        # A lone request waits the whole batch window (1 s) for company: longer than 0.3 s.
+        # Concurrent requests wait the whole batch window (1 s) for more: longer than 0.3 s.
+        # (A request alone in the replica skips the window, so two are sent at once.)
         args = AppArgs(
             artifact=str(cartpole_artifact),
             name="cartpole",
@@ -33,9 +35,16 @@ def test_slow_requests_time_out_with_408(ray_session: Any, cartpole_artifact: Pa
         serve.run(build_app(args), name="slow", route_prefix="/")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             assert client.get("/healthz").status_code == 200
-            answer = client.post(
-                "/v1/policies/cartpole/compute_action", json={"observation": [0.0] * 4}
-            )
-        assert answer.status_code == 408
+            with ThreadPoolExecutor(4) as pool:
+                answers = list(
+                    pool.map(
+                        lambda _: client.post(
+                            "/v1/policies/cartpole/compute_action",
+                            json={"observation": [0.0] * 4},
+                        ),
+                        range(4),
+                    )
+                )
+        assert 408 in [answer.status_code for answer in answers], answers
     finally:
         serve.shutdown()  # type: ignore[no-untyped-call]

@@ -1,0 +1,247 @@
+"""``rlserve serve`` in the foreground, as users run it: HAProxy ingress, loopback, Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from rlserve.service import free_port
+from serving import PolicyClient
+from serving.client import AuthenticationError, BadRequestError
+
+pytestmark = pytest.mark.integration
+
+OBS = [0.01, -0.02, 0.03, 0.04]
+TOKEN = "s3cret-token"
+Service = tuple[subprocess.Popen[str], str, int]
+
+
+def _listeners(root: psutil.Process) -> list[tuple[str, int, str]]:
+    """(address, port, process name) of every TCP socket listening in ``root``'s tree."""
+    found = []
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            for conn in proc.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.append((conn.laddr.ip, conn.laddr.port, proc.name()))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def _is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on dual-stack sockets
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+@pytest.fixture(scope="module")
+def service(cartpole_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """``rlserve serve ARTIFACT --token ...`` running in a subprocess (default ingress)."""
+    port, metrics_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["RAY_metrics_report_interval_ms"] = "500"  # Ray's default: every 10 s
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rlserve",
+            "serve",
+            str(cartpole_artifact),
+            "--name",
+            "cartpole",
+            "--port",
+            str(port),
+            "--token",
+            TOKEN,
+            "--max-batch-size",
+            "32",
+            "--metrics-port",
+            str(metrics_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=tmp_path_factory.mktemp("serve"),
+    )
+    assert proc.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if line.startswith("serving ") or not line:
+            break
+    assert lines[-1].startswith("serving cartpole at "), "".join(lines)[-3000:]
+    yield proc, f"http://127.0.0.1:{port}", metrics_port
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=90)
+    proc.stdout.close()
+
+
+def test_serve_answers_with_the_token_and_refuses_without(
+    service: Service,
+) -> None:
+    _, url, _ = service
+    with PolicyClient(url, token=TOKEN) as client:
+        answer = client.compute_action("cartpole", OBS)
+        assert answer["action"] in (0, 1)
+        assert answer["policy"] == "cartpole"
+    with PolicyClient(url) as client, pytest.raises(AuthenticationError):
+        client.compute_action("cartpole", OBS)
+    assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+
+
+def test_bad_input_through_haproxy_is_a_4xx_and_the_next_request_succeeds(
+    service: Service,
+) -> None:
+    _, url, _ = service
+    headers = {"authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
+    action = f"{url}/v1/policies/cartpole/compute_action"
+    cases = [
+        (b"{not json", 400),
+        (b'{"observation": [1, 2]}', 422),
+        (b'{"observation": [NaN, 0, 0, 0]}', 422),
+        (b'{"observations": [[0, 0, 0, 0]]}', 422),
+    ]
+    for body, status in cases:
+        answer = httpx.post(action, content=body, headers=headers)
+        assert answer.status_code == status, (body, answer.text)
+        assert "detail" in answer.json()
+    assert (
+        httpx.post(
+            f"{url}/v1/policies/nope/compute_action", content=b"{}", headers=headers
+        ).status_code
+        == 404
+    )
+    with PolicyClient(url, token=TOKEN) as client:
+        with pytest.raises(BadRequestError):
+            client.compute_action("cartpole", [0.0, 0.0])
+        assert client.compute_action("cartpole", OBS)["action"] in (0, 1)
+
+
+def test_concurrent_requests_are_batched(service: Service) -> None:
+    _, url, _ = service
+
+    async def burst() -> list[int]:
+        headers = {"authorization": f"Bearer {TOKEN}"}
+        action = f"{url}/v1/policies/cartpole/compute_action"
+        limits = httpx.Limits(max_connections=32)
+        async with httpx.AsyncClient(headers=headers, limits=limits) as client:
+            sizes: list[int] = []
+            for _ in range(5):
+                answers = await asyncio.gather(
+                    *(client.post(action, json={"observation": OBS}) for _ in range(32))
+                )
+                assert all(a.status_code == 200 for a in answers)
+                sizes += [int(a.headers["x-batched-requests"]) for a in answers]
+            return sizes
+
+    sizes = asyncio.run(burst())
+    assert max(sizes) > 1, sizes
+
+
+def test_metrics_are_exported_to_prometheus(service: Service) -> None:
+    _, url, metrics_port = service
+    with PolicyClient(url, token=TOKEN) as client:
+        for _ in range(3):
+            client.compute_action("cartpole", OBS)
+    deadline = time.monotonic() + 60
+    text, served = "", []
+    while time.monotonic() < deadline:
+        try:  # Ray's metrics agent starts a few seconds after Serve answers
+            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        except httpx.ConnectError:
+            time.sleep(0.5)
+            continue
+        served = [
+            line
+            for line in text.splitlines()
+            if line.startswith("ray_rlserve_requests") and 'status="200"' in line
+        ]
+        if served and float(served[0].rsplit(" ", 1)[1]) >= 3:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"no rlserve_requests with status 200 in {text[-3000:]}")
+    assert 'policy="cartpole"' in served[0]
+    assert "ray_rlserve_batch_requests_bucket" in text
+    assert "ray_rlserve_inference_latency_ms_count" in text
+
+
+def test_every_listener_of_the_service_is_on_loopback(
+    service: Service,
+) -> None:
+    proc, url, _ = service
+    listeners = _listeners(psutil.Process(proc.pid))
+    names = {name for _, _, name in listeners}
+    assert "haproxy" in names, listeners  # the default ingress really is HAProxy
+    assert int(url.rsplit(":", 1)[1]) in {port for _, port, _ in listeners}
+    public = [item for item in listeners if not _is_loopback(item[0])]
+    # Ray Serve 2.60 binds each replica's inter-deployment gRPC server to [::]:0, hard-coded
+    # (ray/serve/_private/replica.py); no setting moves it. It is the one exception, and Ray's
+    # cluster-token interceptor guards it: see the next test.
+    upstream = [item for item in public if item[2].startswith("ray::ServeReplica")]
+    assert public == upstream and len(upstream) <= 1, public
+
+
+def test_the_replica_grpc_port_refuses_calls_without_the_ray_cluster_token(
+    service: Service,
+) -> None:
+    import grpc  # type: ignore[import-untyped]
+
+    proc, _, _ = service
+    ports = [
+        port
+        for address, port, name in _listeners(psutil.Process(proc.pid))
+        if name.startswith("ray::ServeReplica") and not _is_loopback(address)
+    ]
+    if not ports:
+        pytest.skip("this Ray version keeps the replica's gRPC port on loopback")
+    with grpc.insecure_channel(f"127.0.0.1:{ports[0]}") as channel:
+        call = channel.unary_unary("/ray.serve.ASGIService/HandleRequest")
+        with pytest.raises(grpc.RpcError) as refused:
+            call(b"", timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_stops_the_service_and_everything_it_started(
+    cartpole_artifact: Path, tmp_path: Path, signum: int
+) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rlserve", "serve", str(cartpole_artifact), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("serving ") or "error" in line:
+            break
+    assert line.startswith("serving "), line
+    tree = psutil.Process(proc.pid).children(recursive=True)
+    assert any(p.name() == "haproxy" for p in tree)
+    proc.send_signal(signum)
+    out, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, out[-2000:]
+    assert "Traceback" not in out
+    _, alive = psutil.wait_procs(tree, timeout=30)
+    assert not alive, [p.name() for p in alive]
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz")
