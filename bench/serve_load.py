@@ -22,6 +22,7 @@ import asyncio
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -155,8 +156,6 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from serving import AppArgs, build_app
-
     figures: dict[str, Any] = {"bench": "serve_load", "seconds": args.seconds, "rate": args.rate}
     json_headers = {"content-type": "application/json"}
     single = json.dumps({"observation": OBS}).encode()
@@ -236,11 +235,41 @@ def main() -> None:
                 f"c{c}": run(f"{base}/unbatched", single, json_headers, c) for c in (1, 32)
             }
             serve.delete("unbatched")
-            app = build_app(AppArgs(artifact=str(artifact), name="cartpole", max_batch_size=64))
-            serve.run(app, name="rlserve", route_prefix="/")
+        finally:
+            serve.shutdown()  # type: ignore[no-untyped-call]
+            ray.shutdown()
+        # rlserve as users run it: `rlserve serve` with its defaults (HAProxy ingress).
+        port = _free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rlserve",
+                "serve",
+                str(artifact),
+                "--name",
+                "cartpole",
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            for line in server.stdout:
+                if line.startswith("serving ") or line.startswith("error"):
+                    break
+            base = f"http://127.0.0.1:{port}"
             action_url = f"{base}/v1/policies/cartpole/compute_action"
+            run(action_url, single, json_headers, 8, rate=500)  # warm-up
             figures["rlserve_single"] = {
                 f"c{c}": run(action_url, single, json_headers, c) for c in (1, 32)
+            }
+            figures["rlserve_single_below_saturation"] = {
+                f"c32_at_{rate}": run(action_url, single, json_headers, 32, rate=rate)
+                for rate in (1000, 2000, 2500)
             }
             batch = np.tile(np.asarray(OBS, np.float32), (1024, 1))
             actions_url = f"{base}/v1/policies/cartpole/compute_actions"
@@ -249,12 +278,13 @@ def main() -> None:
             np.save(buffer, batch, allow_pickle=False)
             npy_headers = {"content-type": "application/x-npy", "accept": "application/x-npy"}
             figures["rlserve_batch1024"] = {
-                "json": run(actions_url, json_body, json_headers, 4, rows=1024, rate=200),
-                "npy": run(actions_url, buffer.getvalue(), npy_headers, 4, rows=1024, rate=400),
+                "json": run(actions_url, json_body, json_headers, 4, rows=1024, rate=400),
+                "npy": run(actions_url, buffer.getvalue(), npy_headers, 4, rows=1024, rate=2000),
+                "npy_c8": run(actions_url, buffer.getvalue(), npy_headers, 8, rows=1024, rate=2000),
             }
         finally:
-            serve.shutdown()  # type: ignore[no-untyped-call]
-            ray.shutdown()
+            server.send_signal(signal.SIGINT)
+            server.communicate(timeout=120)
     single32 = figures["rlserve_single"]["c32"]["req_per_s"]
     figures["rlserve_c32_vs_unbatched"] = round(
         single32 / max(1e-9, figures["serve_unbatched_onnx"]["c32"]["req_per_s"]), 2
