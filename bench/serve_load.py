@@ -31,8 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
+
+from serving.loadgen import run_load
 
 OBS = [0.01, -0.02, 0.03, 0.04]
 ECHO_APP = """
@@ -51,63 +52,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-async def _load(
-    url: str,
-    body: bytes,
-    headers: dict[str, str],
-    *,
-    rate: float,
-    seconds: float,
-    concurrency: int,
-    rows: int,
-) -> dict[str, Any]:
-    total = max(1, int(rate * seconds))
-    gate = asyncio.Semaphore(concurrency)
-    latencies: list[float] = []
-    errors = 0
-    not_sent = 0
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=seconds)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        start = time.perf_counter() + 0.05
-        deadline = start + seconds
-
-        async def one(index: int) -> None:
-            nonlocal errors, not_sent
-            scheduled = start + index / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            async with gate:
-                if time.perf_counter() > deadline:  # the server fell behind the schedule
-                    not_sent += 1
-                    return
-                try:
-                    async with session.post(url, data=body, headers=headers) as response:
-                        await response.read()
-                        ok = response.status == 200
-                except (aiohttp.ClientError, TimeoutError):
-                    ok = False
-            if ok:
-                latencies.append(time.perf_counter() - scheduled)
-            else:
-                errors += 1
-
-        await asyncio.gather(*(one(i) for i in range(total)))
-        elapsed = min(time.perf_counter(), deadline + seconds) - start
-    done = len(latencies)
-    ms = np.asarray(latencies) * 1000.0 if latencies else np.zeros(1)
-    return {
-        "req_per_s": round(done / elapsed, 1),
-        "actions_per_s": round(done * rows / elapsed),
-        "p50_ms": round(float(np.percentile(ms, 50)), 2),
-        "p90_ms": round(float(np.percentile(ms, 90)), 2),
-        "p99_ms": round(float(np.percentile(ms, 99)), 2),
-        "errors": errors,
-        "behind_schedule": not_sent,
-    }
 
 
 def _artifact(root: Path) -> Path:
@@ -169,7 +113,7 @@ def main() -> None:
         rate: float | None = None,
     ) -> dict[str, Any]:
         return asyncio.run(
-            _load(
+            run_load(
                 url,
                 body,
                 headers,
