@@ -84,7 +84,10 @@ def train(
     ] = None,
     stop_iters: Annotated[int | None, typer.Option(help="Stop after this many iterations.")] = None,
     checkpoint_dir: Annotated[
-        str, typer.Option(help="Run directory: checkpoints and results.jsonl go here.")
+        str,
+        typer.Option(
+            help="Run directory: checkpoints, results.jsonl, progress.csv, TensorBoard files."
+        ),
     ] = "runs/latest",
     checkpoint_every: Annotated[
         int, typer.Option(help="Also checkpoint every N iterations (0: only at the end).")
