@@ -179,7 +179,9 @@ def _fail(err: Exception) -> typer.Exit:
 
 @app.command()
 def serve(
-    artifact_dirs: Annotated[list[str], typer.Argument(help="Artifact directories to serve.")],
+    artifact_dirs: Annotated[
+        list[str] | None, typer.Argument(help="Artifact directories to serve.")
+    ] = None,
     name: Annotated[
         list[str] | None,
         typer.Option("--name", help="Policy name per artifact (default: the manifest's)."),
@@ -213,6 +215,14 @@ def serve(
             "rlserve_inference_latency_ms and Ray's own) at http://127.0.0.1:PORT/metrics."
         ),
     ] = None,
+    config_file: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            help="A Ray Serve config file (see examples/serve_config.yaml) to run instead of "
+            "artifact directories; its http_options set host and port.",
+        ),
+    ] = None,
     address: Annotated[
         str | None,
         typer.Option(
@@ -225,8 +235,18 @@ def serve(
     import time
 
     from exporters import load_artifact
-    from rlserve.service import ServiceOptions, start_service, stop_service
+    from rlserve.service import ServiceOptions, run_config_file, start_service, stop_service
 
+    if config_file is not None:
+        try:
+            if artifact_dirs:
+                raise ValueError("give artifact directories or --config, not both")
+            code = run_config_file(config_file, ingress)
+        except ValueError as err:
+            raise _fail(err) from None
+        raise typer.Exit(code)
+    if not artifact_dirs:
+        raise _fail(ValueError("give at least one artifact directory (or --config FILE)"))
     try:
         names = list(name or [])
         if names and len(names) != len(artifact_dirs):

@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ServiceError", "ServiceOptions", "start_service", "stop_service"]
+__all__ = [
+    "ServiceError",
+    "ServiceOptions",
+    "run_config_file",
+    "start_service",
+    "stop_service",
+]
 
 
 class ServiceError(ValueError):
@@ -161,3 +167,71 @@ def stop_service() -> None:
         ray.shutdown()
     while _workdirs:
         shutil.rmtree(_workdirs.pop(), ignore_errors=True)
+
+
+def _check_config_file(path: str) -> None:
+    """Refuse a Serve config file that cannot work or would expose the API without a token."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise ServiceError(f"--config {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ServiceError(f"--config {path}: not YAML: {err}") from None
+    apps = config.get("applications") if isinstance(config, dict) else None
+    if not isinstance(apps, list) or not apps:
+        raise ServiceError(f"--config {path}: expected a Serve config with an 'applications' list")
+    host = str((config.get("http_options") or {}).get("host", "127.0.0.1"))
+    for app in apps:
+        args = app.get("args") if isinstance(app, dict) else None
+        if not _is_loopback(host) and not (isinstance(args, dict) and args.get("token")):
+            raise ServiceError(
+                f"--config {path}: http_options.host {host} exposes the API beyond this "
+                "machine: every application needs args.token"
+            )
+
+
+def run_config_file(path: str, ingress: str = "haproxy") -> int:
+    """Run a Ray Serve config file (``serve run FILE``) in the foreground until Ctrl-C.
+
+    The file is checked first; Serve's own runner then starts a private Ray with this module's
+    settings (loopback listeners, the chosen ingress) and deploys every application in it.
+
+    Returns:
+        The runner's exit code (0 after Ctrl-C or SIGTERM).
+
+    Raises:
+        ServiceError: For a missing or malformed file, or a public host without a token.
+    """
+    import signal
+    import subprocess
+    import sys
+
+    if ingress not in ("haproxy", "proxy"):
+        raise ServiceError(f"--ingress: expected haproxy or proxy, got {ingress!r}")
+    _check_config_file(path)
+    runner = shutil.which("serve", path=str(Path(sys.executable).parent)) or shutil.which("serve")
+    if runner is None:
+        raise ServiceError("Ray Serve's `serve` command is not installed (pip install ray[serve])")
+    _prepare_ingress(ingress)
+    process = subprocess.Popen([runner, "run", path])
+
+    def _forward(signum: int, frame: object) -> None:
+        process.send_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, _forward)
+    try:
+        while True:
+            try:
+                code = process.wait()
+                break
+            except KeyboardInterrupt:
+                process.send_signal(signal.SIGINT)
+        return 0 if code in (0, -signal.SIGINT, 130) else code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if process.poll() is None:
+            process.kill()
+        while _workdirs:
+            shutil.rmtree(_workdirs.pop(), ignore_errors=True)

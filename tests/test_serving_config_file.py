@@ -64,3 +64,67 @@ def test_example_config_file_serves_the_artifact(cartpole_artifact: Path, tmp_pa
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def test_rlserve_serve_runs_a_config_file(cartpole_artifact: Path, tmp_path: Path) -> None:
+    config = yaml.safe_load((ROOT / "examples" / "serve_config.yaml").read_text())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config["http_options"]["port"] = port
+    config["applications"][0]["args"]["artifact"] = str(cartpole_artifact)
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rlserve", "serve", "--config", str(path)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        answer = None
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            while time.monotonic() < deadline and process.poll() is None:
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        answer = client.post(
+                            "/v1/policies/cartpole/compute_action",
+                            json={"observation": [0.0, 0.0, 0.0, 0.0]},
+                        )
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.5)
+        assert answer is not None, "the service did not become ready"
+        assert answer.json()["policy"] == "cartpole"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=90) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("applications: []", "expected a Serve config"),
+        ("{not: [yaml", "not YAML"),
+        (
+            "http_options: {host: 0.0.0.0}\napplications: [{import_path: serving.app:build_app}]",
+            "needs args.token",
+        ),
+    ],
+)
+def test_rlserve_serve_refuses_a_bad_config_file(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "serve.yaml"
+    path.write_text(text)
+    out = subprocess.run(
+        [sys.executable, "-m", "rlserve", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
