@@ -99,6 +99,13 @@ def train(
         str | None, typer.Option(help="DEBUG, INFO, WARN or ERROR (DEBUG also shows tracebacks).")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible runs.")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="Continue training from this checkpoint (its config, weights, optimizer, "
+            "filter statistics and counters); --set still overrides settings."
+        ),
+    ] = None,
 ) -> None:
     """Train a policy until a stop criterion is met, then name the best checkpoint."""
     from rlserve.train import TrainOptions, parse_set_options, run_training
@@ -124,6 +131,7 @@ def train(
             checkpoint_dir=checkpoint_dir,
             checkpoint_every=checkpoint_every,
             seed=seed,
+            resume=resume,
         )
         run_training(options, console)
     except ValueError as err:  # ConfigError, UnknownEnvError, CheckpointError, bad --set

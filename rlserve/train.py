@@ -37,6 +37,7 @@ class TrainOptions:
     checkpoint_dir: str = "runs/latest"
     checkpoint_every: int = 0
     seed: int | None = None
+    resume: str | None = None
 
 
 def parse_set_options(items: list[str]) -> dict[str, Any]:
@@ -101,8 +102,23 @@ def run_training(options: TrainOptions, console: Console) -> Path:
     """Train until a stop criterion is met; return the best checkpoint's path."""
     config, stop = build_config(options)
     run_dir = Path(options.checkpoint_dir)
+    if options.resume:
+        if options.config_file or options.env:
+            raise ValueError(
+                "--resume continues the checkpoint's own config and env; "
+                "change settings with --set instead of --config/--env"
+            )
+        from training import Algorithm
+
+        # Weights, optimizer, filter statistics and counters come back; the stop criteria
+        # count from the checkpoint's lifetime totals.
+        overrides = dict(options.settings)
+        if options.seed is not None:
+            overrides["seed"] = options.seed
+        resumed = Algorithm.from_checkpoint(options.resume, **overrides)
+        config = resumed.config
     run_dir.mkdir(parents=True, exist_ok=True)
-    algo = config.build()
+    algo = resumed if options.resume else config.build()
     console.print(
         f"[bold]training[/] {algo.name} on {config.env} — stop when "
         + ", ".join(f"{k} >= {v:g}" for k, v in stop.items())

@@ -179,3 +179,31 @@ def test_train_errors_are_one_line_exit_code_2(
     assert message in out.stderr
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().startswith("error: ")
+
+
+def test_resume_continues_from_a_checkpoint(cartpole_checkpoint: Path, tmp_path: Path) -> None:
+    before = Algorithm.from_checkpoint(cartpole_checkpoint)
+    try:
+        start_iteration = before.iteration
+        start_steps = before.counters["num_env_steps_sampled_lifetime"]
+    finally:
+        before.stop()
+    run_dir = tmp_path / "resumed"
+    out = run(
+        "train",
+        "--resume",
+        str(cartpole_checkpoint),
+        "--stop-iters",
+        str(start_iteration + 1),
+        "--checkpoint-dir",
+        str(run_dir),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    first = json.loads((run_dir / "results.jsonl").read_text().splitlines()[0])
+    assert first["training_iteration"] == start_iteration + 1  # counters continue
+    assert first["num_env_steps_sampled_lifetime"] > start_steps
+    refused = run(
+        "train", "--resume", str(cartpole_checkpoint), "--env", "Pendulum-v1", cwd=tmp_path
+    )
+    assert refused.returncode == 2 and "--resume continues" in refused.stderr
