@@ -20,15 +20,38 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_example_config_file_serves_the_artifact(cartpole_artifact: Path, tmp_path: Path) -> None:
+def _example_config(artifact: Path, tmp_path: Path) -> tuple[Path, int]:
+    """The example config file pointed at ``artifact`` and a free port."""
     config = yaml.safe_load((ROOT / "examples" / "serve_config.yaml").read_text())
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
     config["http_options"]["port"] = port
-    config["applications"][0]["args"]["artifact"] = str(cartpole_artifact)
+    config["applications"][0]["args"]["artifact"] = str(artifact)
     path = tmp_path / "serve.yaml"
     path.write_text(yaml.safe_dump(config))
+    return path, port
+
+
+def _first_answer(port: int, process: subprocess.Popen[bytes]) -> httpx.Response:
+    """Wait until the service is ready, then ask it for one action."""
+    deadline = time.monotonic() + 120
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if client.get("/readyz").status_code == 200:
+                    return client.post(
+                        "/v1/policies/cartpole/compute_action",
+                        json={"observation": [0.0, 0.0, 0.0, 0.0]},
+                    )
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+    raise AssertionError("the service did not become ready")
+
+
+def test_example_config_file_serves_the_artifact(cartpole_artifact: Path, tmp_path: Path) -> None:
+    path, port = _example_config(cartpole_artifact, tmp_path)
     serve = shutil.which("serve", path=str(Path(sys.executable).parent)) or "serve"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     process = subprocess.Popen(
@@ -40,21 +63,7 @@ def test_example_config_file_serves_the_artifact(cartpole_artifact: Path, tmp_pa
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        answer = None
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            while time.monotonic() < deadline and process.poll() is None:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        answer = client.post(
-                            "/v1/policies/cartpole/compute_action",
-                            json={"observation": [0.0, 0.0, 0.0, 0.0]},
-                        )
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.5)
-        assert answer is not None, "the service did not become ready"
+        answer = _first_answer(port, process)
         assert answer.status_code == 200
         assert answer.json()["policy"] == "cartpole"
     finally:
@@ -67,14 +76,7 @@ def test_example_config_file_serves_the_artifact(cartpole_artifact: Path, tmp_pa
 
 
 def test_rlserve_serve_runs_a_config_file(cartpole_artifact: Path, tmp_path: Path) -> None:
-    config = yaml.safe_load((ROOT / "examples" / "serve_config.yaml").read_text())
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config["http_options"]["port"] = port
-    config["applications"][0]["args"]["artifact"] = str(cartpole_artifact)
-    path = tmp_path / "serve.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path, port = _example_config(cartpole_artifact, tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "rlserve", "serve", "--config", str(path)],
@@ -84,21 +86,7 @@ def test_rlserve_serve_runs_a_config_file(cartpole_artifact: Path, tmp_path: Pat
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        answer = None
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            while time.monotonic() < deadline and process.poll() is None:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        answer = client.post(
-                            "/v1/policies/cartpole/compute_action",
-                            json={"observation": [0.0, 0.0, 0.0, 0.0]},
-                        )
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.5)
-        assert answer is not None, "the service did not become ready"
+        answer = _first_answer(port, process)
         assert answer.json()["policy"] == "cartpole"
     finally:
         process.send_signal(signal.SIGTERM)
