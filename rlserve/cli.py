@@ -107,7 +107,10 @@ def train(
         ),
     ] = None,
 ) -> None:
-    """Train a policy until a stop criterion is met, then name the best checkpoint."""
+    """Train a policy until a stop criterion is met, then name the best checkpoint.
+
+    Progress: a live display on a terminal (a bar and time left per stop criterion), else lines.
+    """
     from rlserve.train import TrainOptions, parse_set_options, run_training
 
     try:

@@ -1,7 +1,8 @@
 """``rlserve train``: build an algorithm from options or a tuned example and train it.
 
-Prints one progress line per iteration (iteration, env steps, mean return, steps/s, ETA to
-the stop criterion), writes every result to the run directory (``results.jsonl``,
+Shows progress (iteration, env steps, mean return, steps/s, ETA to the stop criterion) as a
+rich live display on a terminal and as one line per iteration elsewhere
+(:mod:`rlserve.progress`), writes every result to the run directory (``results.jsonl``,
 ``progress.csv`` and TensorBoard event files: :mod:`rlserve.results`), checkpoints periodically
 and at the end, and names the best checkpoint on its last line. Ctrl-C writes a final
 checkpoint and exits cleanly (exit status 0).
@@ -11,13 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from rlserve.progress import TrainingProgress, metric
 from rlserve.results import ResultLogger
 
 __all__ = ["TrainOptions", "build_config", "parse_set_options", "run_training"]
@@ -56,15 +57,6 @@ def parse_set_options(items: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             settings[key.strip()] = raw
     return settings
-
-
-def _metric(result: dict[str, Any], path: str) -> float:
-    value: Any = result
-    for part in path.split("/"):
-        if not isinstance(value, dict) or part not in value:
-            return math.nan
-        value = value[part]
-    return float(value) if isinstance(value, int | float) else math.nan
 
 
 def build_config(options: TrainOptions) -> tuple[Any, dict[str, float]]:
@@ -124,21 +116,20 @@ def run_training(options: TrainOptions, console: Console) -> Path:
         + ", ".join(f"{k} >= {v:g}" for k, v in stop.items())
     )
     best_return, best_path = -math.inf, None
-    start = time.perf_counter()
     last: dict[str, Any] = {}
     try:
-        with ResultLogger(run_dir) as results:
+        with ResultLogger(run_dir) as results, TrainingProgress(console, stop) as progress:
             while True:
                 last = algo.train()
                 results.log(last)
-                console.print(_progress_line(last, stop, time.perf_counter() - start))
-                ret = _metric(last, "env_runners/episode_return_mean")
+                progress.update(last)
+                ret = metric(last, "env_runners/episode_return_mean")
                 every = options.checkpoint_every
                 if every and algo.iteration % every == 0:
                     path = algo.save(str(run_dir / f"checkpoint_{algo.iteration:06d}"))
                     if ret > best_return:
                         best_return, best_path = ret, Path(path.checkpoint.path)
-                if any(_metric(last, k) >= v for k, v in stop.items()):
+                if any(metric(last, k) >= v for k, v in stop.items()):
                     break
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: writing a final checkpoint[/]")
@@ -147,22 +138,8 @@ def run_training(options: TrainOptions, console: Console) -> Path:
             final = Path(algo.save(str(run_dir / "checkpoint_final")).checkpoint.path)
         finally:
             algo.stop()
-    final_return = _metric(last, "env_runners/episode_return_mean")
+    final_return = metric(last, "env_runners/episode_return_mean")
     if best_path is None or not final_return < best_return:
         best_path = final
     console.print(f"best checkpoint: {best_path}")
     return best_path
-
-
-def _progress_line(result: dict[str, Any], stop: dict[str, float], elapsed: float) -> str:
-    steps = int(result.get("num_env_steps_sampled_lifetime", 0))
-    ret = _metric(result, "env_runners/episode_return_mean")
-    rate = steps / elapsed if elapsed > 0 else 0.0
-    eta = ""
-    target = stop.get("num_env_steps_sampled_lifetime")
-    if target and rate > 0:
-        eta = f"  eta≤{max(0.0, (target - steps) / rate):5.0f}s"
-    return (
-        f"iter {int(result.get('training_iteration', 0)):4d}  steps {steps:8d}  "
-        f"return {ret:8.2f}  {rate:7.0f} steps/s  {elapsed:6.1f}s{eta}"
-    )

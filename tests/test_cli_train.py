@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -78,6 +79,61 @@ def _check_result_files(run_dir: Path, iterations: int) -> None:
     assert [step for step, _ in scalars] == steps  # TensorBoard step: lifetime env steps
     assert [values["training_iteration"] for _, values in scalars] == list(range(1, iterations + 1))
     assert all("learners/default_policy/total_loss" in values for _, values in scalars)
+
+
+def test_train_on_a_terminal_shows_a_live_display(tmp_path: Path) -> None:
+    """Under a pseudo-terminal ``rlserve train`` redraws a rich display instead of lines."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            RLSERVE,
+            "train",
+            "--env",
+            "CartPole-v1",
+            "--stop-iters",
+            "3",
+            "--stop-timesteps",
+            "100000",
+            "--set",
+            "train_batch_size=128",
+            "--set",
+            "minibatch_size=64",
+            "--checkpoint-dir",
+            str(tmp_path / "run"),
+        ],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        cwd=tmp_path,
+        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"},
+    )
+    os.close(secondary)
+    chunks: list[bytes] = []
+    try:
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: every holder of the terminal has closed it
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        os.close(primary)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    raw = b"".join(chunks).decode(errors="replace")
+    assert "\x1b[2K" in raw  # the display erases and redraws its lines
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)
+    for expected in ("iteration 3", "steps/s", "ETA", "iterations", "3 / 3", "/ 100,000", "━"):
+        assert expected in text, (expected, text)
+    assert not re.search(r"^iter +\d", text, re.MULTILINE)  # no plain lines on a terminal
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("best checkpoint: "), text
 
 
 def test_ctrl_c_writes_a_final_checkpoint_and_exits_cleanly(tmp_path: Path) -> None:
