@@ -13,6 +13,7 @@ replicas (default, ~10x Serve's Python proxy) or Serve's proxy actor. A Ray clus
 from __future__ import annotations
 
 import ipaddress
+import re
 import shutil
 import socket
 import tempfile
@@ -123,6 +124,8 @@ def start_service(options: ServiceOptions) -> str:
             raise ServiceError(
                 f"cannot reach the Ray cluster at {options.address}: {err}"
             ) from None
+        if options.address is None:  # a cluster given by --address may autoscale
+            _check_resources(options, ray.cluster_resources())
     http_options: dict[str, Any] = {"host": options.host, "port": options.port}
     if options.request_timeout_s is not None:  # Serve answers 408 past it
         http_options["request_timeout_s"] = options.request_timeout_s
@@ -137,9 +140,43 @@ def start_service(options: ServiceOptions) -> str:
         batch_wait_timeout_s=options.batch_wait_ms / 1000.0,
         **options.extra,
     )
-    serve.run(build_app(args), name="rlserve", route_prefix="/")
+    try:
+        serve.run(build_app(args), name="rlserve", route_prefix="/")
+    except RuntimeError as err:  # a replica failed to start: Serve's message says why
+        raise ServiceError(f"the policies could not be deployed: {_deploy_failure(err)}") from None
     shown = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
     return f"http://{shown}:{options.port}"
+
+
+def _check_resources(options: ServiceOptions, available: dict[str, float]) -> None:
+    """Refuse replica sizes this Ray instance can never place (Serve would wait forever)."""
+    for flag, need, resource in (
+        ("--num-cpus", options.num_cpus, "CPU"),
+        ("--num-gpus", options.num_gpus, "GPU"),
+    ):
+        have = available.get(resource, 0.0)
+        if need > have:
+            raise ServiceError(
+                f"{flag} {need:g}: a replica needs more than this machine's Ray has "
+                f"({have:g} {resource}s)"
+            )
+
+
+def _deploy_failure(err: RuntimeError) -> str:
+    """Why Serve could not deploy: the replica's own error, from the deployment's status."""
+    from ray import serve
+
+    try:
+        app = serve.status().applications.get("rlserve")
+        messages = [d.message for d in app.deployments.values() if d.message] if app else []
+    except Exception:  # the status is extra detail; Serve's own error still stands
+        messages = []
+    lines = [line.strip() for text in [*messages, str(err)] for line in text.splitlines()]
+    # A replica's traceback ends with "package.module.SomeError: what went wrong".
+    raised = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
+    if raised:
+        return raised[-1].split(": ", 1)[1][:400]  # the innermost error comes last
+    return next((line for line in lines if line), type(err).__name__)[:400]
 
 
 def _prepare_ingress(ingress: str) -> None:
