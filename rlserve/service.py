@@ -125,7 +125,7 @@ def start_service(options: ServiceOptions) -> str:
                 f"cannot reach the Ray cluster at {options.address}: {err}"
             ) from None
         if options.address is None:  # a cluster given by --address may autoscale
-            _check_resources(options, ray.cluster_resources())
+            _check_resources(options, ray.cluster_resources())  # type: ignore[no-untyped-call]
     http_options: dict[str, Any] = {"host": options.host, "port": options.port}
     if options.request_timeout_s is not None:  # Serve answers 408 past it
         http_options["request_timeout_s"] = options.request_timeout_s
