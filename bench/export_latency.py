@@ -2,9 +2,11 @@
 
 Exports a checkpoint (``--checkpoint``, or a freshly trained 2-iteration CartPole PPO policy)
 and times ``action_dist_inputs`` + deterministic actions per call for onnxruntime (one
-intra-op thread), TorchScript, ``torch.export`` and eager torch, all single-threaded, in the
-same process. Prints one JSON line: per format and batch, microseconds per call (median of
-repeated timed blocks) and rows per second.
+intra-op thread), TorchScript, ``torch.export`` (the graph with lifted weights, as serving runs
+it, and ``ExportedProgram.module()`` for comparison) and eager torch, all single-threaded, in
+the same process; plus the serving runtime's whole graph call (numpy in and out) per backend.
+Prints one JSON line: per format and batch, microseconds per call (median of repeated timed
+blocks) and rows per second.
 
     python bench/export_latency.py [--checkpoint DIR] [--seconds 0.5]
 """
@@ -25,8 +27,10 @@ import torch
 
 from exporters import export_checkpoint, load_artifact
 from exporters.graph import InferenceGraph
+from exporters.torch_policy import load_exported_program
 from exporters.verify import load_torch_format
 from rlserve.spaces import obs_to_leaves
+from serving.runtime import PolicyRuntime
 from training.checkpoints import load_module
 from training.tuned_examples import load_tuned_example
 
@@ -70,6 +74,10 @@ def _torch_call(model: Any, tensors: list[torch.Tensor]) -> Callable[[], Any]:
     return call
 
 
+def _runtime_call(runtime: PolicyRuntime, leaves: list[np.ndarray]) -> Callable[[], Any]:
+    return lambda: runtime.run_graph(leaves)
+
+
 def _onnx_call(policy: Any, leaves: list[np.ndarray]) -> Callable[[], Any]:
     return lambda: policy.run(leaves)
 
@@ -87,6 +95,11 @@ def main() -> None:
         onnx_policy = artifact.onnx_policy(intra_op_num_threads=1)
         scripted = load_torch_format("torchscript", artifact.file("torchscript"))
         program = load_torch_format("torch_export", artifact.file("torch_export"))
+        program_module = load_exported_program(artifact.file("torch_export")).module()
+        runtimes = {
+            backend: PolicyRuntime(artifact, backend=backend, allow_torchscript=True)
+            for backend in ("onnx", "torch_export", "torchscript")
+        }
         eager = InferenceGraph(load_module(checkpoint)[0])
         space = artifact.observation_space
         space.seed(0)
@@ -101,7 +114,12 @@ def main() -> None:
                 "onnxruntime": _onnx_call(onnx_policy, leaves),
                 "torchscript": _torch_call(scripted, tensors),
                 "torch_export": _torch_call(program, tensors),
+                "torch_export_module": _torch_call(program_module, tensors),
                 "eager": _torch_call(eager, tensors),
+                **{
+                    f"serving_{backend}": _runtime_call(runtime, leaves)
+                    for backend, runtime in runtimes.items()
+                },
             }
             for name, call in calls.items():
                 micros = _time(call, args.seconds)

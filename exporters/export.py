@@ -107,6 +107,9 @@ def _export_program(
     program = torch.export.export(
         graph, examples, dynamic_shapes=_dynamic_shapes(len(examples), max_batch_size)
     )
+    # torch saves the sample inputs with torch.save and loads them with pickle; without them
+    # the archive is JSON and raw tensor bytes only (exporters.torch_policy checks this).
+    program.example_inputs = None
     torch.export.save(program, str(path))
 
 

@@ -17,15 +17,18 @@ __all__ = ["load_torch_format", "verify_against_eager"]
 
 
 def load_torch_format(fmt: str, path: Path) -> Any:
-    """Load a TorchScript or ``torch.export`` file as a callable (trusted files only).
+    """Load a TorchScript or ``torch.export`` file as a callable.
 
-    Both are torch archives whose loaders unpickle: call this only on files whose hashes
-    were verified (``exporters.load_artifact``) and that come from a trusted exporter.
+    ``torch_export`` archives are checked to hold nothing torch would unpickle
+    (:func:`exporters.torch_policy.check_pt2_archive`). TorchScript archives are pickle-based:
+    call this on them only for files just written by a trusted exporter.
     """
+    from exporters.torch_policy import LiftedProgram, load_exported_program
+
     with upstream_warnings_silenced():
         if fmt == "torchscript":
             return torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
-        return torch.export.load(str(path)).module()
+        return LiftedProgram(load_exported_program(path))  # what serving runs
 
 
 def _run(

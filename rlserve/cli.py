@@ -203,8 +203,24 @@ def serve(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
     token: Annotated[str | None, typer.Option(help="Bearer token required on /v1 routes.")] = None,
     replicas: Annotated[int, typer.Option(help="Replicas of the deployment.")] = 1,
-    num_cpus: Annotated[float, typer.Option(help="CPUs per replica (onnxruntime threads).")] = 1.0,
-    num_gpus: Annotated[float, typer.Option(help="GPUs per replica (fractions allowed).")] = 0.0,
+    num_cpus: Annotated[float, typer.Option(help="CPUs per replica (inference threads).")] = 1.0,
+    num_gpus: Annotated[
+        float, typer.Option(help="GPUs per replica (fractions allowed); > 0 infers on CUDA.")
+    ] = 0.0,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="onnx (onnxruntime), torch_export (torch, pickle-free) or torchscript "
+            "(legacy torch; needs --allow-torchscript)."
+        ),
+    ] = "onnx",
+    allow_torchscript: Annotated[
+        bool,
+        typer.Option(
+            help="Allow --backend torchscript: its archives are unpickled when loaded, so use "
+            "it only for artifacts you built yourself."
+        ),
+    ] = False,
     max_batch_size: Annotated[int, typer.Option(help="Requests combined per inference.")] = 64,
     batch_wait_ms: Annotated[
         float, typer.Option(help="How long a batch waits for more requests.")
@@ -274,6 +290,8 @@ def serve(
             replicas=replicas,
             num_cpus=num_cpus,
             num_gpus=num_gpus,
+            backend=backend,
+            allow_torchscript=allow_torchscript,
             max_batch_size=max_batch_size,
             batch_wait_ms=batch_wait_ms,
             request_timeout_s=request_timeout_s,

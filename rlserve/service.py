@@ -19,7 +19,7 @@ import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 __all__ = [
     "ServiceError",
@@ -34,6 +34,10 @@ class ServiceError(ValueError):
     """The service cannot start as asked (port in use, unsafe bind address, bad artifact)."""
 
 
+if TYPE_CHECKING:
+    from serving.runtime import Backend
+
+
 @dataclass
 class ServiceOptions:
     """How to serve a set of artifacts."""
@@ -45,6 +49,8 @@ class ServiceOptions:
     replicas: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    backend: str = "onnx"
+    allow_torchscript: bool = False
     max_batch_size: int = 64
     batch_wait_ms: float = 2.0
     request_timeout_s: float | None = None
@@ -97,13 +103,22 @@ def start_service(options: ServiceOptions) -> str:
         )
     if options.ingress not in ("haproxy", "proxy"):
         raise ServiceError(f"--ingress: expected haproxy or proxy, got {options.ingress!r}")
+    if options.backend not in ("onnx", "torch_export", "torchscript"):
+        raise ServiceError(
+            f"--backend: expected onnx, torch_export or torchscript, got {options.backend!r}"
+        )
+    if options.backend == "torchscript" and not options.allow_torchscript:
+        raise ServiceError(
+            "--backend torchscript loads a pickle-based archive: add --allow-torchscript for "
+            "artifacts you built yourself, or use --backend torch_export or onnx"
+        )
     _check_port(options.host, options.port)
     if options.metrics_port is not None:
         _check_port("127.0.0.1", options.metrics_port)
     from exporters import load_artifact
 
     for path in options.artifacts.values():  # fail before starting Ray
-        load_artifact(path)
+        load_artifact(path).file(options.backend)  # verified, and it has the backend's format
     import ray
     from ray import serve
 
@@ -136,6 +151,8 @@ def start_service(options: ServiceOptions) -> str:
         num_replicas=options.replicas,
         num_cpus=options.num_cpus,
         num_gpus=options.num_gpus,
+        backend=cast("Backend", options.backend),  # checked above
+        allow_torchscript=options.allow_torchscript,
         max_batch_size=options.max_batch_size,
         batch_wait_timeout_s=options.batch_wait_ms / 1000.0,
         **options.extra,

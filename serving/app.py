@@ -25,7 +25,7 @@ from ray.serve.config import BackpressureConfig
 from exporters import load_artifact
 from serving.http_app import PolicyApi, ServingSettings, create_app
 from serving.registry import PolicyRegistry
-from serving.runtime import ActionBatch, PolicyRuntime
+from serving.runtime import ActionBatch, Backend, PolicyRuntime
 
 __all__ = ["AppArgs", "PolicyDeployment", "ReplicaSettings", "build_app"]
 
@@ -42,9 +42,13 @@ class ReplicaSettings(BaseModel):
         max_rows: Most observations in one ``compute_actions`` request.
         max_body_bytes: Largest request body.
         token: Bearer token required on ``/v1`` routes.
-        num_cpus: CPUs per replica (also onnxruntime's thread count).
-        num_gpus: GPUs per replica (fractions allowed; uses onnxruntime's CUDA provider).
+        num_cpus: CPUs per replica (also the inference thread count).
+        num_gpus: GPUs per replica (fractions allowed): onnxruntime's CUDA provider or torch's
+            CUDA device.
         epsilon: Exploration rate for Q-value policies when ``explore=true``.
+        backend: ``onnx`` (onnxruntime, default), ``torch_export`` or ``torchscript`` (torch).
+        allow_torchscript: Required for ``backend=torchscript``: TorchScript archives are
+            unpickled when loaded, so only serve ones you built yourself.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -57,6 +61,17 @@ class ReplicaSettings(BaseModel):
     num_cpus: float = Field(default=1.0, gt=0)
     num_gpus: float = Field(default=0.0, ge=0)
     epsilon: float = Field(default=0.05, ge=0.0, le=1.0)
+    backend: Backend = "onnx"
+    allow_torchscript: bool = False
+
+    @model_validator(mode="after")
+    def _torchscript_allowed(self) -> ReplicaSettings:
+        if self.backend == "torchscript" and not self.allow_torchscript:
+            raise ValueError(
+                "backend=torchscript loads a pickle-based archive: set allow_torchscript=true "
+                "for artifacts you built yourself, or use backend=torch_export or onnx"
+            )
+        return self
 
 
 class AppArgs(ReplicaSettings):
@@ -148,12 +163,13 @@ class PolicyDeployment:
         new artifact replaces the old only once verified and loaded; a failed reload keeps the
         old one serving and is reported; a failed first load raises (nothing to fall back to).
         """
-        gpu = self.args.num_gpus > 0
         self.registry.reload(
             dict(user_config.get("artifacts") or {}),
+            backend=self.args.backend,
+            device="cuda" if self.args.num_gpus > 0 else "cpu",
             intra_op_num_threads=max(1, int(self.args.num_cpus)),
             epsilon=self.args.epsilon,
-            providers=["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else None,
+            allow_torchscript=self.args.allow_torchscript,
         )
 
     def __serve_build_asgi_app__(self) -> Any:
@@ -245,7 +261,7 @@ def build_app(args: AppArgs | dict[str, Any]) -> Application:
     # Verify every artifact here, before Serve replaces any replica: a corrupt or tampered
     # artifact fails the deploy while the running version keeps serving.
     for path in args.policy_paths().values():
-        load_artifact(path)
+        load_artifact(path).file(args.backend)  # and it holds the backend's format
     settings = args.replica_settings()
     options: dict[str, Any] = {
         "user_config": {"artifacts": args.policy_paths()},

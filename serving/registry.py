@@ -93,6 +93,7 @@ class PolicyRegistry:
             "action_distribution": manifest.action_distribution,
             "inputs": [spec.model_dump() for spec in manifest.inputs],
             "formats": sorted(manifest.formats),
+            "backend": runtime.backend,
             "max_rows": max_rows,
             "last_reload_error": self._errors.get(name),
         }

@@ -1,4 +1,7 @@
-"""``PolicyRuntime``: one verified artifact, its ONNX session, and action sampling.
+"""``PolicyRuntime``: one verified artifact, its graph runner, and action sampling.
+
+The graph runs on onnxruntime (``backend="onnx"``, the default) or torch (``"torch_export"``,
+or the legacy ``"torchscript"`` when explicitly allowed), on CPU or CUDA.
 
 Deterministic actions come straight from the graph. ``explore=True`` samples from the
 distribution inputs outside the graph: categorical (Gumbel-max over logits), diagonal Gaussian
@@ -10,14 +13,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import gymnasium as gym
 import numpy as np
 
-from exporters import Artifact, OnnxPolicy, load_artifact
+from exporters import Artifact, load_artifact
 
-__all__ = ["ActionBatch", "PolicyRuntime"]
+__all__ = ["BACKENDS", "ActionBatch", "Backend", "GraphRunner", "PolicyRuntime"]
+
+Backend = Literal["onnx", "torch_export", "torchscript"]
+BACKENDS: tuple[Backend, ...] = ("onnx", "torch_export", "torchscript")
+
+
+class GraphRunner(Protocol):
+    """Runs an artifact's inference graph: observation leaves in, graph outputs out."""
+
+    def run(self, leaves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``(action_dist_inputs, actions)`` for a batch."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -38,22 +52,46 @@ class PolicyRuntime:
 
     Args:
         artifact: A verified artifact (see :func:`exporters.load_artifact`).
-        intra_op_num_threads: onnxruntime threads per call.
+        backend: Which of the artifact's formats runs the graph.
+        device: ``"cpu"`` or ``"cuda"``: onnxruntime's CUDA provider or torch's CUDA device.
+        intra_op_num_threads: Threads per call (onnxruntime's session; torch's process).
         epsilon: Exploration rate for Q-value policies when ``explore=True``.
+        allow_torchscript: Accept the pickle-based TorchScript backend (trusted artifacts).
+
+    Raises:
+        exporters.ArtifactError: The artifact lacks the backend's format, or it is unsafe.
     """
 
     def __init__(
         self,
         artifact: Artifact,
         *,
+        backend: Backend = "onnx",
+        device: str = "cpu",
         intra_op_num_threads: int = 1,
         epsilon: float = 0.05,
-        providers: list[str] | None = None,
+        allow_torchscript: bool = False,
     ) -> None:
         self.artifact = artifact
-        self.session: OnnxPolicy = artifact.onnx_policy(
-            intra_op_num_threads=intra_op_num_threads, providers=providers
-        )
+        self.backend = backend
+        self.device = device
+        self.session: GraphRunner
+        if backend == "onnx":
+            gpu = device.startswith("cuda")
+            self.session = artifact.onnx_policy(
+                intra_op_num_threads=intra_op_num_threads,
+                providers=["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else None,
+            )
+        else:
+            from exporters.torch_policy import TorchPolicy
+
+            self.session = TorchPolicy(
+                artifact,
+                backend,
+                device=device,
+                num_threads=intra_op_num_threads,
+                allow_torchscript=allow_torchscript,
+            )
         self.epsilon = epsilon
         self.distribution = artifact.manifest.action_distribution
 

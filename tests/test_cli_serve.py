@@ -56,6 +56,23 @@ def test_serve_refuses_a_corrupt_artifact(artifact: Path, tmp_path: Path) -> Non
     assert "model.onnx" in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backend", "torchscript"], "add --allow-torchscript for artifacts you built yourself"),
+        (["--backend", "torch_export"], "no 'torch_export' format; it has ['onnx']"),
+        (["--backend", "tensorflow"], "--backend: expected onnx, torch_export or torchscript"),
+    ],
+)
+def test_serve_refuses_a_backend_it_cannot_use(
+    artifact: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    out = _run("serve", str(artifact), *args, cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("error: ") and message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def _left_running(cwd: Path) -> list[str]:
     """Processes still running in ``cwd`` (Ray's processes inherit the command's directory)."""
     deadline = time.monotonic() + 15

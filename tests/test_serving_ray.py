@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from exporters import ArtifactError, export_checkpoint
+from exporters import ArtifactError, export_checkpoint, load_artifact
 from serving import AppArgs, PolicyClient, build_app, play_episodes
 from training import PPOConfig
 
@@ -107,6 +107,10 @@ def test_app_args_are_validated(tmp_path: Path) -> None:
         AppArgs()
     with pytest.raises(ValueError, match="max_batch_size"):
         AppArgs(artifact="x", max_batch_size=0)
+    with pytest.raises(ValueError, match="set allow_torchscript=true"):
+        AppArgs(artifact="x", backend="torchscript")
+    with pytest.raises(ValueError, match="backend"):
+        AppArgs.model_validate({"artifact": "x", "backend": "tensorflow"})
 
 
 def test_sync_client_and_episodes_against_serve(served: str) -> None:
@@ -208,3 +212,35 @@ def test_overload_is_answered_with_503(served: str, artifacts: list[Path]) -> No
     assert 503 in statuses, statuses
     assert 200 in statuses, statuses
     assert set(statuses) <= {200, 503}
+
+
+def test_the_torch_export_backend_in_a_replica(
+    served: str, artifacts: list[Path], tmp_path: Path
+) -> None:
+    from ray import serve
+
+    source = load_artifact(artifacts[0]).manifest.source_checkpoint
+    both = export_checkpoint(source, tmp_path / "both", ["onnx", "torch_export"])
+    args = _args(both).model_copy(update={"backend": "torch_export"})
+    serve.run(build_app(args), name="torch", route_prefix="/torch")
+
+    async def ask(prefix: str) -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(base_url=served, timeout=30) as client:
+            observations = [[0.01 * i, -0.02, 0.03 * (i % 5), 0.04 - 0.01 * i] for i in range(24)]
+            url = f"{prefix}/v1/policies/cartpole/compute_action"
+            replies = await asyncio.gather(
+                *(client.post(url, json={"observation": obs}) for obs in observations)
+            )
+            assert all(r.status_code == 200 for r in replies), [r.text for r in replies]
+            described = (await client.get(f"{prefix}/v1/policies/cartpole")).json()
+            return [described, *(r.json() for r in replies)]
+
+    try:
+        torch_answers = asyncio.run(ask("/torch"))
+    finally:
+        serve.delete("torch")
+    onnx_answers = asyncio.run(ask(""))
+    assert torch_answers[0]["backend"] == "torch_export"
+    assert onnx_answers[0]["backend"] == "onnx"
+    assert [a["action"] for a in torch_answers[1:]] == [a["action"] for a in onnx_answers[1:]]
+    assert {a["version"] for a in torch_answers[1:]} == {load_artifact(both).version}
