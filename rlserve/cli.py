@@ -228,6 +228,19 @@ def serve(
     request_timeout_s: Annotated[
         float | None, typer.Option(help="Answer 408 to requests not done in this time.")
     ] = None,
+    max_ongoing_requests: Annotated[
+        int,
+        typer.Option(
+            help="Requests a replica works on at once (raised to --max-batch-size at least)."
+        ),
+    ] = 256,
+    max_queued_requests: Annotated[
+        int,
+        typer.Option(
+            help="Requests waiting per replica beyond those; more are answered 503 with "
+            "Retry-After (-1: unbounded)."
+        ),
+    ] = -1,
     ingress: Annotated[
         str,
         typer.Option(
@@ -295,6 +308,8 @@ def serve(
             max_batch_size=max_batch_size,
             batch_wait_ms=batch_wait_ms,
             request_timeout_s=request_timeout_s,
+            max_ongoing_requests=max_ongoing_requests,
+            max_queued_requests=max_queued_requests,
             ingress=ingress,
             address=address,
             metrics_port=metrics_port,

@@ -54,6 +54,8 @@ class ServiceOptions:
     max_batch_size: int = 64
     batch_wait_ms: float = 2.0
     request_timeout_s: float | None = None
+    max_ongoing_requests: int = 256
+    max_queued_requests: int = -1
     ingress: str = "haproxy"
     address: str | None = None
     metrics_port: int | None = None
@@ -119,10 +121,11 @@ def start_service(options: ServiceOptions) -> str:
 
     for path in options.artifacts.values():  # fail before starting Ray
         load_artifact(path).file(options.backend)  # verified, and it has the backend's format
+    args = _app_args(options)
     import ray
     from ray import serve
 
-    from serving import AppArgs, build_app
+    from serving import build_app
 
     if not ray.is_initialized():
         if options.address is None:
@@ -145,24 +148,42 @@ def start_service(options: ServiceOptions) -> str:
     if options.request_timeout_s is not None:  # Serve answers 408 past it
         http_options["request_timeout_s"] = options.request_timeout_s
     serve.start(http_options=http_options)
-    args = AppArgs(
-        artifacts=dict(options.artifacts),
-        token=options.token,
-        num_replicas=options.replicas,
-        num_cpus=options.num_cpus,
-        num_gpus=options.num_gpus,
-        backend=cast("Backend", options.backend),  # checked above
-        allow_torchscript=options.allow_torchscript,
-        max_batch_size=options.max_batch_size,
-        batch_wait_timeout_s=options.batch_wait_ms / 1000.0,
-        **options.extra,
-    )
     try:
         serve.run(build_app(args), name="rlserve", route_prefix="/")
     except RuntimeError as err:  # a replica failed to start: Serve's message says why
         raise ServiceError(f"the policies could not be deployed: {_deploy_failure(err)}") from None
     shown = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
     return f"http://{shown}:{options.port}"
+
+
+def _app_args(options: ServiceOptions) -> Any:
+    """The application's arguments; a bad value is one line naming its command-line option."""
+    from pydantic import ValidationError
+
+    from serving import AppArgs
+
+    try:
+        return AppArgs(
+            artifacts=dict(options.artifacts),
+            token=options.token,
+            num_replicas=options.replicas,
+            num_cpus=options.num_cpus,
+            num_gpus=options.num_gpus,
+            backend=cast("Backend", options.backend),  # checked above
+            allow_torchscript=options.allow_torchscript,
+            max_batch_size=options.max_batch_size,
+            max_ongoing_requests=options.max_ongoing_requests,
+            max_queued_requests=options.max_queued_requests,
+            batch_wait_timeout_s=options.batch_wait_ms / 1000.0,
+            **options.extra,
+        )
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "arguments"
+        flag = {"num_replicas": "replicas", "batch_wait_timeout_s": "batch-wait-ms"}.get(
+            field, field
+        )
+        raise ServiceError(f"--{flag.replace('_', '-')}: {first['msg']}") from None
 
 
 def _check_resources(options: ServiceOptions, available: dict[str, float]) -> None:

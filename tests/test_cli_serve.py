@@ -62,9 +62,11 @@ def test_serve_refuses_a_corrupt_artifact(artifact: Path, tmp_path: Path) -> Non
         (["--backend", "torchscript"], "add --allow-torchscript for artifacts you built yourself"),
         (["--backend", "torch_export"], "no 'torch_export' format; it has ['onnx']"),
         (["--backend", "tensorflow"], "--backend: expected onnx, torch_export or torchscript"),
+        (["--max-queued-requests", "-5"], "--max-queued-requests: Input should be greater than"),
+        (["--batch-wait-ms", "5000"], "--batch-wait-ms: Input should be less than or equal to 1"),
     ],
 )
-def test_serve_refuses_a_backend_it_cannot_use(
+def test_serve_refuses_options_it_cannot_use(
     artifact: Path, tmp_path: Path, args: list[str], message: str
 ) -> None:
     out = _run("serve", str(artifact), *args, cwd=tmp_path)

@@ -1,0 +1,129 @@
+"""Overload (503 + Retry-After) and timeouts (408) through ``rlserve serve``'s HAProxy ingress.
+
+Slow clients make the replica's limits deterministic: a request whose body has not fully
+arrived holds its replica slot, so a few raw sockets that send headers and half a body fill
+``--max-ongoing-requests`` and ``--max-queued-requests`` exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rlserve.service import free_port
+
+pytestmark = pytest.mark.integration
+
+ROUTE = "/v1/policies/cartpole/compute_action"
+BODY = json.dumps({"observation": [0.01, -0.02, 0.03, 0.04]}).encode()
+JSON = {"content-type": "application/json"}
+TIMEOUT_S = 4.0
+
+
+@pytest.fixture(scope="module")
+def url(cartpole_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rlserve",
+            "serve",
+            str(cartpole_artifact),
+            "--name",
+            "cartpole",
+            "--port",
+            str(port),
+            "--max-batch-size",
+            "2",
+            "--max-ongoing-requests",
+            "2",
+            "--max-queued-requests",
+            "1",
+            "--request-timeout-s",
+            str(TIMEOUT_S),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=tmp_path_factory.mktemp("serve_limits"),
+    )
+    assert proc.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if line.startswith("serving ") or not line:
+            break
+    assert lines[-1].startswith("serving cartpole at "), "".join(lines)[-3000:]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=90)
+        proc.stdout.close()
+
+
+class SlowClient:
+    """One request sent by hand: headers and half the body now, the rest on :meth:`finish`."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=30)
+        head = (
+            f"POST {ROUTE} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(BODY)}\r\n\r\n"
+        ).encode()
+        self.sock.sendall(head + BODY[:10])
+
+    def finish(self) -> None:
+        self.sock.sendall(BODY[10:])
+
+    def status(self) -> int:
+        """The answer's status code (waits for it)."""
+        data = b""
+        while b"\r\n" not in data:
+            chunk = self.sock.recv(4096)
+            assert chunk, "connection closed without an answer"
+            data += chunk
+        self.sock.close()
+        return int(data.split(b" ", 2)[1])
+
+
+def test_a_full_replica_answers_503_with_retry_after_and_loses_nothing(url: str) -> None:
+    ongoing = [SlowClient(url), SlowClient(url)]  # --max-ongoing-requests 2
+    time.sleep(0.5)
+    queued = SlowClient(url)  # --max-queued-requests 1
+    time.sleep(0.5)
+    with httpx.Client(base_url=url, timeout=10) as client:
+        refused = [client.post(ROUTE, content=BODY, headers=JSON) for _ in range(3)]
+    assert [r.status_code for r in refused] == [503, 503, 503], [r.text for r in refused]
+    assert all(r.headers["retry-after"] == "1" for r in refused)
+    for slow in [*ongoing, queued]:
+        slow.finish()
+    assert [slow.status() for slow in [*ongoing, queued]] == [200, 200, 200]
+    with httpx.Client(base_url=url, timeout=10) as client:
+        assert client.post(ROUTE, content=BODY, headers=JSON).status_code == 200
+
+
+def test_a_request_past_the_timeout_is_answered_408(url: str) -> None:
+    stalled = SlowClient(url)  # its body never completes
+    start = time.monotonic()
+    assert stalled.status() == 408
+    assert TIMEOUT_S - 0.5 <= time.monotonic() - start <= TIMEOUT_S + 5
+    with httpx.Client(base_url=url, timeout=10) as client:
+        answer = client.post(ROUTE, content=BODY, headers=JSON)
+    assert answer.status_code == 200, answer.text
