@@ -88,7 +88,8 @@ class AppArgs(ReplicaSettings):
             ``max_batch_size`` automatically (Serve never batches beyond it).
         retry_after_s: ``Retry-After`` seconds on the 503 answered when the queue is full.
         access_log: Log every request in the replica (off by default: it costs ~5% of
-            throughput; the request counter metric is always on).
+            throughput; the request counter metric is always on). Off, the replica's Serve
+            logger runs at WARNING.
     """
 
     artifact: str | None = None
@@ -205,16 +206,14 @@ class PolicyDeployment:
             # Alone in the replica: nobody to batch with, so waiting for company would only
             # add latency. Batches form as soon as requests overlap.
             start = time.perf_counter()
-            dist_inputs, actions = runtime.run_graph(leaves)
+            alone = runtime.compute(leaves, explore=explore, seed=seed)
             self._record_call(runtime, start, 1)
-            if explore:
-                actions = runtime.sample(dist_inputs, actions, seed)
-            return ActionBatch(actions, dist_inputs, 1)
+            return alone
         result: ActionBatch = await self._batched_infer((runtime, leaves, explore, seed))
         return result
 
     def _record_call(self, runtime: PolicyRuntime, start: float, requests: int) -> None:
-        tags = {"policy": runtime.artifact.manifest.policy_name}
+        tags = {"policy": runtime.name}
         self._latency.observe((time.perf_counter() - start) * 1000.0, tags=tags)
         self._batch_rows.observe(requests, tags=tags)
 
@@ -272,7 +271,12 @@ def build_app(args: AppArgs | dict[str, Any]) -> Application:
             status_code=503, retry_after_s=args.retry_after_s
         ),
         "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
-        "logging_config": {"enable_access_log": args.access_log},
+        # Serve builds an access-log record for every request even when the access log is
+        # off; at WARNING that call returns at once (Serve's own lifecycle INFO lines go too).
+        "logging_config": {
+            "enable_access_log": args.access_log,
+            "log_level": "INFO" if args.access_log else "WARNING",
+        },
     }
     if args.autoscaling:
         options["autoscaling_config"] = args.autoscaling

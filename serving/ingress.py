@@ -29,6 +29,8 @@ from typing import Literal
 __all__ = ["INGRESS_MODES", "IngressMode", "haproxy_binary", "ingress_environment"]
 
 IngressMode = Literal["haproxy", "proxy"]
+DISCONNECT_HEADER = "x-request-disconnect-disabled"
+"""Ray Serve's per-request switch for watching client disconnects (set by HAProxy here)."""
 INGRESS_MODES: tuple[IngressMode, ...] = ("haproxy", "proxy")
 
 _WRAPPER = """#!/bin/sh
@@ -108,13 +110,20 @@ def ingress_environment(mode: IngressMode, workdir: Path) -> dict[str, str]:
         return env
     stats, metrics = _free_port(), _free_port()
     wrapper = workdir / "haproxy"
-    sed_args = " ".join(
-        "-e "
-        + shlex.quote(
-            rf"s/^([[:space:]]*bind[[:space:]]+)\*?:{port}[[:space:]]*$/\1127.0.0.1:{port}/"
-        )
+    expressions = [
+        rf"s/^([[:space:]]*bind[[:space:]]+)\*?:{port}[[:space:]]*$/\1127.0.0.1:{port}/"
         for port in (stats, metrics)
+    ]
+    # Requests reach the replica marked "client disconnects need not cancel me": the replica
+    # then awaits the app directly instead of racing it against a disconnect-watching task
+    # (two tasks and an asyncio.wait less per request). Inference takes microseconds, so a
+    # request whose client has gone simply finishes. A --request-timeout-s still applies.
+    expressions.append(
+        r"s/^(frontend http_frontend)$/\1\n    http-request set-header "
+        + DISCONNECT_HEADER
+        + r" ?1/"
     )
+    sed_args = " ".join("-e " + shlex.quote(expression) for expression in expressions)
     wrapper.write_text(_WRAPPER.format(real=shlex.quote(haproxy_binary()), sed_args=sed_args))
     wrapper.chmod(0o700)
     env.update(

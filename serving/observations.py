@@ -70,7 +70,30 @@ def _describe_row(where: str, row: int | None) -> str:
     return where if row is None else where.replace("observations", f"observations[{row}]", 1)
 
 
+def _float_box_leaf(space: gym.Space[Any], values: Any) -> np.ndarray | None:
+    """The common case in one conversion: a float Box and valid numbers (None: check slowly)."""
+    if not isinstance(space, gym.spaces.Box) or space.dtype.kind != "f":
+        return None
+    try:
+        raw = np.asarray(values)
+    except ValueError:  # ragged
+        return None
+    if raw.dtype.kind not in "fiu":  # strings, booleans, objects: the careful path decides
+        return None
+    with np.errstate(over="ignore"):  # a value beyond the dtype's range becomes inf: refused
+        array = raw.astype(space.dtype, copy=False)
+    if array.shape[1:] != space.shape or not np.isfinite(array).all():
+        return None
+    if not ((array >= space.low) & (array <= space.high)).all():
+        return None
+    return array
+
+
 def _leaf_array(space: gym.Space[Any], values: Any, where: str) -> np.ndarray:
+    fast = _float_box_leaf(space, values)
+    if fast is not None:
+        return fast
+    # Anything unusual goes through every check in turn, to name exactly what is wrong.
     expected = tuple(space.shape or ())
     try:
         raw = np.asarray(values)
@@ -100,7 +123,13 @@ def _leaf_array(space: gym.Space[Any], values: Any, where: str) -> np.ndarray:
     ):
         raise ObservationError(f"{where}: expected integers")
     target = np.int64 if isinstance(space, gym.spaces.Discrete) else space.dtype
-    array = raw.astype(target)
+    with np.errstate(over="ignore"):
+        array = raw.astype(target)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        row = int(np.argwhere(~np.isfinite(array.reshape(len(values), -1)))[0][0])
+        raise ObservationError(
+            f"{_describe_row(where, row)}: value beyond the range of {array.dtype}"
+        )
     inside = _inside(space, array)
     if not inside.all():
         row = int(np.argmin(inside))

@@ -24,6 +24,8 @@ class PolicyRegistry:
 
     def __init__(self, policies: Mapping[str, PolicyRuntime] | None = None) -> None:
         self._policies: dict[str, PolicyRuntime] = dict(policies or {})
+        for name, runtime in self._policies.items():
+            runtime.name = name
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -44,6 +46,7 @@ class PolicyRegistry:
 
     def set(self, name: str, runtime: PolicyRuntime) -> None:
         """Serve ``runtime`` under ``name`` (requests in flight finish on the old one)."""
+        runtime.name = name  # metrics are tagged with the served name
         with self._lock:
             self._policies = {**self._policies, name: runtime}
             self._errors.pop(name, None)

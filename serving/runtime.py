@@ -73,6 +73,8 @@ class PolicyRuntime:
         allow_torchscript: bool = False,
     ) -> None:
         self.artifact = artifact
+        self.name = artifact.manifest.policy_name
+        """The name it is served under (the registry sets it; the manifest's until then)."""
         self.backend = backend
         self.device = device
         self.session: GraphRunner

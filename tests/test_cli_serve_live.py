@@ -179,7 +179,9 @@ def test_metrics_are_exported_to_prometheus(service: Service) -> None:
         raise AssertionError(f"no rlserve_requests with status 200 in {text[-3000:]}")
     assert 'policy="cartpole"' in served[0]
     assert "ray_rlserve_batch_requests_bucket" in text
-    assert "ray_rlserve_inference_latency_ms_count" in text
+    latency = [line for line in text.splitlines() if "rlserve_inference_latency_ms_count" in line]
+    # Tagged with the name it is served under (--name cartpole), not the manifest's ("ppo").
+    assert latency and all('policy="cartpole"' in line for line in latency), latency
 
 
 def test_every_listener_of_the_service_is_on_loopback(

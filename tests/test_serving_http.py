@@ -265,6 +265,13 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
         "NaN or infinity",
     ),
     (
+        "beyond float32",  # would become inf, which an unbounded Box would otherwise accept
+        ACTION_URL,
+        {"json": {"observation": [0, 1e39, 0, 0]}},
+        422,
+        "value beyond the range of float32",
+    ),
+    (
         "out of bounds",
         ACTION_URL,
         {"json": {"observation": [9.0, 0, 0, 0]}},
