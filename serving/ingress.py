@@ -26,9 +26,18 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["INGRESS_MODES", "IngressMode", "haproxy_binary", "ingress_environment"]
+__all__ = [
+    "CLIENT_IDLE_TIMEOUT_S",
+    "DISCONNECT_HEADER",
+    "INGRESS_MODES",
+    "IngressMode",
+    "haproxy_binary",
+    "ingress_environment",
+]
 
 IngressMode = Literal["haproxy", "proxy"]
+CLIENT_IDLE_TIMEOUT_S = 60
+"""HAProxy's ``timeout client``: how long a client connection may send nothing."""
 DISCONNECT_HEADER = "x-request-disconnect-disabled"
 """Ray Serve's per-request switch for watching client disconnects (set by HAProxy here)."""
 INGRESS_MODES: tuple[IngressMode, ...] = ("haproxy", "proxy")
@@ -134,6 +143,9 @@ def ingress_environment(mode: IngressMode, workdir: Path) -> dict[str, str]:
             # Serve's per-request ingress metrics are parsed from HAProxy log datagrams by a
             # Python actor (~10% of a core at 2,000 req/s); rlserve counts requests itself.
             "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+            # A client connection that sends nothing for this long is closed (Ray's default,
+            # an hour, lets idle connections pile up to HAProxy's maxconn).
+            "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(CLIENT_IDLE_TIMEOUT_S),
             "RAY_SERVE_HAPROXY_BINARY_PATH": str(wrapper),
             "RAY_SERVE_HAPROXY_STATS_PORT": str(stats),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics),
