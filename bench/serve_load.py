@@ -182,6 +182,7 @@ def main() -> None:
         finally:
             serve.shutdown()  # type: ignore[no-untyped-call]
             ray.shutdown()
+        time.sleep(5.0)  # let the baselines' Ray processes exit before measuring rlserve
         # rlserve as users run it: `rlserve serve` with its defaults (HAProxy ingress).
         port = _free_port()
         server = subprocess.Popen(
@@ -208,12 +209,14 @@ def main() -> None:
             base = f"http://127.0.0.1:{port}"
             action_url = f"{base}/v1/policies/cartpole/compute_action"
             run(action_url, single, json_headers, 8, rate=500)  # warm-up
-            figures["rlserve_single"] = {
-                f"c{c}": run(action_url, single, json_headers, c) for c in (1, 32)
-            }
+            time.sleep(2.0)
+            # Below saturation first: a saturated run leaves the next one a burst to drain.
             figures["rlserve_single_below_saturation"] = {
                 f"c32_at_{rate}": run(action_url, single, json_headers, 32, rate=rate)
-                for rate in (1000, 2000, 2500)
+                for rate in (1000, 2000, 2500, 3000)
+            }
+            figures["rlserve_single"] = {
+                f"c{c}": run(action_url, single, json_headers, c) for c in (1, 32)
             }
             batch = np.tile(np.asarray(OBS, np.float32), (1024, 1))
             actions_url = f"{base}/v1/policies/cartpole/compute_actions"
