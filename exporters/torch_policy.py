@@ -74,16 +74,23 @@ def check_pt2_archive(path: Path) -> None:
     except zipfile.BadZipFile:
         raise ArtifactError(f"artifact file {name}: not a pt2 (zip) archive") from None
     for record, raw in configs:
-        try:
-            entries = json.loads(raw)["config"]
-        except (ValueError, KeyError, TypeError):
-            raise ArtifactError(f"artifact file {name}: {record} is not a payload config") from None
-        for key, entry in entries.items():
-            pickled = entry.get("use_pickle") is not False
-            if pickled or not str(entry.get("path_name", "")).startswith(("weight_", "tensor_")):
-                raise ArtifactError(
-                    f"artifact file {name}: {record} entry {key!r} is a pickled payload"
-                )
+        _check_payload_config(name, record, raw)
+
+
+def _check_payload_config(name: str, record: str, raw: bytes) -> None:
+    """Every payload a weights or constants config lists must be raw tensor bytes."""
+    try:
+        entries = json.loads(raw)["config"]
+    except (ValueError, KeyError, TypeError):
+        entries = None
+    if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
+        raise ArtifactError(f"artifact file {name}: {record} is not a payload config")
+    for key, entry in entries.items():
+        pickled = entry.get("use_pickle") is not False
+        if pickled or not str(entry.get("path_name", "")).startswith(("weight_", "tensor_")):
+            raise ArtifactError(
+                f"artifact file {name}: {record} entry {key!r} is a pickled payload"
+            )
 
 
 def load_exported_program(path: Path) -> Any:

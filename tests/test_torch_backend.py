@@ -149,8 +149,9 @@ def _pickled_weight(path: Path) -> dict[str, bytes | None]:
         (_pickled_weight, "is a pickled payload"),
         (lambda p: {"data/weights/model.pt": b"legacy"}, "holds a pickle"),
         (lambda p: {"data/aotinductor/model/x.so": b"\x7fELF"}, "unexpected record"),
+        (lambda p: {WEIGHTS_CONFIG: b'{"config": [1, 2]}'}, "is not a payload config"),
     ],
-    ids=["sample-inputs", "pickled-weight", "legacy-weights", "compiled-code"],
+    ids=["sample-inputs", "pickled-weight", "legacy-weights", "compiled-code", "bad-config"],
 )
 def test_archives_that_would_unpickle_are_refused(
     all_formats: Path, tmp_path: Path, change: Any, message: str
