@@ -54,7 +54,8 @@ class PolicyRuntime:
         artifact: A verified artifact (see :func:`exporters.load_artifact`).
         backend: Which of the artifact's formats runs the graph.
         device: ``"cpu"`` or ``"cuda"``: onnxruntime's CUDA provider or torch's CUDA device.
-        intra_op_num_threads: Threads per call (onnxruntime's session; torch's process).
+        intra_op_num_threads: Threads per call: onnxruntime's session (default 1), or torch's
+            whole process (default: torch's own setting, left alone).
         epsilon: Exploration rate for Q-value policies when ``explore=True``.
         allow_torchscript: Accept the pickle-based TorchScript backend (trusted artifacts).
 
@@ -68,7 +69,7 @@ class PolicyRuntime:
         *,
         backend: Backend = "onnx",
         device: str = "cpu",
-        intra_op_num_threads: int = 1,
+        intra_op_num_threads: int | None = None,
         epsilon: float = 0.05,
         allow_torchscript: bool = False,
     ) -> None:
@@ -81,7 +82,7 @@ class PolicyRuntime:
         if backend == "onnx":
             gpu = device.startswith("cuda")
             self.session = artifact.onnx_policy(
-                intra_op_num_threads=intra_op_num_threads,
+                intra_op_num_threads=intra_op_num_threads or 1,
                 providers=["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else None,
             )
         else:

@@ -238,3 +238,15 @@ def test_torch_export_on_cuda_answers_like_cpu(all_formats: Path) -> None:
     gpu = PolicyRuntime.from_path(all_formats, backend="torch_export", device="cuda")
     leaves = _leaves(cpu.observation_space, 1024)
     np.testing.assert_array_equal(gpu.run_graph(leaves)[1], cpu.run_graph(leaves)[1])
+
+
+def test_torch_threads_change_only_when_asked(all_formats: Path) -> None:
+    """torch's thread count is process-wide: a replica sizes it, a library caller keeps its own."""
+    before = torch.get_num_threads()
+    try:
+        PolicyRuntime.from_path(all_formats, backend="torch_export")
+        assert torch.get_num_threads() == before
+        PolicyRuntime.from_path(all_formats, backend="torch_export", intra_op_num_threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
