@@ -29,6 +29,8 @@ from serving.runtime import ActionBatch, Backend, PolicyRuntime
 
 __all__ = ["AppArgs", "PolicyDeployment", "ReplicaSettings", "build_app"]
 
+GRACEFUL_SHUTDOWN_TIMEOUT_S = 5.0
+"""How long a stopping replica may take to finish its requests."""
 METRICS_FLUSH_S = 1.0
 """How often a replica hands its summed request counts to Ray's metrics."""
 
@@ -271,6 +273,9 @@ def build_app(args: AppArgs | dict[str, Any]) -> Application:
             status_code=503, retry_after_s=args.retry_after_s
         ),
         "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
+        # Requests take milliseconds: seconds are enough for a stopping replica to finish
+        # them (Serve's default is 20 s, which every stop and failed start waited out).
+        "graceful_shutdown_timeout_s": GRACEFUL_SHUTDOWN_TIMEOUT_S,
         # Serve builds an access-log record for every request even when the access log is
         # off; at WARNING that call returns at once (Serve's own lifecycle INFO lines go too).
         "logging_config": {

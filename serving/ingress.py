@@ -30,12 +30,15 @@ __all__ = [
     "CLIENT_IDLE_TIMEOUT_S",
     "DISCONNECT_HEADER",
     "INGRESS_MODES",
+    "REPLICA_DRAIN_S",
     "IngressMode",
     "haproxy_binary",
     "ingress_environment",
 ]
 
 IngressMode = Literal["haproxy", "proxy"]
+REPLICA_DRAIN_S = 2.0
+"""How long a stopping replica stays reachable behind HAProxy before it stops accepting."""
 CLIENT_IDLE_TIMEOUT_S = 60
 """HAProxy's ``timeout client``: how long a client connection may send nothing."""
 DISCONNECT_HEADER = "x-request-disconnect-disabled"
@@ -146,6 +149,11 @@ def ingress_environment(mode: IngressMode, workdir: Path) -> dict[str, str]:
             # A client connection that sends nothing for this long is closed (Ray's default,
             # an hour, lets idle connections pile up to HAProxy's maxconn).
             "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(CLIENT_IDLE_TIMEOUT_S),
+            # A stopping replica stays reachable this long so that load balancers can drop
+            # it (Serve's default: 30 s, also on Ctrl-C). HAProxy here health-checks replicas
+            # every 250 ms while they change state and retries refused connections on
+            # another replica, so a couple of seconds is enough on one machine.
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(REPLICA_DRAIN_S),
             "RAY_SERVE_HAPROXY_BINARY_PATH": str(wrapper),
             "RAY_SERVE_HAPROXY_STATS_PORT": str(stats),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics),

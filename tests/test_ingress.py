@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from serving.ingress import CLIENT_IDLE_TIMEOUT_S, DISCONNECT_HEADER, ingress_environment
+from serving.ingress import (
+    CLIENT_IDLE_TIMEOUT_S,
+    DISCONNECT_HEADER,
+    REPLICA_DRAIN_S,
+    ingress_environment,
+)
 
 # The shape of the config Ray Serve 2.60 writes (trimmed): the stats page and the Prometheus
 # exporter bound to all interfaces, the HTTP frontend on the address asked for.
@@ -55,6 +60,7 @@ def test_the_wrapper_binds_loopback_marks_requests_and_haproxy_accepts_it(tmp_pa
     assert rewritten.count(DISCONNECT_HEADER) == 1  # only the HTTP frontend
     assert config.read_text() == RAY_CONFIG.format(metrics=metrics, stats=stats, http=18999)
     assert env["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"] == str(CLIENT_IDLE_TIMEOUT_S) == "60"
+    assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == str(REPLICA_DRAIN_S) == "2.0"
 
 
 def test_the_proxy_mode_keeps_serves_python_proxy(tmp_path: Path) -> None:
