@@ -9,14 +9,30 @@ tops out near 300 req/s at concurrency 32, far below the servers it would measur
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import numpy as np
 
 __all__ = ["run_load"]
+
+
+@contextlib.contextmanager
+def _collections_paused() -> Iterator[None]:
+    """No garbage collection during a run: collect once before, none during.
+
+    The generator's own collections (thousands of live tasks) would show up as server latency.
+    """
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 async def run_load(
@@ -39,25 +55,6 @@ async def run_load(
         ``p99_ms`` of the answered requests, ``errors`` (non-200 or failed) and
         ``behind_schedule`` (requests never sent because the server fell behind).
     """
-    # The generator's own garbage collections (thousands of live tasks) would show up as
-    # server latency: collect once before, none during.
-    gc.collect()
-    gc.disable()
-    try:
-        return await _run(url, body, headers, rate, seconds, concurrency, rows)
-    finally:
-        gc.enable()
-
-
-async def _run(
-    url: str,
-    body: bytes,
-    headers: dict[str, str],
-    rate: float,
-    seconds: float,
-    concurrency: int,
-    rows: int,
-) -> dict[str, Any]:
     total = max(1, int(rate * seconds))
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
@@ -65,33 +62,34 @@ async def _run(
     not_sent = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=seconds)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        start = time.perf_counter() + 0.05
-        deadline = start + seconds
+    with _collections_paused():
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            start = time.perf_counter() + 0.05
+            deadline = start + seconds
 
-        async def one(index: int) -> None:
-            nonlocal errors, not_sent
-            scheduled = start + index / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            async with gate:
-                if time.perf_counter() > deadline:  # the server fell behind the schedule
-                    not_sent += 1
-                    return
-                try:
-                    async with session.post(url, data=body, headers=headers) as response:
-                        await response.read()
-                        ok = response.status == 200
-                except (aiohttp.ClientError, TimeoutError):
-                    ok = False
-            if ok:
-                latencies.append(time.perf_counter() - scheduled)
-            else:
-                errors += 1
+            async def one(index: int) -> None:
+                nonlocal errors, not_sent
+                scheduled = start + index / rate
+                delay = scheduled - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                async with gate:
+                    if time.perf_counter() > deadline:  # the server fell behind the schedule
+                        not_sent += 1
+                        return
+                    try:
+                        async with session.post(url, data=body, headers=headers) as response:
+                            await response.read()
+                            ok = response.status == 200
+                    except (aiohttp.ClientError, TimeoutError):
+                        ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - scheduled)
+                else:
+                    errors += 1
 
-        await asyncio.gather(*(one(i) for i in range(total)))
-        elapsed = min(time.perf_counter(), deadline + seconds) - start
+            await asyncio.gather(*(one(i) for i in range(total)))
+            elapsed = min(time.perf_counter(), deadline + seconds) - start
     done = len(latencies)
     ms = np.asarray(latencies) * 1000.0 if latencies else np.zeros(1)
     return {
