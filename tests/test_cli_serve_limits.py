@@ -8,11 +8,7 @@ arrived holds its replica slot, so a few raw sockets that send headers and half 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +17,7 @@ import httpx
 import pytest
 
 from rlserve.service import free_port
+from tests.serve_process import serving
 
 pytestmark = pytest.mark.integration
 
@@ -33,48 +30,13 @@ TIMEOUT_S = 4.0
 @pytest.fixture(scope="module")
 def url(cartpole_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rlserve",
-            "serve",
-            str(cartpole_artifact),
-            "--name",
-            "cartpole",
-            "--port",
-            str(port),
-            "--max-batch-size",
-            "2",
-            "--max-ongoing-requests",
-            "2",
-            "--max-queued-requests",
-            "1",
-            "--request-timeout-s",
-            str(TIMEOUT_S),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=tmp_path_factory.mktemp("serve_limits"),
-    )
-    assert proc.stdout is not None
-    lines = []
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        lines.append(line)
-        if line.startswith("serving ") or not line:
-            break
-    assert lines[-1].startswith("serving cartpole at "), "".join(lines)[-3000:]
-    try:
+    args = [
+        *(str(cartpole_artifact), "--name", "cartpole", "--port", str(port)),
+        *("--max-batch-size", "2", "--max-ongoing-requests", "2"),
+        *("--max-queued-requests", "1", "--request-timeout-s", str(TIMEOUT_S)),
+    ]
+    with serving(args, tmp_path_factory.mktemp("serve_limits")):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=90)
-        proc.stdout.close()
 
 
 class SlowClient:

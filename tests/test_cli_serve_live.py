@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pytest
 from rlserve.service import free_port
 from serving import PolicyClient
 from serving.client import AuthenticationError, BadRequestError
+from tests.serve_process import serving
 
 pytestmark = pytest.mark.integration
 
@@ -50,46 +50,13 @@ def _is_loopback(address: str) -> bool:
 def service(cartpole_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """``rlserve serve ARTIFACT --token ...`` running in a subprocess (default ingress)."""
     port, metrics_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env["RAY_metrics_report_interval_ms"] = "500"  # Ray's default: every 10 s
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rlserve",
-            "serve",
-            str(cartpole_artifact),
-            "--name",
-            "cartpole",
-            "--port",
-            str(port),
-            "--token",
-            TOKEN,
-            "--max-batch-size",
-            "32",
-            "--metrics-port",
-            str(metrics_port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=tmp_path_factory.mktemp("serve"),
-    )
-    assert proc.stdout is not None
-    lines = []
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        lines.append(line)
-        if line.startswith("serving ") or not line:
-            break
-    assert lines[-1].startswith("serving cartpole at "), "".join(lines)[-3000:]
-    yield proc, f"http://127.0.0.1:{port}", metrics_port
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=90)
-    proc.stdout.close()
+    args = [
+        *(str(cartpole_artifact), "--name", "cartpole", "--port", str(port), "--token", TOKEN),
+        *("--max-batch-size", "32", "--metrics-port", str(metrics_port)),
+    ]
+    env = {"RAY_metrics_report_interval_ms": "500"}  # Ray's default: every 10 s
+    with serving(args, tmp_path_factory.mktemp("serve"), env) as proc:
+        yield proc, f"http://127.0.0.1:{port}", metrics_port
 
 
 def test_serve_answers_with_the_token_and_refuses_without(
