@@ -105,10 +105,11 @@ def start_service(options: ServiceOptions) -> str:
         )
     if options.ingress not in ("haproxy", "proxy"):
         raise ServiceError(f"--ingress: expected haproxy or proxy, got {options.ingress!r}")
-    if options.backend not in ("onnx", "torch_export", "torchscript"):
-        raise ServiceError(
-            f"--backend: expected onnx, torch_export or torchscript, got {options.backend!r}"
-        )
+    from serving.runtime import BACKENDS
+
+    if options.backend not in BACKENDS:
+        choices = f"{', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}"
+        raise ServiceError(f"--backend: expected {choices}, got {options.backend!r}")
     if options.backend == "torchscript" and not options.allow_torchscript:
         raise ServiceError(
             "--backend torchscript loads a pickle-based archive: add --allow-torchscript for "
