@@ -118,15 +118,12 @@ def start_service(options: ServiceOptions) -> str:
     _check_port(options.host, options.port)
     if options.metrics_port is not None:
         _check_port("127.0.0.1", options.metrics_port)
-    from exporters import load_artifact
+    from serving import build_app
 
-    for path in options.artifacts.values():  # fail before starting Ray
-        load_artifact(path).file(options.backend)  # verified, and it has the backend's format
-    args = _app_args(options)
+    # Before Ray starts: build_app verifies every artifact and that it has the backend's format.
+    application = build_app(_app_args(options))
     import ray
     from ray import serve
-
-    from serving import build_app
 
     if not ray.is_initialized():
         if options.address is None:
@@ -150,7 +147,7 @@ def start_service(options: ServiceOptions) -> str:
         http_options["request_timeout_s"] = options.request_timeout_s
     serve.start(http_options=http_options)
     try:
-        serve.run(build_app(args), name="rlserve", route_prefix="/")
+        serve.run(application, name="rlserve", route_prefix="/")
     except RuntimeError as err:  # a replica failed to start: Serve's message says why
         raise ServiceError(f"the policies could not be deployed: {_deploy_failure(err)}") from None
     shown = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
