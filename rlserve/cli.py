@@ -252,7 +252,9 @@ def serve(
         int | None,
         typer.Option(
             help="Serve Prometheus metrics (rlserve_requests, rlserve_batch_requests, "
-            "rlserve_inference_latency_ms and Ray's own) at http://127.0.0.1:PORT/metrics."
+            "rlserve_inference_latency_ms and Ray's own) at http://127.0.0.1:PORT/metrics. "
+            "Without it, a Ray started here collects no metrics: Ray's metrics agent costs "
+            "tail latency on small machines."
         ),
     ] = None,
     config_file: Annotated[

@@ -12,6 +12,7 @@ Serve never forms a batch larger than it (ray-project/ray#43288).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter
 from typing import Any
@@ -32,6 +33,14 @@ __all__ = ["AppArgs", "PolicyDeployment", "ReplicaSettings", "build_app"]
 GRACEFUL_SHUTDOWN_TIMEOUT_S = 5.0
 """How long a stopping replica may take to finish its requests."""
 METRICS_FLUSH_S = 1.0
+METRICS_SWITCH = "RAY_enable_metrics_collection"
+"""Ray's switch for its metrics; ``rlserve serve`` sets it to ``0`` without ``--metrics-port``.
+
+Collecting is not free. Every 10 s Ray's metrics agent replays each histogram observation in
+Python (``record_histogram_aggregated_batch``), and Serve makes two or more per request: at
+2,000 req/s that is a full core for about half a second, which stalls the replicas of a small
+machine for hundreds of milliseconds (the tail latency in ``bench/serve_load.py``).
+"""
 """How often a replica hands its summed request counts to Ray's metrics."""
 
 
@@ -149,6 +158,9 @@ class PolicyDeployment:
             boundaries=[0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000],
             tag_keys=("policy",),
         )
+        # A Ray started without metrics (rlserve serve without --metrics-port) drops every
+        # observation in C++; skip the Python half of the work too.
+        self._collecting = os.environ.get(METRICS_SWITCH, "1").lower() not in ("0", "false")
         # Per-request counts are summed here and handed to Ray's metrics once a second: one
         # Counter.inc per request costs more than the inference it counts.
         self._counts: Counter[tuple[str, str, str]] = Counter()
@@ -215,6 +227,8 @@ class PolicyDeployment:
         return result
 
     def _record_call(self, runtime: PolicyRuntime, start: float, requests: int) -> None:
+        if not self._collecting:
+            return
         tags = {"policy": runtime.name}
         self._latency.observe((time.perf_counter() - start) * 1000.0, tags=tags)
         self._batch_rows.observe(requests, tags=tags)

@@ -20,6 +20,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.observations import (
@@ -43,6 +44,7 @@ Observer = Callable[[str, str, int], None]
 """``observer(policy, version, status)``, called once per answered ``/v1/policies`` request."""
 
 NPY = "application/x-npy"
+COMPUTE = ("/compute_action", "/compute_actions")
 BATCH_HEADER = "X-Batched-Requests"
 """Response header: how many requests shared this request's inference call."""
 Infer = Callable[[PolicyRuntime, list[np.ndarray], bool, int | None], Awaitable[ActionBatch]]
@@ -108,13 +110,20 @@ async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    # The ASGI messages directly: Request.stream() is an async generator, which costs more
+    # than the usual one-message body it would yield.
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await request.receive()
+        if message["type"] != "http.request":  # the client went away (as Request.stream)
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise ApiError(413, f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _parse(model: type[_Request], body: bytes) -> Any:
@@ -152,13 +161,32 @@ def _npy_leaves(runtime: PolicyRuntime, body: bytes, max_rows: int) -> list[np.n
         raise ApiError(422, str(err)) from None
 
 
+class _JSONBytes(Response):
+    """A 200 JSON answer whose headers are written here, once.
+
+    Starlette's ``Response.__init__`` rebuilds and re-encodes the header list for every
+    answer; on the single-observation path that costs as much as the model call.
+    """
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, batched_requests: int) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+            (_BATCH_HEADER_BYTES, str(batched_requests).encode()),
+        ]
+
+
+_BATCH_HEADER_BYTES = BATCH_HEADER.lower().encode()
+
+
 def _json(answer: dict[str, Any], batched_requests: int) -> Response:
     """A JSON answer, serialised once here (no response-model pass on the hot path)."""
-    return Response(
-        json.dumps(answer, separators=(",", ":")).encode(),
-        media_type="application/json",
-        headers={BATCH_HEADER: str(batched_requests)},
-    )
+    return _JSONBytes(json.dumps(answer, separators=(",", ":")).encode(), batched_requests)
 
 
 class StatusObserver:
@@ -386,7 +414,13 @@ def create_app(
         observer: Called with ``(policy, version, status)`` for every policy request (metrics).
     """
     api = PolicyApi(registry, settings or ServingSettings(), infer or _direct_infer)
-    app = FastAPI(title="rlserve", summary="Batched compute_action for exported RL policies.")
+    app = FastAPI(
+        title="rlserve",
+        summary="Batched compute_action for exported RL policies.",
+        # FastAPI's own OpenTelemetry hooks check the global providers on every request
+        # (~7 us, most of an inference call); rlserve's metrics go through Ray Serve's.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
 
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
@@ -415,5 +449,8 @@ def create_app(
         openapi_extra=_body_schema(ComputeActionsRequest, npy=True),
         response_model=None,
     )
+    # Ray Serve names every request's route by trying the app's routes in order: the compute
+    # routes go first, before the documentation routes FastAPI added (paths do not overlap).
+    app.router.routes.sort(key=lambda route: not getattr(route, "path", "").endswith(COMPUTE))
     app.state.api = api
     return app

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from rlserve.service import free_port
@@ -28,14 +29,19 @@ TIMEOUT_S = 4.0
 
 
 @pytest.fixture(scope="module")
-def url(cartpole_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def serve_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("serve_limits")
+
+
+@pytest.fixture(scope="module")
+def url(cartpole_artifact: Path, serve_dir: Path) -> Iterator[str]:
     port = free_port()
     args = [
         *(str(cartpole_artifact), "--name", "cartpole", "--port", str(port)),
         *("--max-batch-size", "2", "--max-ongoing-requests", "2"),
         *("--max-queued-requests", "1", "--request-timeout-s", str(TIMEOUT_S)),
     ]
-    with serving(args, tmp_path_factory.mktemp("serve_limits")):
+    with serving(args, serve_dir):
         yield f"http://127.0.0.1:{port}"
 
 
@@ -89,3 +95,19 @@ def test_a_request_past_the_timeout_is_answered_408(url: str) -> None:
     with httpx.Client(base_url=url, timeout=10) as client:
         answer = client.post(ROUTE, content=BODY, headers=JSON)
     assert answer.status_code == 200, answer.text
+
+
+def test_without_a_metrics_port_ray_collects_no_metrics(url: str, serve_dir: Path) -> None:
+    # Nobody could read them, and Ray's metrics agent would cost tail latency.
+    replicas = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if (
+                "ServeReplica" in " ".join(proc.info["cmdline"] or [])
+                and Path(proc.cwd()) == serve_dir
+            ):
+                replicas.append(proc.environ())
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    assert replicas, "no replica process found"
+    assert all(env.get("RAY_enable_metrics_collection") == "0" for env in replicas)

@@ -427,3 +427,38 @@ def test_observer_sees_every_policy_request(registry: PolicyRegistry) -> None:
         ("cartpole", runtime.version, 422),
         ("nope", "unknown", 404),
     ]
+
+
+async def _chunks(body: bytes, size: int) -> Any:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def test_bodies_sent_in_chunks(client: Client) -> None:
+    body = json.dumps({"observation": CARTPOLE_OBS}).encode()
+    whole = client.request("POST", ACTION_URL, content=body, headers=JSON)
+    chunked = client.request("POST", ACTION_URL, content=_chunks(body, 7), headers=JSON)
+    assert chunked.status_code == 200, chunked.text
+    assert chunked.json() == whole.json()
+    # No Content-Length to refuse early: the limit (64 KiB here) is enforced while reading.
+    big = b'{"observations": [' + b"0," * 40_000 + b"0]}"
+    refused = client.request("POST", ACTIONS_URL, content=_chunks(big, 4096), headers=JSON)
+    assert refused.status_code == 413
+    assert "exceeds the limit of 65536 bytes" in refused.json()["detail"]
+
+
+def test_single_action_answer_headers(client: Client) -> None:
+    answer = client.request("POST", ACTION_URL, json={"observation": CARTPOLE_OBS})
+    assert answer.headers["content-type"] == "application/json"
+    assert int(answer.headers["content-length"]) == len(answer.content)
+    assert answer.headers["x-batched-requests"] == "1"
+
+
+def test_compute_routes_are_matched_first(registry: PolicyRegistry) -> None:
+    # Ray Serve tries the app's routes in order to name each request's route.
+    paths = [getattr(route, "path", "") for route in create_app(registry).router.routes]
+    assert paths[:2] == [
+        "/v1/policies/{name}/compute_action",
+        "/v1/policies/{name}/compute_actions",
+    ]
+    assert {"/docs", "/openapi.json", "/healthz"} <= set(paths)
