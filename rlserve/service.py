@@ -6,8 +6,10 @@ to 127.0.0.1 (see :mod:`serving.ingress`); binding the HTTP API to another addre
 bearer token.
 
 When this process starts Ray itself, it also picks the ingress: HAProxy straight to the
-replicas (default, ~10x Serve's Python proxy) or Serve's proxy actor. A Ray cluster reached with
-``address`` keeps the ingress its operator configured.
+replicas (default, ~10x Serve's Python proxy) or Serve's proxy actor, runs the replicas at
+normal priority (Ray's default for workers is nice 15), and collects Ray's metrics only when a
+metrics port is asked for. A Ray cluster reached with ``address`` keeps the settings its
+operator chose.
 """
 
 from __future__ import annotations
@@ -130,9 +132,7 @@ def start_service(options: ServiceOptions) -> str:
     if not ray.is_initialized():
         if options.address is None:
             _prepare_ingress(options.ingress)
-            # Without a metrics port nobody could read Ray's metrics, and collecting them costs
-            # tail latency (see METRICS_SWITCH).
-            os.environ[METRICS_SWITCH] = "0" if options.metrics_port is None else "1"
+            os.environ.update(_serving_ray_environment(options, METRICS_SWITCH))
         try:
             ray.init(
                 address=options.address,
@@ -218,6 +218,19 @@ def _deploy_failure(err: RuntimeError) -> str:
     if raised:
         return raised[-1].split(": ", 1)[1][:400]  # the innermost error comes last
     return next((line for line in lines if line), type(err).__name__)[:400]
+
+
+def _serving_ray_environment(options: ServiceOptions, metrics_switch: str) -> dict[str, str]:
+    """Settings for a Ray started here to serve ``options`` (besides the ingress)."""
+    return {
+        # Ray runs its workers at nice 15 so that batch jobs cannot starve Ray's own processes;
+        # here the workers are the replicas, the service itself, so they run at normal
+        # priority (at 15, any busy process on the machine takes the CPU from them first).
+        "RAY_worker_niceness": "0",
+        # Without a metrics port nobody could read Ray's metrics, and collecting them costs
+        # tail latency (see serving.app.METRICS_SWITCH).
+        metrics_switch: "0" if options.metrics_port is None else "1",
+    }
 
 
 def _prepare_ingress(ingress: str) -> None:

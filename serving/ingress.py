@@ -135,6 +135,9 @@ def ingress_environment(mode: IngressMode, workdir: Path) -> dict[str, str]:
         + DISCONNECT_HEADER
         + r" ?1/"
     )
+    # Only abnormal requests (errors, timeouts, aborts) reach HAProxy's log: a syslog datagram
+    # for every successful request is work on the request path that nobody here reads.
+    expressions.append(r"s/^([[:space:]]*)option httplog$/&\n\1option dontlog-normal/")
     sed_args = " ".join("-e " + shlex.quote(expression) for expression in expressions)
     wrapper.write_text(_WRAPPER.format(real=shlex.quote(haproxy_binary()), sed_args=sed_args))
     wrapper.chmod(0o700)

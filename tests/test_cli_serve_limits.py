@@ -97,8 +97,7 @@ def test_a_request_past_the_timeout_is_answered_408(url: str) -> None:
     assert answer.status_code == 200, answer.text
 
 
-def test_without_a_metrics_port_ray_collects_no_metrics(url: str, serve_dir: Path) -> None:
-    # Nobody could read them, and Ray's metrics agent would cost tail latency.
+def test_replicas_run_at_normal_priority_without_metrics(url: str, serve_dir: Path) -> None:
     replicas = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
@@ -106,8 +105,11 @@ def test_without_a_metrics_port_ray_collects_no_metrics(url: str, serve_dir: Pat
                 "ServeReplica" in " ".join(proc.info["cmdline"] or [])
                 and Path(proc.cwd()) == serve_dir
             ):
-                replicas.append(proc.environ())
+                replicas.append((proc.nice(), proc.environ()))
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     assert replicas, "no replica process found"
-    assert all(env.get("RAY_enable_metrics_collection") == "0" for env in replicas)
+    # Ray's default for its workers is nice 15: any busy process would come first.
+    assert [nice for nice, _ in replicas] == [0] * len(replicas)
+    # No --metrics-port: nobody could read Ray's metrics, and its agent costs tail latency.
+    assert all(env.get("RAY_enable_metrics_collection") == "0" for _, env in replicas)

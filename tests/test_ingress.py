@@ -17,9 +17,12 @@ from serving.ingress import (
 # The shape of the config Ray Serve 2.60 writes (trimmed): the stats page and the Prometheus
 # exporter bound to all interfaces, the HTTP frontend on the address asked for.
 RAY_CONFIG = """global
+    log 127.0.0.1:514 local0 info
     maxconn 100
 defaults
     mode http
+    log global
+    option httplog
     timeout connect 5s
     timeout client 30s
     timeout server 30s
@@ -58,6 +61,8 @@ def test_the_wrapper_binds_loopback_marks_requests_and_haproxy_accepts_it(tmp_pa
     frontend = rewritten.split("frontend http_frontend\n", 1)[1].split("backend", 1)[0]
     assert f"http-request set-header {DISCONNECT_HEADER} ?1" in frontend
     assert rewritten.count(DISCONNECT_HEADER) == 1  # only the HTTP frontend
+    # Successful requests are not logged; errors and aborts still are.
+    assert "    option httplog\n    option dontlog-normal\n" in rewritten
     assert config.read_text() == RAY_CONFIG.format(metrics=metrics, stats=stats, http=18999)
     assert env["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"] == str(CLIENT_IDLE_TIMEOUT_S) == "60"
     assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == str(REPLICA_DRAIN_S) == "2.0"
