@@ -4,7 +4,10 @@ An open-loop load generator (aiohttp; latency is measured from each request's *s
 time, so queueing is counted) sends requests at ``--rate`` per second with at most
 ``concurrency`` in flight, for ``--seconds``. Measured in the same run:
 
-* rlserve, single-observation ``compute_action`` at concurrency 1 and 32;
+* rlserve, single-observation ``compute_action`` at concurrency 1 and 32, and at concurrency
+  32 below saturation (fixed offered rates: the highest one answered with p99 <= 25 ms is
+  reported, also as a fraction of the uvicorn ceiling); with ``rlserve serve``'s defaults (one
+  replica) and with one replica per core;
 * rlserve, 1024-observation ``compute_actions`` as JSON and as npy (actions/s);
 * baseline (a): a no-op Ray Serve deployment with default settings;
 * baseline (b): an unbatched deployment answering one observation per call from the same ONNX
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +96,58 @@ def _baselines(artifact: Path) -> tuple[Any, Any]:
     return Noop.bind(), Unbatched.bind(str(artifact))  # type: ignore[attr-defined]
 
 
+P99_TARGET_MS = 25
+BELOW_SATURATION_RATES = (1000, 2000, 2500, 3000, 3500, 4000)
+
+
+@contextlib.contextmanager
+def _rlserve(artifact: Path, *options: str) -> Iterator[str]:
+    """``rlserve serve ARTIFACT --name cartpole OPTIONS`` until the block ends; its base URL."""
+    port = _free_port()
+    command = [sys.executable, "-m", "rlserve", "serve", str(artifact), "--name", "cartpole"]
+    server = subprocess.Popen(
+        [*command, "--port", str(port), *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        for line in server.stdout:
+            if line.startswith("serving ") or line.startswith("error"):
+                break
+        base = f"http://127.0.0.1:{port}"
+        body = json.dumps({"observation": OBS}).encode()
+        headers = {"content-type": "application/json"}
+        url = f"{base}/v1/policies/cartpole/compute_action"
+        asyncio.run(run_load(url, body, headers, rate=500, seconds=1, concurrency=8, rows=1))
+        time.sleep(2.0)  # the warm-up's connections close
+        yield base
+    finally:
+        # SIGTERM stops rlserve like Ctrl-C, also when this benchmark runs in the background
+        # (where SIGINT is ignored by its children).
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=120)
+
+
+def _below_saturation(run: Any, url: str) -> dict[str, Any]:
+    """Concurrency 32 at fixed offered rates (first: a saturated run leaves a burst behind)."""
+    body = json.dumps({"observation": OBS}).encode()
+    headers = {"content-type": "application/json"}
+    return {f"c32_at_{r}": run(url, body, headers, 32, rate=r) for r in BELOW_SATURATION_RATES}
+
+
+def _max_rate_within(runs: dict[str, Any], p99_ms: float) -> int:
+    """The highest offered rate served whole (under 1 % behind schedule) with p99 <= p99_ms."""
+    ok = [
+        int(name.rsplit("_", 1)[1])
+        for name, figures in runs.items()
+        if figures["p99_ms"] <= p99_ms
+        and figures["behind_schedule"] + figures["errors"] <= 0.01 * figures["req_per_s"]
+    ]
+    return max(ok, default=0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -150,6 +207,7 @@ def main() -> None:
         try:
             time.sleep(2.0)
             url = f"http://127.0.0.1:{port}/echo"
+            figures["uvicorn_echo_below_saturation"] = _below_saturation(run, url)
             figures["uvicorn_echo"] = {f"c{c}": run(url, single, json_headers, c) for c in (1, 32)}
         finally:
             echo.terminate()
@@ -183,38 +241,11 @@ def main() -> None:
             serve.shutdown()  # type: ignore[no-untyped-call]
             ray.shutdown()
         time.sleep(5.0)  # let the baselines' Ray processes exit before measuring rlserve
-        # rlserve as users run it: `rlserve serve` with its defaults (HAProxy ingress).
-        port = _free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rlserve",
-                "serve",
-                str(artifact),
-                "--name",
-                "cartpole",
-                "--port",
-                str(port),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            assert server.stdout is not None
-            for line in server.stdout:
-                if line.startswith("serving ") or line.startswith("error"):
-                    break
-            base = f"http://127.0.0.1:{port}"
+        # rlserve as users run it: `rlserve serve` with its defaults (HAProxy ingress, one
+        # replica), then with one replica per core.
+        with _rlserve(artifact) as base:
             action_url = f"{base}/v1/policies/cartpole/compute_action"
-            run(action_url, single, json_headers, 8, rate=500)  # warm-up
-            time.sleep(2.0)
-            # Below saturation first: a saturated run leaves the next one a burst to drain.
-            figures["rlserve_single_below_saturation"] = {
-                f"c32_at_{rate}": run(action_url, single, json_headers, 32, rate=rate)
-                for rate in (1000, 2000, 2500, 3000)
-            }
+            figures["rlserve_single_below_saturation"] = _below_saturation(run, action_url)
             figures["rlserve_single"] = {
                 f"c{c}": run(action_url, single, json_headers, c) for c in (1, 32)
             }
@@ -229,9 +260,12 @@ def main() -> None:
                 "npy": run(actions_url, buffer.getvalue(), npy_headers, 4, rows=1024, rate=2000),
                 "npy_c8": run(actions_url, buffer.getvalue(), npy_headers, 8, rows=1024, rate=2000),
             }
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.communicate(timeout=120)
+        replicas = os.cpu_count() or 1
+        figures["rlserve_replicas_per_core"] = replicas
+        with _rlserve(artifact, "--replicas", str(replicas)) as base:
+            action_url = f"{base}/v1/policies/cartpole/compute_action"
+            figures["rlserve_per_core_single_below_saturation"] = _below_saturation(run, action_url)
+            figures["rlserve_per_core_single"] = {"c32": run(action_url, single, json_headers, 32)}
     single32 = figures["rlserve_single"]["c32"]["req_per_s"]
     figures["rlserve_c32_vs_unbatched"] = round(
         single32 / max(1e-9, figures["serve_unbatched_onnx"]["c32"]["req_per_s"]), 2
@@ -239,6 +273,13 @@ def main() -> None:
     figures["rlserve_c32_vs_uvicorn"] = round(
         single32 / max(1e-9, figures["uvicorn_echo"]["c32"]["req_per_s"]), 3
     )
+    uvicorn32 = max(1e-9, figures["uvicorn_echo"]["c32"]["req_per_s"])
+    for key in ("uvicorn_echo", "rlserve", "rlserve_per_core"):
+        rate = _max_rate_within(figures[f"{key}_single_below_saturation"], P99_TARGET_MS)
+        figures[f"{key}_c32_rate_with_p99_within_{P99_TARGET_MS}ms"] = rate
+        figures[f"{key}_c32_rate_with_p99_within_{P99_TARGET_MS}ms_vs_uvicorn"] = round(
+            rate / uvicorn32, 3
+        )
     print(json.dumps(figures))
 
 
