@@ -1,21 +1,26 @@
 """Benchmark: the rlserve Serve app under load, against baselines, on 127.0.0.1.
 
-An open-loop load generator (aiohttp; latency is measured from each request's *scheduled* send
-time, so queueing is counted) sends requests at ``--rate`` per second with at most
-``concurrency`` in flight, for ``--seconds``. Measured in the same run:
+Two kinds of run (aiohttp load generator, :mod:`serving.loadgen`):
 
-* rlserve, single-observation ``compute_action`` at concurrency 1 and 32, and at concurrency
-  32 below saturation (fixed offered rates: the highest one answered with p99 <= 25 ms is
-  reported, also as a fraction of the uvicorn ceiling); with ``rlserve serve``'s defaults (one
-  replica) and with one replica per core;
-* rlserve, 1024-observation ``compute_actions`` as JSON and as npy (actions/s);
+* **ceilings**, closed loop: ``concurrency`` senders each send their next request as soon as
+  the last is answered, for ``--seconds``; req/s (or actions/s) and latency from each send;
+* **latency below saturation**, open loop: requests scheduled at fixed rates with at most 32 in
+  flight; latency from each request's *scheduled* send time, so queueing is counted.
+
+Measured in the same run:
+
+* baseline (c): a plain uvicorn + starlette echo app (the Python HTTP ceiling, and this load
+  generator's own ceiling): ceilings at concurrency 1 and 32, and open-loop rates;
 * baseline (a): a no-op Ray Serve deployment with default settings;
 * baseline (b): an unbatched deployment answering one observation per call from the same ONNX
   model with argmax (what RLlib's Ray Serve example does);
-* baseline (c): a plain uvicorn + starlette echo app (the Python HTTP ceiling, and this load
-  generator's own ceiling).
+* rlserve (``rlserve serve`` with its defaults: one replica), single-observation
+  ``compute_action``: ceilings at concurrency 1 and 32 and open-loop rates (the highest rate
+  answered with p99 <= 25 ms is reported, also as a fraction of the uvicorn ceiling); then the
+  same with one replica per core;
+* rlserve, 1024-observation ``compute_actions`` as JSON and as npy (actions/s).
 
-Prints one JSON line. ``python bench/serve_load.py [--seconds 5] [--rate 4000]``
+Prints one JSON line. ``python bench/serve_load.py [--seconds 3] [--artifact DIR]``
 """
 
 from __future__ import annotations
@@ -150,14 +155,13 @@ def _max_rate_within(runs: dict[str, Any], p99_ms: float) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--rate", type=float, default=4000.0, help="scheduled requests/s")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument("--artifact", help="artifact directory (default: train and export one)")
     args = parser.parse_args()
     import ray
     from ray import serve
 
-    figures: dict[str, Any] = {"bench": "serve_load", "seconds": args.seconds, "rate": args.rate}
+    figures: dict[str, Any] = {"bench": "serve_load", "seconds": args.seconds}
     json_headers = {"content-type": "application/json"}
     single = json.dumps({"observation": OBS}).encode()
 
@@ -174,7 +178,7 @@ def main() -> None:
                 url,
                 body,
                 headers,
-                rate=rate or args.rate,
+                rate=rate,
                 seconds=args.seconds,
                 concurrency=concurrency,
                 rows=rows,
@@ -256,9 +260,9 @@ def main() -> None:
             np.save(buffer, batch, allow_pickle=False)
             npy_headers = {"content-type": "application/x-npy", "accept": "application/x-npy"}
             figures["rlserve_batch1024"] = {
-                "json": run(actions_url, json_body, json_headers, 4, rows=1024, rate=400),
-                "npy": run(actions_url, buffer.getvalue(), npy_headers, 4, rows=1024, rate=2000),
-                "npy_c8": run(actions_url, buffer.getvalue(), npy_headers, 8, rows=1024, rate=2000),
+                "json": run(actions_url, json_body, json_headers, 4, rows=1024),
+                "npy": run(actions_url, buffer.getvalue(), npy_headers, 4, rows=1024),
+                "npy_c8": run(actions_url, buffer.getvalue(), npy_headers, 8, rows=1024),
             }
         replicas = os.cpu_count() or 1
         figures["rlserve_replicas_per_core"] = replicas

@@ -40,7 +40,7 @@ async def run_load(
     body: bytes,
     headers: dict[str, str],
     *,
-    rate: float,
+    rate: float | None,
     seconds: float,
     concurrency: int,
     rows: int,
@@ -48,13 +48,17 @@ async def run_load(
     """Send ``rate * seconds`` POSTs of ``body`` to ``url``, open loop.
 
     At most ``concurrency`` are in flight; latency counts from each request's scheduled send
-    time.
+    time. ``rate=None`` measures the server's ceiling instead (closed loop): ``concurrency``
+    senders each send their next request as soon as the last is answered, for ``seconds``, and
+    latency counts from each send.
 
     Returns:
         ``req_per_s``, ``actions_per_s`` (``rows`` per request), ``p50_ms``/``p90_ms``/
         ``p99_ms`` of the answered requests, ``errors`` (non-200 or failed) and
         ``behind_schedule`` (requests never sent because the server fell behind).
     """
+    if rate is None:
+        return await _closed_loop(url, body, headers, seconds, concurrency, rows)
     total = max(1, int(rate * seconds))
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
@@ -94,6 +98,44 @@ async def run_load(
             deadline = start + seconds
             await asyncio.gather(*tasks)
             elapsed = min(time.perf_counter(), deadline + seconds) - start
+    return _figures(latencies, elapsed, rows, errors, not_sent)
+
+
+async def _closed_loop(
+    url: str, body: bytes, headers: dict[str, str], seconds: float, concurrency: int, rows: int
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=seconds + 5.0)
+    with _collections_paused():
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            start = time.perf_counter()
+            deadline = start + seconds
+
+            async def sender() -> None:
+                nonlocal errors
+                while time.perf_counter() < deadline:
+                    sent = time.perf_counter()
+                    try:
+                        async with session.post(url, data=body, headers=headers) as response:
+                            await response.read()
+                            ok = response.status == 200
+                    except (aiohttp.ClientError, TimeoutError):
+                        ok = False
+                    if ok:
+                        latencies.append(time.perf_counter() - sent)
+                    else:
+                        errors += 1
+
+            await asyncio.gather(*(sender() for _ in range(concurrency)))
+            elapsed = time.perf_counter() - start
+    return _figures(latencies, elapsed, rows, errors, 0)
+
+
+def _figures(
+    latencies: list[float], elapsed: float, rows: int, errors: int, not_sent: int
+) -> dict[str, Any]:
     done = len(latencies)
     ms = np.asarray(latencies) * 1000.0 if latencies else np.zeros(1)
     return {
