@@ -14,6 +14,8 @@ Measured in the same run:
 * baseline (a): a no-op Ray Serve deployment with default settings;
 * baseline (b): an unbatched deployment answering one observation per call from the same ONNX
   model with argmax (what RLlib's Ray Serve example does);
+* (d) rlserve's FastAPI app in one plain uvicorn process, without Ray Serve (what Serve's
+  request path costs; not a way rlserve serves);
 * rlserve (``rlserve serve`` with its defaults: one replica), single-observation
   ``compute_action``: ceilings at concurrency 1 and 32 and open-loop rates (the highest rate
   answered with p99 <= 25 ms is reported, also as a fraction of the uvicorn ceiling); then the
@@ -55,6 +57,38 @@ async def echo(request):
     return JSONResponse({"action": 0})
 app = Starlette(routes=[Route("/echo", echo, methods=["POST"])])
 """
+
+
+PLAIN_APP = """
+from serving import PolicyRegistry, create_app
+registry = PolicyRegistry.from_paths({{"cartpole": {artifact!r}}}, intra_op_num_threads=1)
+app = create_app(registry)
+"""
+
+
+@contextlib.contextmanager
+def _uvicorn(root: Path, module: str) -> Iterator[str]:
+    """``uvicorn MODULE:app`` from ``root`` on a free port until the block ends; its base URL."""
+    port = _free_port()
+    options = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", f"{module}:app", *options, "--no-access-log"],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)
+        yield base
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def _free_port() -> int:
@@ -135,11 +169,13 @@ def _rlserve(artifact: Path, *options: str) -> Iterator[str]:
         server.communicate(timeout=120)
 
 
-def _below_saturation(run: Any, url: str) -> dict[str, Any]:
+def _below_saturation(
+    run: Any, url: str, rates: tuple[int, ...] = BELOW_SATURATION_RATES
+) -> dict[str, Any]:
     """Concurrency 32 at fixed offered rates (first: a saturated run leaves a burst behind)."""
     body = json.dumps({"observation": OBS}).encode()
     headers = {"content-type": "application/json"}
-    return {f"c32_at_{r}": run(url, body, headers, 32, rate=r) for r in BELOW_SATURATION_RATES}
+    return {f"c32_at_{r}": run(url, body, headers, 32, rate=r) for r in rates}
 
 
 def _max_rate_within(runs: dict[str, Any], p99_ms: float) -> int:
@@ -189,33 +225,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "echo_app.py").write_text(ECHO_APP)
-        port = _free_port()
-        echo = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "echo_app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            cwd=root,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(2.0)
-            url = f"http://127.0.0.1:{port}/echo"
-            figures["uvicorn_echo_below_saturation"] = _below_saturation(run, url)
+        with _uvicorn(root, "echo_app") as base:
+            url = f"{base}/echo"
+            figures["uvicorn_echo_single_below_saturation"] = _below_saturation(
+                run, url, (*BELOW_SATURATION_RATES, 6000, 8000)
+            )
             figures["uvicorn_echo"] = {f"c{c}": run(url, single, json_headers, c) for c in (1, 32)}
-        finally:
-            echo.terminate()
-            echo.wait()
+
+        artifact = Path(args.artifact) if args.artifact else _artifact(root)
+        # (d) rlserve's own FastAPI app in one plain uvicorn process, no Ray Serve: what Serve's
+        # request path costs (not a way rlserve serves; no batching, no replica limits).
+        (root / "plain_app.py").write_text(PLAIN_APP.format(artifact=str(artifact)))
+        with _uvicorn(root, "plain_app") as base:
+            url = f"{base}/v1/policies/cartpole/compute_action"
+            figures["rlserve_app_without_serve"] = {
+                f"c{c}": run(url, single, json_headers, c) for c in (1, 32)
+            }
 
         artifact = Path(args.artifact) if args.artifact else _artifact(root)
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -270,14 +295,14 @@ def main() -> None:
             action_url = f"{base}/v1/policies/cartpole/compute_action"
             figures["rlserve_per_core_single_below_saturation"] = _below_saturation(run, action_url)
             figures["rlserve_per_core_single"] = {"c32": run(action_url, single, json_headers, 32)}
-    single32 = figures["rlserve_single"]["c32"]["req_per_s"]
-    figures["rlserve_c32_vs_unbatched"] = round(
-        single32 / max(1e-9, figures["serve_unbatched_onnx"]["c32"]["req_per_s"]), 2
-    )
-    figures["rlserve_c32_vs_uvicorn"] = round(
-        single32 / max(1e-9, figures["uvicorn_echo"]["c32"]["req_per_s"]), 3
-    )
+    # Ceilings (closed loop, concurrency 32) against the baselines; then the highest open-loop
+    # rate answered with p99 within the target, against uvicorn's ceiling.
+    unbatched32 = max(1e-9, figures["serve_unbatched_onnx"]["c32"]["req_per_s"])
     uvicorn32 = max(1e-9, figures["uvicorn_echo"]["c32"]["req_per_s"])
+    for key in ("rlserve", "rlserve_per_core"):
+        ceiling = figures[f"{key}_single"]["c32"]["req_per_s"]
+        figures[f"{key}_c32_vs_unbatched"] = round(ceiling / unbatched32, 2)
+        figures[f"{key}_c32_vs_uvicorn"] = round(ceiling / uvicorn32, 3)
     for key in ("uvicorn_echo", "rlserve", "rlserve_per_core"):
         rate = _max_rate_within(figures[f"{key}_single_below_saturation"], P99_TARGET_MS)
         figures[f"{key}_c32_rate_with_p99_within_{P99_TARGET_MS}ms"] = rate
