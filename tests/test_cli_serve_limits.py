@@ -71,19 +71,41 @@ class SlowClient:
         return int(data.split(b" ", 2)[1])
 
 
+def _fill_the_replica(url: str, client: httpx.Client) -> tuple[list[SlowClient], httpx.Response]:
+    """Slow requests holding every slot, and the first request refused because of them.
+
+    Ray reloads HAProxy now and then (e.g. shortly after a start): connections the old HAProxy
+    process accepted may then reach the replica through Serve's fallback proxy, which holds no
+    replica slot. Slow clients that fill nothing within a few seconds are closed and replaced.
+    """
+    for _ in range(4):
+        held = [SlowClient(url), SlowClient(url)]  # --max-ongoing-requests 2
+        time.sleep(0.5)
+        held.append(SlowClient(url))  # --max-queued-requests 1
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            answer = client.post(ROUTE, content=BODY, headers=JSON)
+            if answer.status_code != 200:
+                return held, answer
+            time.sleep(0.2)
+        for slow in held:
+            slow.sock.close()
+    raise AssertionError("slow requests never filled the replica")
+
+
 def test_a_full_replica_answers_503_with_retry_after_and_loses_nothing(url: str) -> None:
-    ongoing = [SlowClient(url), SlowClient(url)]  # --max-ongoing-requests 2
-    time.sleep(0.5)
-    queued = SlowClient(url)  # --max-queued-requests 1
-    time.sleep(0.5)
     with httpx.Client(base_url=url, timeout=10) as client:
-        refused = [client.post(ROUTE, content=BODY, headers=JSON) for _ in range(3)]
-    assert [r.status_code for r in refused] == [503, 503, 503], [r.text for r in refused]
-    assert all(r.headers["retry-after"] == "1" for r in refused)
-    for slow in [*ongoing, queued]:
-        slow.finish()
-    assert [slow.status() for slow in [*ongoing, queued]] == [200, 200, 200]
-    with httpx.Client(base_url=url, timeout=10) as client:
+        held, first = _fill_the_replica(url, client)
+        try:
+            refused = [first] + [client.post(ROUTE, content=BODY, headers=JSON) for _ in range(2)]
+            assert [r.status_code for r in refused] == [503, 503, 503], [r.text for r in refused]
+            assert all(r.headers["retry-after"] == "1" for r in refused)
+            for slow in held:
+                slow.finish()
+            assert [slow.status() for slow in held] == [200, 200, 200]
+        finally:
+            for slow in held:
+                slow.sock.close()
         assert client.post(ROUTE, content=BODY, headers=JSON).status_code == 200
 
 
