@@ -33,6 +33,7 @@ __all__ = ["AppArgs", "PolicyDeployment", "ReplicaSettings", "build_app"]
 GRACEFUL_SHUTDOWN_TIMEOUT_S = 5.0
 """How long a stopping replica may take to finish its requests."""
 METRICS_FLUSH_S = 1.0
+"""How often a replica hands its summed request counts to Ray's metrics."""
 METRICS_SWITCH = "RAY_enable_metrics_collection"
 """Ray's switch for its metrics; ``rlserve serve`` sets it to ``0`` without ``--metrics-port``.
 
@@ -41,7 +42,6 @@ Python (``record_histogram_aggregated_batch``), and Serve makes two or more per 
 2,000 req/s that is a full core for about half a second, which stalls the replicas of a small
 machine for hundreds of milliseconds (the tail latency in ``bench/serve_load.py``).
 """
-"""How often a replica hands its summed request counts to Ray's metrics."""
 
 
 class ReplicaSettings(BaseModel):

@@ -165,7 +165,7 @@ class _JSONBytes(Response):
     """A 200 JSON answer whose headers are written here, once.
 
     Starlette's ``Response.__init__`` rebuilds and re-encodes the header list for every
-    answer; on the single-observation path that costs as much as the model call.
+    answer; on the single-observation path that costs half as much as the model call.
     """
 
     media_type = "application/json"
@@ -418,7 +418,7 @@ def create_app(
         title="rlserve",
         summary="Batched compute_action for exported RL policies.",
         # FastAPI's own OpenTelemetry hooks check the global providers on every request
-        # (~7 us, most of an inference call); rlserve's metrics go through Ray Serve's.
+        # (~7 us, nearly an inference call); rlserve's metrics go through Ray Serve's.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
 
