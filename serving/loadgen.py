@@ -82,12 +82,7 @@ async def run_load(
                     if time.perf_counter() > deadline:  # the server fell behind the schedule
                         not_sent += 1
                         return
-                    try:
-                        async with session.post(url, data=body, headers=headers) as response:
-                            await response.read()
-                            ok = response.status == 200
-                    except (aiohttp.ClientError, TimeoutError):
-                        ok = False
+                    ok = await _answered(session, url, body, headers)
                 if ok:
                     latencies.append(time.perf_counter() - scheduled)
                 else:
@@ -99,6 +94,18 @@ async def run_load(
             await asyncio.gather(*tasks)
             elapsed = min(time.perf_counter(), deadline + seconds) - start
     return _figures(latencies, elapsed, rows, errors, not_sent)
+
+
+async def _answered(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
+) -> bool:
+    """POST ``body`` and read the whole answer: whether it was a 200."""
+    try:
+        async with session.post(url, data=body, headers=headers) as response:
+            await response.read()
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
 
 
 async def _closed_loop(
@@ -117,13 +124,7 @@ async def _closed_loop(
                 nonlocal errors
                 while time.perf_counter() < deadline:
                     sent = time.perf_counter()
-                    try:
-                        async with session.post(url, data=body, headers=headers) as response:
-                            await response.read()
-                            ok = response.status == 200
-                    except (aiohttp.ClientError, TimeoutError):
-                        ok = False
-                    if ok:
+                    if await _answered(session, url, body, headers):
                         latencies.append(time.perf_counter() - sent)
                     else:
                         errors += 1
