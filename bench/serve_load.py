@@ -242,7 +242,6 @@ def main() -> None:
                 f"c{c}": run(url, single, json_headers, c) for c in (1, 32)
             }
 
-        artifact = Path(args.artifact) if args.artifact else _artifact(root)
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if not ray.is_initialized():
             ray.init(
