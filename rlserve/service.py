@@ -122,7 +122,6 @@ def start_service(options: ServiceOptions) -> str:
     if options.metrics_port is not None:
         _check_port("127.0.0.1", options.metrics_port)
     from serving import build_app
-    from serving.app import METRICS_SWITCH
 
     # Before Ray starts: build_app verifies every artifact and that it has the backend's format.
     application = build_app(_app_args(options))
@@ -132,7 +131,7 @@ def start_service(options: ServiceOptions) -> str:
     if not ray.is_initialized():
         if options.address is None:
             _prepare_ingress(options.ingress)
-            os.environ.update(_serving_ray_environment(options, METRICS_SWITCH))
+            os.environ.update(_serving_ray_environment(options))
         try:
             ray.init(
                 address=options.address,
@@ -220,8 +219,10 @@ def _deploy_failure(err: RuntimeError) -> str:
     return next((line for line in lines if line), type(err).__name__)[:400]
 
 
-def _serving_ray_environment(options: ServiceOptions, metrics_switch: str) -> dict[str, str]:
+def _serving_ray_environment(options: ServiceOptions) -> dict[str, str]:
     """Settings for a Ray started here to serve ``options`` (besides the ingress)."""
+    from serving.app import METRICS_SWITCH
+
     return {
         # Ray runs its workers at nice 15 so that batch jobs cannot starve Ray's own processes;
         # here the workers are the replicas, the service itself, so they run at normal
@@ -229,7 +230,7 @@ def _serving_ray_environment(options: ServiceOptions, metrics_switch: str) -> di
         "RAY_worker_niceness": "0",
         # Without a metrics port nobody could read Ray's metrics, and collecting them costs
         # tail latency (see serving.app.METRICS_SWITCH).
-        metrics_switch: "0" if options.metrics_port is None else "1",
+        METRICS_SWITCH: "0" if options.metrics_port is None else "1",
     }
 
 
