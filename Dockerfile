@@ -33,6 +33,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY formats ./formats
 COPY training ./training
 COPY exporters ./exporters
 COPY serving ./serving

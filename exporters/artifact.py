@@ -17,8 +17,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from exporters.manifest import ARTIFACT_FORMAT, ARTIFACT_VERSION, Manifest
-from rlserve.safeio import FormatVersionError, IntegrityError, verify_directory
-from rlserve.spaces import space_from_json
+from formats.safeio import FormatVersionError, IntegrityError, verify_directory
+from formats.spaces import space_from_json
 
 __all__ = ["Artifact", "ArtifactError", "ArtifactVersionError", "OnnxPolicy", "load_artifact"]
 

@@ -9,7 +9,6 @@ published (written beside the target and renamed into place, like checkpoints).
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import logging
 from collections.abc import Iterable
@@ -22,7 +21,9 @@ import torch
 from exporters.graph import OUTPUT_NAMES, InferenceGraph, example_inputs, input_specs
 from exporters.manifest import ARTIFACT_VERSION, FORMAT_FILES, FormatEntry, Manifest, TensorSpec
 from exporters.upstream import upstream_warnings_silenced
-from rlserve.safeio import sha256_file, write_directory_atomically
+from formats.errors import RlserveError
+from formats.provenance import ARTIFACT_LIBRARIES, library_versions
+from formats.safeio import sha256_file, write_directory_atomically
 from training.checkpoints import load_module
 
 __all__ = ["ExportError", "export_checkpoint"]
@@ -30,7 +31,7 @@ __all__ = ["ExportError", "export_checkpoint"]
 DEFAULT_OPSET = 18
 
 
-class ExportError(ValueError):
+class ExportError(RlserveError, ValueError):
     """An export failed or its result does not match the eager module."""
 
 
@@ -200,7 +201,7 @@ def export_checkpoint(
         observation_filter="MeanStdFilter" if module.obs_filter.enabled else "NoFilter",
         max_batch_size=max_batch_size,
         formats=format_entries,
-        library_versions=_library_versions(),
+        library_versions=library_versions(ARTIFACT_LIBRARIES),
     )
     names = [spec.name for spec in inputs]
 
@@ -227,13 +228,3 @@ def export_checkpoint(
     return write_directory_atomically(
         out_dir, write_files, metadata_name="manifest.json", metadata=manifest.model_dump()
     )
-
-
-def _library_versions() -> dict[str, str]:
-    versions = {}
-    for dist in ("rlserve", "torch", "onnx", "onnxruntime", "onnxscript", "gymnasium", "numpy"):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = "unknown"
-    return versions

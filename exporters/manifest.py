@@ -49,7 +49,7 @@ class FormatEntry(_Strict):
 
 
 class Manifest(_Strict):
-    """``manifest.json`` minus the ``files`` table (which :mod:`rlserve.safeio` adds)."""
+    """``manifest.json`` minus the ``files`` table (which :mod:`formats.safeio` adds)."""
 
     format: Literal["rlserve-artifact"] = "rlserve-artifact"
     format_version: str = ARTIFACT_VERSION

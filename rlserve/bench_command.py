@@ -44,7 +44,7 @@ class BenchOptions:
 
 def _request(options: BenchOptions, space: Any) -> tuple[str, bytes, dict[str, str]]:
     """The route, body and headers every request of the run repeats."""
-    from rlserve.spaces import flatten_leaves, obs_to_leaves
+    from formats.spaces import flatten_leaves, obs_to_leaves
     from serving.client import to_jsonable
 
     space.seed(options.seed)
@@ -77,7 +77,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     """
     import httpx
 
-    from rlserve.spaces import space_from_json
+    from formats.spaces import space_from_json
     from serving.client import PolicyClient, PolicyError
     from serving.loadgen import run_load
 

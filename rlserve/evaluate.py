@@ -25,8 +25,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from rlserve.safeio import read_json, sha256_file, verify_directory, write_json
-from rlserve.spaces import flatten_leaves, obs_to_leaves, space_from_json
+from formats.errors import RlserveError
+from formats.safeio import read_json, sha256_file, verify_directory, write_json
+from formats.spaces import flatten_leaves, obs_to_leaves, space_from_json
 
 __all__ = [
     "EnvSpec",
@@ -51,7 +52,7 @@ ACTION_SEED_STRIDE = 100_003
 REPORT_FORMAT = "rlserve-evaluation"
 
 
-class EvaluationError(ValueError):
+class EvaluationError(RlserveError, ValueError):
     """The source, env or an option cannot be evaluated (the message says why)."""
 
 

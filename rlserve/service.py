@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from formats.errors import RlserveError
+
 __all__ = [
     "ServiceError",
     "ServiceOptions",
@@ -33,7 +35,7 @@ __all__ = [
 ]
 
 
-class ServiceError(ValueError):
+class ServiceError(RlserveError, ValueError):
     """The service cannot start as asked (port in use, unsafe bind address, bad artifact)."""
 
 

@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from formats.errors import RlserveError
+
 __all__ = [
     "AsyncPolicyClient",
     "AuthenticationError",
@@ -35,7 +37,7 @@ __all__ = [
 NPY = "application/x-npy"
 
 
-class PolicyError(Exception):
+class PolicyError(RlserveError):
     """An error answer from the policy service.
 
     Attributes:

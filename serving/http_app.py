@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from formats.errors import RlserveError
 from serving.observations import (
     ObservationError,
     actions_to_json,
@@ -65,7 +66,7 @@ class ServingSettings:
     token: str | None = None
 
 
-class ApiError(Exception):
+class ApiError(RlserveError):
     """An error answered with ``status`` and ``{"detail": message}``."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
@@ -142,7 +143,7 @@ def _parse(model: type[_Request], body: bytes) -> Any:
 
 def _npy_leaves(runtime: PolicyRuntime, body: bytes, max_rows: int) -> list[np.ndarray]:
     """A batch sent as one ``.npy`` array (single-leaf observation spaces only)."""
-    from rlserve.spaces import flatten_leaves
+    from formats.spaces import flatten_leaves
 
     leaves = flatten_leaves(runtime.observation_space)
     if len(leaves) != 1:

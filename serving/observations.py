@@ -12,12 +12,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from rlserve.spaces import flatten_leaves
+from formats.errors import RlserveError
+from formats.spaces import flatten_leaves
 
 __all__ = ["ObservationError", "actions_to_json", "array_to_leaves", "observations_to_leaves"]
 
 
-class ObservationError(ValueError):
+class ObservationError(RlserveError, ValueError):
     """An observation does not fit the policy's observation space."""
 
 

@@ -17,14 +17,14 @@ match the metadata.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from rlserve.safeio import (
+from formats.provenance import CHECKPOINT_LIBRARIES, library_versions
+from formats.safeio import (
     FormatVersionError,
     IntegrityError,
     read_json,
@@ -32,7 +32,7 @@ from rlserve.safeio import (
     write_directory_atomically,
     write_json,
 )
-from rlserve.spaces import space_from_json, space_to_json
+from formats.spaces import space_from_json, space_to_json
 from training.rl_module import RLModule
 
 __all__ = [
@@ -78,17 +78,6 @@ def algorithm_class(name: str) -> Any:
         raise CheckpointError(f"unknown algorithm {name!r}; known: {', '.join(sorted(ALGORITHMS))}")
     module, _, attr = ALGORITHMS[name].partition(":")
     return getattr(importlib.import_module(module), attr)
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape a checkpoint."""
-    versions = {}
-    for dist in ("rlserve", "torch", "gymnasium", "ray", "numpy", "safetensors"):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = "unknown"
-    return versions
 
 
 class CheckpointContents(NamedTuple):
@@ -168,7 +157,7 @@ def write_checkpoint(
         "time_total_s": time_total_s,
         "observation_space": space_to_json(observation_space),
         "action_space": space_to_json(action_space),
-        "library_versions": library_versions(),
+        "library_versions": library_versions(CHECKPOINT_LIBRARIES),
     }
     return write_directory_atomically(path, write_files, metadata=metadata)
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from pydantic import BaseModel, ValidationError
 from ray.tune.tune import _Config
 
+from formats.errors import RlserveError
 from training.config_sections import (
     DebuggingSection,
     EnvironmentSection,
@@ -44,7 +45,7 @@ __all__ = ["AlgorithmConfig", "ConfigError", "NotProvided"]
 Self = TypeVar("Self", bound="AlgorithmConfig")
 
 
-class ConfigError(ValueError):
+class ConfigError(RlserveError, ValueError):
     """A config value is unknown, of the wrong type, or out of range."""
 
 

@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlserve.spaces import obs_to_leaves
+from formats.spaces import obs_to_leaves
 from training.envs import make_env_creator
 from training.preprocessing import RunningStat
 from training.rl_module import RLModule

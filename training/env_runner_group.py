@@ -18,6 +18,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from formats.errors import RlserveError
 from training.env_runner import EnvRunner, Fragment
 
 __all__ = ["EnvRunnerFailedError", "EnvRunnerGroup"]
@@ -25,7 +26,7 @@ __all__ = ["EnvRunnerFailedError", "EnvRunnerGroup"]
 logger = logging.getLogger("training.env_runner_group")
 
 
-class EnvRunnerFailedError(RuntimeError):
+class EnvRunnerFailedError(RlserveError, RuntimeError):
     """A remote EnvRunner failed and the fault-tolerance settings do not allow going on."""
 
 

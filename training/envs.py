@@ -13,12 +13,14 @@ from typing import Any
 
 import gymnasium as gym
 
+from formats.errors import RlserveError
+
 __all__ = ["EnvCreator", "UnknownEnvError", "make_env_creator"]
 
 EnvCreator = Callable[[], gym.Env[Any, Any]]
 
 
-class UnknownEnvError(ValueError):
+class UnknownEnvError(RlserveError, ValueError):
     """The env setting names no registered id and no importable entry point."""
 
 

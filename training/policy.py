@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rlserve.spaces import flatten_leaves, obs_to_leaves
+from formats.spaces import flatten_leaves, obs_to_leaves
 from training.distributions import ActionDistribution
 from training.rl_module import RLModule
 

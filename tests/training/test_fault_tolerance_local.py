@@ -13,7 +13,9 @@ from training import PPOConfig
 def flaky(marker: Path) -> PPOConfig:
     return (
         PPOConfig()
-        .environment("tests.ray_envs:FlakyCartPole", env_config={"fail_marker": str(marker)})
+        .environment(
+            "tests.helpers.ray_envs:FlakyCartPole", env_config={"fail_marker": str(marker)}
+        )
         .env_runners(num_envs_per_env_runner=2, rollout_fragment_length=32)
         .training(train_batch_size=64, minibatch_size=32, num_epochs=1)
         .debugging(seed=0)

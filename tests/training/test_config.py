@@ -319,13 +319,13 @@ def test_to_dict_json_from_dict_round_trip() -> None:
 
 
 def test_to_json_dict_records_class_env_by_name() -> None:
-    from tests.envs import CountingEnv
+    from tests.helpers.envs import CountingEnv
 
     config = PPOConfig().environment(CountingEnv)
     data = config.to_json_dict()
-    assert data["env"] == "tests.envs:CountingEnv"
+    assert data["env"] == "tests.helpers.envs:CountingEnv"
     json.dumps(data)
-    assert PPOConfig.from_dict(data).env == "tests.envs:CountingEnv"
+    assert PPOConfig.from_dict(data).env == "tests.helpers.envs:CountingEnv"
 
 
 def test_to_json_dict_rejects_lambda_env() -> None:
@@ -439,13 +439,13 @@ def test_unknown_gymnasium_id_lists_close_matches() -> None:
 
 def test_unimportable_entry_point_fails() -> None:
     with pytest.raises(UnknownEnvError, match="NoSuchEnv"):
-        _tiny("tests.envs:NoSuchEnv").build()
+        _tiny("tests.helpers.envs:NoSuchEnv").build()
     with pytest.raises(UnknownEnvError, match="no_such_module"):
         _tiny("no_such_module:Env").build()
 
 
 def test_entry_point_env_builds_and_trains() -> None:
-    algo = _tiny("tests.envs:CountingEnv").build()
+    algo = _tiny("tests.helpers.envs:CountingEnv").build()
     try:
         result = algo.train()
         assert result["training_iteration"] == 1
@@ -458,7 +458,7 @@ def test_entry_point_env_builds_and_trains() -> None:
 
 
 def test_class_env_receives_env_config() -> None:
-    from tests.envs import CountingEnv
+    from tests.helpers.envs import CountingEnv
 
     algo = _tiny(CountingEnv, env_config={"episode_len": 5}).build()
     try:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from rlserve.spaces import (
+from formats.spaces import (
     SpaceFormatError,
     UnsupportedSpaceError,
     flatten_leaves,

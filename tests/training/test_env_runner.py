@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.envs import CountingEnv
+from tests.helpers.envs import CountingEnv
 from training import PPOConfig
 from training.algorithms.ppo.learner import compute_gae
 from training.env_runner import EnvRunner, Fragment

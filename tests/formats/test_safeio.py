@@ -1,4 +1,4 @@
-"""rlserve.safeio: atomic directory writes and their verification."""
+"""formats.safeio: atomic directory writes and their verification."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rlserve.safeio import (
+from formats.safeio import (
     FormatVersionError,
     IntegrityError,
     read_json,

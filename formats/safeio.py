@@ -1,6 +1,6 @@
 """Atomic, verified directories: the on-disk form of checkpoints and exported artifacts.
 
-Part of the shared bottom layer (``rlserve.spaces``, ``rlserve.safeio``): it imports nothing
+Part of the shared bottom layer (``formats.spaces``, ``formats.safeio``): it imports nothing
 from ``training``, ``exporters`` or ``serving``, so all three (and a serving replica) use it.
 
 A directory is written into a temporary sibling, described by a metadata JSON file that lists
@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from formats.errors import RlserveError
+
 __all__ = [
     "METADATA_MAX_BYTES",
     "FormatVersionError",
@@ -40,7 +42,7 @@ _HEX = frozenset("0123456789abcdef")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
-class IntegrityError(ValueError):
+class IntegrityError(RlserveError, ValueError):
     """A verified directory (checkpoint or artifact) is missing, malformed, corrupt or unsafe."""
 
 

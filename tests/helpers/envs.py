@@ -1,4 +1,4 @@
-"""Tiny deterministic environments for the tests (importable as ``tests.envs:CountingEnv``)."""
+"""Tiny deterministic environments for the tests (``tests.helpers.envs:CountingEnv`` etc.)."""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import safetensors.torch
 
-from rlserve import safeio
-from rlserve.spaces import space_from_json, space_to_json
+from formats import safeio
+from formats.spaces import space_from_json, space_to_json
 from training import (
     PPO,
     Algorithm,
@@ -30,7 +30,7 @@ from training import (
 )
 from training.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD = (
     "algorithm_config.json",
     "module.safetensors",

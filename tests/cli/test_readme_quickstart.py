@@ -14,7 +14,7 @@ from rlserve.service import free_port
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _quickstart() -> str:

@@ -19,6 +19,8 @@ from typing import Any, TypeAlias
 import numpy as np
 from gymnasium import spaces
 
+from formats.errors import RlserveError
+
 __all__ = [
     "SpaceFormatError",
     "UnsupportedSpaceError",
@@ -44,11 +46,11 @@ _FIELDS: dict[str, frozenset[str]] = {
 _ROOT_LEAF = "obs"
 
 
-class UnsupportedSpaceError(ValueError):
+class UnsupportedSpaceError(RlserveError, ValueError):
     """The space (or one of its features) has no JSON form, e.g. ``Text`` or ``Graph``."""
 
 
-class SpaceFormatError(ValueError):
+class SpaceFormatError(RlserveError, ValueError):
     """A JSON space description is malformed; the message starts with the offending JSON path."""
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tfevents import read_scalars
+from tests.helpers.tfevents import read_scalars
 from training import Algorithm
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from exporters import (
     load_artifact,
 )
 from exporters.verify import load_torch_format
-from rlserve.spaces import obs_to_leaves
+from formats.spaces import obs_to_leaves
 from training import Algorithm, AlgorithmConfig, DQNConfig, PPOConfig
 
 CASES: dict[str, Any] = {
@@ -33,7 +33,7 @@ CASES: dict[str, Any] = {
     ),
     "ppo_dict_filter": lambda: (
         PPOConfig()
-        .environment("tests.envs:StructuredEnv")
+        .environment("tests.helpers.envs:StructuredEnv")
         .env_runners(observation_filter="MeanStdFilter")
     ),
     "dqn": lambda: (
@@ -268,7 +268,7 @@ def test_manifest_naming_an_unlisted_file_is_rejected(artifact_copy: Path) -> No
 def test_onnx_with_external_data_is_rejected(artifact_copy: Path) -> None:
     from onnx.external_data_helper import convert_model_to_external_data
 
-    from rlserve.safeio import sha256_file
+    from formats.safeio import sha256_file
 
     model_path = artifact_copy / "model.onnx"
     model = onnx.load(str(model_path))

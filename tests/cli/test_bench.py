@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from rlserve.bench_command import BenchOptions, _request
 from rlserve.cli import app
 from rlserve.service import free_port
-from tests.test_cli_evaluate import TOKEN, served_url
+from tests.cli.test_evaluate import TOKEN, served_url
 
 __all__ = ["served_url"]  # the fixture, shared with the evaluate tests
 

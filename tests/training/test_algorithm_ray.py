@@ -55,7 +55,7 @@ def test_failed_runner_is_restarted_and_training_continues(
     ray_session: Any, tmp_path: Path
 ) -> None:
     marker = tmp_path / "fail"
-    algo = tiny("tests.ray_envs:FlakyCartPole", fail_marker=str(marker)).build()
+    algo = tiny("tests.helpers.ray_envs:FlakyCartPole", fail_marker=str(marker)).build()
     try:
         algo.train()
         marker.touch()
@@ -73,7 +73,7 @@ def test_failed_runner_without_restarts_raises_a_clear_error(
     ray_session: Any, tmp_path: Path
 ) -> None:
     marker = tmp_path / "fail"
-    config = tiny("tests.ray_envs:FlakyCartPole", fail_marker=str(marker)).fault_tolerance(
+    config = tiny("tests.helpers.ray_envs:FlakyCartPole", fail_marker=str(marker)).fault_tolerance(
         restart_failed_env_runners=False
     )
     algo = config.build()
@@ -89,7 +89,7 @@ def test_failed_runner_without_restarts_raises_a_clear_error(
 
 def test_ignored_failures_drop_the_runner(ray_session: Any, tmp_path: Path) -> None:
     marker = tmp_path / "fail"
-    config = tiny("tests.ray_envs:FlakyCartPole", fail_marker=str(marker)).fault_tolerance(
+    config = tiny("tests.helpers.ray_envs:FlakyCartPole", fail_marker=str(marker)).fault_tolerance(
         restart_failed_env_runners=False, ignore_env_runner_failures=True
     )
     algo = config.build()
@@ -121,7 +121,7 @@ def test_killed_runner_process_is_replaced(ray_session: Any) -> None:
 def test_hung_runner_is_bounded_by_sample_timeout(ray_session: Any, tmp_path: Path) -> None:
     marker = tmp_path / "hang"
     config = (
-        tiny("tests.ray_envs:HangingCartPole", hang_marker=str(marker))
+        tiny("tests.helpers.ray_envs:HangingCartPole", hang_marker=str(marker))
         .env_runners(num_env_runners=1, sample_timeout_s=2.0)
         .fault_tolerance(restart_failed_env_runners=False)
     )

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from rlserve.results import ResultLogger, flatten_result
-from tests.tfevents import crc32c, read_events, read_scalars
+from tests.helpers.tfevents import crc32c, read_events, read_scalars
 
 
 def _result(iteration: int, steps: int, ret: float, **extra: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import yaml
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _example_config(artifact: Path, tmp_path: Path) -> tuple[Path, int]:

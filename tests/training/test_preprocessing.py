@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlserve.spaces import obs_to_leaves
+from formats.spaces import obs_to_leaves
 from training import PPOConfig
 from training.algorithms.ppo.module import PPOModule
 from training.preprocessing import ObservationPreprocessor, RunningStat
@@ -18,7 +18,7 @@ from training.preprocessing import ObservationPreprocessor, RunningStat
 def structured(**env_config: Any) -> PPOConfig:
     return (
         PPOConfig()
-        .environment("tests.envs:StructuredEnv", env_config=env_config)
+        .environment("tests.helpers.envs:StructuredEnv", env_config=env_config)
         .env_runners(num_envs_per_env_runner=2, rollout_fragment_length=32)
         .training(train_batch_size=64, minibatch_size=32, num_epochs=1)
         .debugging(seed=0)

@@ -18,7 +18,7 @@ import pytest
 from rlserve.service import free_port
 from serving import PolicyClient
 from serving.client import AuthenticationError, BadRequestError
-from tests.serve_process import serving
+from tests.helpers.serve_process import serving
 
 pytestmark = pytest.mark.integration
 

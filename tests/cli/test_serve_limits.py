@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from rlserve.service import free_port
-from tests.serve_process import serving
+from tests.helpers.serve_process import serving
 
 pytestmark = pytest.mark.integration
 

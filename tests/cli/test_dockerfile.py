@@ -26,7 +26,7 @@ import pytest
 
 from rlserve import container
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
@@ -521,7 +521,7 @@ def _excluded(path: str) -> bool:
         "runs/demo/checkpoint_final/metadata.json",
         "artifacts/policy/model.onnx",
         "bench/results/serve_load.json",
-        "tests/test_cli.py",
+        "tests/cli/test_app.py",
         "rlserve.egg-info/PKG-INFO",
         "training/__pycache__/algorithm.cpython-311.pyc",
         "serving/.mypy_cache/x.json",

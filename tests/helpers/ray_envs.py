@@ -1,4 +1,4 @@
-"""Envs for the Ray integration tests (importable by runner actors as ``tests.ray_envs``)."""
+"""Envs for the Ray integration tests (importable by runner actors from ``tests.helpers``)."""
 
 from __future__ import annotations
 

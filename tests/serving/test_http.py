@@ -20,7 +20,7 @@ from training import Algorithm, AlgorithmConfig, DQNConfig, PPOConfig
 
 POLICIES: dict[str, Any] = {
     "cartpole": lambda: PPOConfig().environment("CartPole-v1"),
-    "structured": lambda: PPOConfig().environment("tests.envs:StructuredEnv"),
+    "structured": lambda: PPOConfig().environment("tests.helpers.envs:StructuredEnv"),
     "pendulum": lambda: PPOConfig().environment("Pendulum-v1"),
     "dqn": lambda: (
         DQNConfig()
