@@ -15,7 +15,8 @@ import tempfile
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, ClassVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -29,6 +30,9 @@ from training.env_runner_group import EnvRunnerGroup
 from training.policy import Policy
 from training.preprocessing import RunningStat
 from training.rl_module import RLModule
+
+if TYPE_CHECKING:  # Python 3.10 has no typing.Self
+    from typing_extensions import Self
 
 __all__ = ["Algorithm"]
 
@@ -352,6 +356,18 @@ class Algorithm(Trainable):
     def stop(self) -> None:
         """Stop the algorithm: runner actors are killed, envs closed."""
         super().stop()  # type: ignore[no-untyped-call]
+
+    def __enter__(self) -> Self:
+        """``with config.build() as algo:`` stops the algorithm however the block ends."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
 
     def cleanup(self) -> None:
         """Stop the runners (called by ``stop()``)."""

@@ -195,3 +195,12 @@ def test_algorithms_are_registered_with_tune_by_name(ray_session: Any, tmp_path:
     assert results.num_errors == 0
     assert results[0].metrics is not None
     assert results[0].metrics["training_iteration"] == 1
+
+
+def test_algorithm_is_a_context_manager(ray_session: Any) -> None:
+    """``with config.build() as algo:`` stops the algorithm, also when the block raises."""
+    with pytest.raises(RuntimeError, match="boom"), tiny().build() as algo:
+        assert algo.env_runner_group.num_healthy_remote_env_runners == 2
+        assert algo.train()["training_iteration"] == 1
+        raise RuntimeError("boom")
+    assert algo.env_runner_group.num_healthy_remote_env_runners == 0  # the actors are gone
