@@ -1,10 +1,14 @@
 """HTTP clients for the policy service: ``PolicyClient`` and ``AsyncPolicyClient`` (httpx).
 
-For game/robot clients and batch evaluation jobs; :func:`play_episodes` runs gymnasium episodes
-against a served policy.
+For game/robot clients and batch evaluation jobs; :func:`play_episodes` plays episodes against a
+served policy through :func:`serving.episodes.play_episode`.
 
 Both clients retry with exponential backoff on 503 (honouring ``Retry-After``) and on connection
-errors, and raise typed exceptions that carry the server's message for 4xx answers.
+errors, and raise typed exceptions that carry the server's message for 4xx answers. Answers are
+typed: :class:`ActionResult` for one observation, :class:`ActionsResult` for a batch.
+
+This module imports only httpx and numpy (and rlserve's own light modules): importing it does not
+pull in Ray, the server stack, onnxruntime, gymnasium or torch.
 """
 
 from __future__ import annotations
@@ -13,18 +17,21 @@ import asyncio
 import io
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import numpy as np
 
 from formats.errors import RlserveError
+from serving import wire
+from serving.episodes import Episode, play_episode
 
 __all__ = [
+    "ActionResult",
+    "ActionsResult",
     "AsyncPolicyClient",
     "AuthenticationError",
     "BadRequestError",
-    "EpisodeResult",
     "NotFoundError",
     "OverloadedError",
     "PolicyClient",
@@ -34,7 +41,7 @@ __all__ = [
     "to_jsonable",
 ]
 
-NPY = "application/x-npy"
+A = TypeVar("A")
 
 
 class PolicyError(RlserveError):
@@ -71,6 +78,44 @@ class ServerError(PolicyError):
     """Any other 5xx."""
 
 
+@dataclass(frozen=True)
+class ActionResult:
+    """The answer to ``compute_action``.
+
+    Attributes:
+        action: The action in the JSON form of the policy's action space (an ``int`` for
+            Discrete, a list for Box, nested dicts/lists for structured spaces).
+        policy: The policy that answered.
+        version: Its version (changes on hot reload).
+        action_dist_inputs: The action distribution's inputs (logits, or mean and log-std),
+            when asked for with ``return_dist_inputs``.
+    """
+
+    action: Any
+    policy: str
+    version: str
+    action_dist_inputs: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class ActionsResult(Generic[A]):
+    """The answer to ``compute_actions`` (``A``: a list) or ``compute_actions_npy`` (an array).
+
+    Attributes:
+        actions: One action per observation: JSON values from ``compute_actions``, one
+            ``numpy`` array (first axis: the batch) from ``compute_actions_npy``.
+        policy: The policy that answered.
+        version: Its version (changes on hot reload).
+        action_dist_inputs: One row of distribution inputs per observation, when asked for
+            with ``return_dist_inputs`` (JSON answers only).
+    """
+
+    actions: A
+    policy: str
+    version: str
+    action_dist_inputs: list[list[float]] | None = None
+
+
 def to_jsonable(value: Any) -> Any:
     """Observations (numpy arrays, scalars, dicts, tuples) as JSON values."""
     if isinstance(value, np.ndarray):
@@ -103,44 +148,130 @@ def _raise_for(response: httpx.Response) -> None:
     raise ServerError(status, detail)
 
 
-def _retry_delay(response: httpx.Response | None, attempt: int, backoff_s: float) -> float:
-    if response is not None:
-        after = response.headers.get("retry-after", "")
-        if after.replace(".", "", 1).isdigit():
-            return min(float(after), 30.0)
-    return float(backoff_s * 2**attempt)
-
-
-def _action_body(observation: Any, explore: bool, seed: int | None, dist: bool) -> dict[str, Any]:
-    return {
-        "observation": to_jsonable(observation),
-        "explore": explore,
-        "seed": seed,
-        "return_dist_inputs": dist,
-    }
-
-
-def _actions_body(observations: Any, explore: bool, seed: int | None, dist: bool) -> dict[str, Any]:
-    return {
-        "observations": to_jsonable(list(observations)),
-        "explore": explore,
-        "seed": seed,
-        "return_dist_inputs": dist,
-    }
-
-
 def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
     return buffer.getvalue()
 
 
-def _headers(token: str | None) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"} if token else {}
+class _BaseClient:
+    """What both clients share: building requests, retry decisions and parsing answers.
+
+    The subclasses only send (httpx's own ``BaseClient`` idiom).
+    """
+
+    _http: httpx.Client | httpx.AsyncClient
+
+    def __init__(self, *, retries: int, backoff_s: float) -> None:
+        self.retries, self.backoff_s = retries, backoff_s
+
+    @staticmethod
+    def _client_args(base_url: str, token: str | None, timeout: float) -> dict[str, Any]:
+        headers = {wire.AUTHORIZATION: wire.bearer(token)} if token else {}
+        return {"base_url": base_url, "timeout": timeout, "headers": headers}
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _action_request(
+        self, policy: str, observation: Any, explore: bool, seed: int | None, dist: bool
+    ) -> httpx.Request:
+        body = {
+            "observation": to_jsonable(observation),
+            "explore": explore,
+            "seed": seed,
+            "return_dist_inputs": dist,
+        }
+        return self._http.build_request("POST", wire.action_path(policy), json=body)
+
+    def _actions_request(
+        self, policy: str, observations: Any, explore: bool, seed: int | None, dist: bool
+    ) -> httpx.Request:
+        body = {
+            "observations": to_jsonable(list(observations)),
+            "explore": explore,
+            "seed": seed,
+            "return_dist_inputs": dist,
+        }
+        return self._http.build_request("POST", wire.actions_path(policy), json=body)
+
+    def _actions_npy_request(
+        self, policy: str, observations: np.ndarray, explore: bool
+    ) -> httpx.Request:
+        return self._http.build_request(
+            "POST",
+            wire.actions_path(policy),
+            content=_npy(observations),
+            headers={"content-type": wire.NPY, "accept": wire.NPY},
+            params={"explore": "true"} if explore else None,
+        )
+
+    def _policies_request(self) -> httpx.Request:
+        return self._http.build_request("GET", wire.POLICIES)
+
+    def _policy_request(self, name: str) -> httpx.Request:
+        return self._http.build_request("GET", wire.policy_path(name))
+
+    # -- retries ----------------------------------------------------------------------------
+
+    def _answered(self, response: httpx.Response | None, attempt: int) -> bool:
+        """Whether ``response`` is final (raising for errors); ``False``: wait and retry."""
+        if response is None or (response.status_code == 503 and attempt < self.retries):
+            return False
+        _raise_for(response)
+        return True
+
+    def _delay(self, response: httpx.Response | None, attempt: int) -> float:
+        if response is not None:
+            after = response.headers.get("retry-after", "")
+            if after.replace(".", "", 1).isdigit():
+                return min(float(after), 30.0)
+        return float(self.backoff_s * 2**attempt)
+
+    # -- answers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _action_result(response: httpx.Response) -> ActionResult:
+        data = response.json()
+        return ActionResult(
+            data["action"], data["policy"], data["version"], data.get("action_dist_inputs")
+        )
+
+    @staticmethod
+    def _actions_result(response: httpx.Response) -> ActionsResult[list[Any]]:
+        data = response.json()
+        return ActionsResult(
+            data["actions"], data["policy"], data["version"], data.get("action_dist_inputs")
+        )
+
+    @staticmethod
+    def _actions_npy_result(response: httpx.Response) -> ActionsResult[np.ndarray]:
+        actions: np.ndarray = np.load(io.BytesIO(response.content), allow_pickle=False)
+        headers = response.headers
+        return ActionsResult(
+            actions, headers.get(wire.POLICY_HEADER, ""), headers.get(wire.VERSION_HEADER, "")
+        )
+
+    @staticmethod
+    def _policies_result(response: httpx.Response) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = response.json()["policies"]
+        return result
+
+    @staticmethod
+    def _policy_result(response: httpx.Response) -> dict[str, Any]:
+        result: dict[str, Any] = response.json()
+        return result
 
 
-class PolicyClient:
+class PolicyClient(_BaseClient):
     """Synchronous client.
+
+    Example::
+
+        with PolicyClient("http://127.0.0.1:8000", token="s3cret") as client:
+            answer = client.compute_action("cartpole", [0.01, -0.02, 0.03, 0.04])
+            env.step(answer.action)
+            batch = client.compute_actions_npy("cartpole", np.zeros((32, 4), np.float32))
+            batch.actions.shape  # (32,)
 
     Args:
         base_url: The service, e.g. ``http://127.0.0.1:8000``.
@@ -150,6 +281,8 @@ class PolicyClient:
         backoff_s: First retry delay (doubles each attempt) unless ``Retry-After`` says.
         transport: An httpx transport (tests, custom connection pools).
     """
+
+    _http: httpx.Client
 
     def __init__(
         self,
@@ -161,23 +294,23 @@ class PolicyClient:
         backoff_s: float = 0.05,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.retries, self.backoff_s = retries, backoff_s
+        super().__init__(retries=retries, backoff_s=backoff_s)
         self._http = httpx.Client(
-            base_url=base_url, timeout=timeout, headers=_headers(token), transport=transport
+            **self._client_args(base_url, token, timeout), transport=transport
         )
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def _send(self, request: httpx.Request) -> httpx.Response:
         for attempt in range(self.retries + 1):
             response = None
             try:
-                response = self._http.request(method, url, **kwargs)
+                response = self._http.send(request)
             except httpx.TransportError:
                 if attempt == self.retries:
                     raise
-            if response is not None and (response.status_code != 503 or attempt == self.retries):
-                _raise_for(response)
+            if self._answered(response, attempt):
+                assert response is not None
                 return response
-            time.sleep(_retry_delay(response, attempt, self.backoff_s))
+            time.sleep(self._delay(response, attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def compute_action(
@@ -188,13 +321,10 @@ class PolicyClient:
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
-    ) -> dict[str, Any]:
-        """``{"action", "policy", "version"[, "action_dist_inputs"]}`` for one observation."""
-        body = _action_body(observation, explore, seed, return_dist_inputs)
-        result: dict[str, Any] = self._send(
-            "POST", f"/v1/policies/{policy}/compute_action", json=body
-        ).json()
-        return result
+    ) -> ActionResult:
+        """The action for one observation (deterministic unless ``explore``)."""
+        request = self._action_request(policy, observation, explore, seed, return_dist_inputs)
+        return self._action_result(self._send(request))
 
     def compute_actions(
         self,
@@ -204,34 +334,28 @@ class PolicyClient:
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
-    ) -> dict[str, Any]:
-        """``{"actions", "policy", "version"[, ...]}`` for a batch of observations."""
-        body = _actions_body(observations, explore, seed, return_dist_inputs)
-        result: dict[str, Any] = self._send(
-            "POST", f"/v1/policies/{policy}/compute_actions", json=body
-        ).json()
-        return result
+    ) -> ActionsResult[list[Any]]:
+        """The actions for a batch of observations, sent and answered as JSON."""
+        request = self._actions_request(policy, observations, explore, seed, return_dist_inputs)
+        return self._actions_result(self._send(request))
 
-    def compute_actions_npy(self, policy: str, observations: np.ndarray) -> np.ndarray:
-        """Deterministic actions for a batch sent and answered as ``.npy`` (fastest path)."""
-        response = self._send(
-            "POST",
-            f"/v1/policies/{policy}/compute_actions",
-            content=_npy(observations),
-            headers={"content-type": NPY, "accept": NPY},
-        )
-        result: np.ndarray = np.load(io.BytesIO(response.content), allow_pickle=False)
-        return result
+    def compute_actions_npy(
+        self, policy: str, observations: np.ndarray, *, explore: bool = False
+    ) -> ActionsResult[np.ndarray]:
+        """The actions for a batch sent and answered as ``.npy`` (the fastest path).
+
+        For single-array observation spaces; deterministic unless ``explore``.
+        """
+        request = self._actions_npy_request(policy, observations, explore)
+        return self._actions_npy_result(self._send(request))
 
     def policies(self) -> list[dict[str, Any]]:
         """Every served policy."""
-        result: list[dict[str, Any]] = self._send("GET", "/v1/policies").json()["policies"]
-        return result
+        return self._policies_result(self._send(self._policies_request()))
 
     def policy(self, name: str) -> dict[str, Any]:
         """One policy's spaces, version, formats and limits."""
-        result: dict[str, Any] = self._send("GET", f"/v1/policies/{name}").json()
-        return result
+        return self._policy_result(self._send(self._policy_request(name)))
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -244,8 +368,27 @@ class PolicyClient:
         self.close()
 
 
-class AsyncPolicyClient:
-    """Asynchronous client (same arguments and methods as :class:`PolicyClient`)."""
+class AsyncPolicyClient(_BaseClient):
+    """Asynchronous client (same arguments, methods and answers as :class:`PolicyClient`).
+
+    Example::
+
+        async with AsyncPolicyClient("http://127.0.0.1:8000") as client:
+            answer = await client.compute_action("cartpole", [0.01, -0.02, 0.03, 0.04])
+            answer.action, answer.version
+            batch = await client.compute_actions("cartpole", [obs_a, obs_b])
+            batch.actions  # [0, 1]
+
+    Args:
+        base_url: The service, e.g. ``http://127.0.0.1:8000``.
+        token: Bearer token, if the service requires one.
+        timeout: Seconds per request.
+        retries: Extra attempts on 503 and connection errors.
+        backoff_s: First retry delay (doubles each attempt) unless ``Retry-After`` says.
+        transport: An httpx async transport (tests: ``httpx.ASGITransport(app=...)``).
+    """
+
+    _http: httpx.AsyncClient
 
     def __init__(
         self,
@@ -257,23 +400,23 @@ class AsyncPolicyClient:
         backoff_s: float = 0.05,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.retries, self.backoff_s = retries, backoff_s
+        super().__init__(retries=retries, backoff_s=backoff_s)
         self._http = httpx.AsyncClient(
-            base_url=base_url, timeout=timeout, headers=_headers(token), transport=transport
+            **self._client_args(base_url, token, timeout), transport=transport
         )
 
-    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def _send(self, request: httpx.Request) -> httpx.Response:
         for attempt in range(self.retries + 1):
             response = None
             try:
-                response = await self._http.request(method, url, **kwargs)
+                response = await self._http.send(request)
             except httpx.TransportError:
                 if attempt == self.retries:
                     raise
-            if response is not None and (response.status_code != 503 or attempt == self.retries):
-                _raise_for(response)
+            if self._answered(response, attempt):
+                assert response is not None
                 return response
-            await asyncio.sleep(_retry_delay(response, attempt, self.backoff_s))
+            await asyncio.sleep(self._delay(response, attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def compute_action(
@@ -284,12 +427,10 @@ class AsyncPolicyClient:
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
-    ) -> dict[str, Any]:
-        """``{"action", "policy", "version"[, "action_dist_inputs"]}`` for one observation."""
-        body = _action_body(observation, explore, seed, return_dist_inputs)
-        response = await self._send("POST", f"/v1/policies/{policy}/compute_action", json=body)
-        result: dict[str, Any] = response.json()
-        return result
+    ) -> ActionResult:
+        """The action for one observation (deterministic unless ``explore``)."""
+        request = self._action_request(policy, observation, explore, seed, return_dist_inputs)
+        return self._action_result(await self._send(request))
 
     async def compute_actions(
         self,
@@ -299,22 +440,28 @@ class AsyncPolicyClient:
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
-    ) -> dict[str, Any]:
-        """``{"actions", "policy", "version"[, ...]}`` for a batch of observations."""
-        body = _actions_body(observations, explore, seed, return_dist_inputs)
-        response = await self._send("POST", f"/v1/policies/{policy}/compute_actions", json=body)
-        result: dict[str, Any] = response.json()
-        return result
+    ) -> ActionsResult[list[Any]]:
+        """The actions for a batch of observations, sent and answered as JSON."""
+        request = self._actions_request(policy, observations, explore, seed, return_dist_inputs)
+        return self._actions_result(await self._send(request))
+
+    async def compute_actions_npy(
+        self, policy: str, observations: np.ndarray, *, explore: bool = False
+    ) -> ActionsResult[np.ndarray]:
+        """The actions for a batch sent and answered as ``.npy`` (the fastest path).
+
+        For single-array observation spaces; deterministic unless ``explore``.
+        """
+        request = self._actions_npy_request(policy, observations, explore)
+        return self._actions_npy_result(await self._send(request))
 
     async def policies(self) -> list[dict[str, Any]]:
         """Every served policy."""
-        result: list[dict[str, Any]] = (await self._send("GET", "/v1/policies")).json()["policies"]
-        return result
+        return self._policies_result(await self._send(self._policies_request()))
 
     async def policy(self, name: str) -> dict[str, Any]:
         """One policy's spaces, version, formats and limits."""
-        result: dict[str, Any] = (await self._send("GET", f"/v1/policies/{name}")).json()
-        return result
+        return self._policy_result(await self._send(self._policy_request(name)))
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -327,16 +474,6 @@ class AsyncPolicyClient:
         await self.aclose()
 
 
-@dataclass(frozen=True)
-class EpisodeResult:
-    """One played episode."""
-
-    episode_return: float
-    length: int
-    terminated: bool
-    seed: int | None
-
-
 def play_episodes(
     client: PolicyClient,
     policy: str,
@@ -345,32 +482,22 @@ def play_episodes(
     *,
     seed: int | None = None,
     explore: bool = False,
-) -> list[EpisodeResult]:
-    """Play gymnasium episodes, asking the service for every action.
+) -> list[Episode]:
+    """Play episodes, asking the service for every action (:func:`~serving.episodes.play_episode`).
 
     Args:
         client: A connected client.
         policy: The served policy's name.
-        env: A gymnasium env (its observations must fit the policy's space).
+        env: A gymnasium-style env (its observations must fit the policy's space).
         num_episodes: Episodes to play.
         seed: Episode ``i`` resets with ``seed + i`` (reproducible) when given.
         explore: Ask for sampled instead of deterministic actions.
+
+    Returns:
+        One :class:`~serving.episodes.Episode` per episode, in order.
     """
-    results = []
-    for episode in range(num_episodes):
-        episode_seed = None if seed is None else seed + episode
-        obs, _ = env.reset(seed=episode_seed)
-        total, length, terminated, truncated = 0.0, 0, False, False
-        while not (terminated or truncated):
-            action_seed = None if episode_seed is None else episode_seed * 100_003 + length
-            answer = client.compute_action(policy, obs, explore=explore, seed=action_seed)
-            action = answer["action"]
-            obs, reward, terminated, truncated, _ = env.step(
-                np.asarray(action, dtype=env.action_space.dtype)
-                if isinstance(action, list)
-                else action
-            )
-            total += float(reward)
-            length += 1
-        results.append(EpisodeResult(total, length, bool(terminated), episode_seed))
-    return results
+
+    def act(obs: Any, action_seed: int | None) -> Any:
+        return client.compute_action(policy, obs, explore=explore, seed=action_seed).action
+
+    return [play_episode(env, act, None if seed is None else seed + i) for i in range(num_episodes)]

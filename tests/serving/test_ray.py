@@ -119,8 +119,8 @@ def test_sync_client_and_episodes_against_serve(served: str) -> None:
 
     with PolicyClient(served) as client:
         assert [p["name"] for p in client.policies()] == ["cartpole"]
-        actions = client.compute_actions_npy("cartpole", np.zeros((32, 4), np.float32))
-        assert actions.shape == (32,)
+        batch = client.compute_actions_npy("cartpole", np.zeros((32, 4), np.float32))
+        assert batch.actions.shape == (32,)
         env = gym.make("CartPole-v1")
         try:
             episodes = play_episodes(client, "cartpole", env, 2, seed=3)
