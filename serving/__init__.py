@@ -8,7 +8,7 @@ alone (httpx and numpy), not Ray Serve, FastAPI or onnxruntime.
 
 from __future__ import annotations
 
-from importlib import import_module
+import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the real imports happen on first use (see __getattr__)
@@ -83,7 +83,7 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'serving' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
