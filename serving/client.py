@@ -16,14 +16,23 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import httpx
 import numpy as np
 
-from formats.errors import RlserveError
 from serving import wire
+from serving.answers import (
+    ActionResult,
+    ActionsResult,
+    AuthenticationError,
+    BadRequestError,
+    NotFoundError,
+    OverloadedError,
+    PolicyError,
+    ServerError,
+    error_for,
+)
 from serving.episodes import Episode, play_episode
 
 __all__ = [
@@ -40,80 +49,6 @@ __all__ = [
     "play_episodes",
     "to_jsonable",
 ]
-
-A = TypeVar("A")
-
-
-class PolicyError(RlserveError):
-    """An error answer from the policy service.
-
-    Attributes:
-        status: The HTTP status code.
-        detail: The server's message.
-    """
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"{status}: {detail}")
-        self.status = status
-        self.detail = detail
-
-
-class BadRequestError(PolicyError):
-    """400, 413, 415 or 422: the request itself is wrong (the message says how)."""
-
-
-class AuthenticationError(PolicyError):
-    """401: missing or wrong bearer token."""
-
-
-class NotFoundError(PolicyError):
-    """404: no such policy."""
-
-
-class OverloadedError(PolicyError):
-    """503 after every retry: the service sheds load."""
-
-
-class ServerError(PolicyError):
-    """Any other 5xx."""
-
-
-@dataclass(frozen=True)
-class ActionResult:
-    """The answer to ``compute_action``.
-
-    Attributes:
-        action: The action in the JSON form of the policy's action space (an ``int`` for
-            Discrete, a list for Box, nested dicts/lists for structured spaces).
-        policy: The policy that answered.
-        version: Its version (changes on hot reload).
-        action_dist_inputs: The action distribution's inputs (logits, or mean and log-std),
-            when asked for with ``return_dist_inputs``.
-    """
-
-    action: Any
-    policy: str
-    version: str
-    action_dist_inputs: list[float] | None = None
-
-
-@dataclass(frozen=True)
-class ActionsResult(Generic[A]):
-    """The answer to ``compute_actions`` (``A``: a list) or ``compute_actions_npy`` (an array).
-
-    Attributes:
-        actions: One action per observation: JSON values from ``compute_actions``, one
-            ``numpy`` array (first axis: the batch) from ``compute_actions_npy``.
-        policy: The policy that answered.
-        version: Its version (changes on hot reload).
-        action_dist_inputs: One row of distribution inputs per observation, when asked for
-            with ``return_dist_inputs`` (JSON answers only).
-    """
-
-    actions: A
-    policy: str
-    version: str
-    action_dist_inputs: list[list[float]] | None = None
 
 
 def to_jsonable(value: Any) -> Any:
@@ -136,16 +71,7 @@ def _raise_for(response: httpx.Response) -> None:
         detail = str(response.json().get("detail", response.text))
     except ValueError:
         detail = response.text
-    status = response.status_code
-    if status == 401:
-        raise AuthenticationError(status, detail)
-    if status == 404:
-        raise NotFoundError(status, detail)
-    if status == 503:
-        raise OverloadedError(status, detail)
-    if status < 500:
-        raise BadRequestError(status, detail)
-    raise ServerError(status, detail)
+    raise error_for(response.status_code, detail)
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -170,29 +96,23 @@ class _BaseClient:
         headers = {wire.AUTHORIZATION: wire.bearer(token)} if token else {}
         return {"base_url": base_url, "timeout": timeout, "headers": headers}
 
-    # -- requests ---------------------------------------------------------------------------
+    def _json_request(
+        self, path: str, body: dict[str, Any], explore: bool, seed: int | None, dist: bool
+    ) -> httpx.Request:
+        body.update(explore=explore, seed=seed, return_dist_inputs=dist)
+        return self._http.build_request("POST", path, json=body)
 
     def _action_request(
         self, policy: str, observation: Any, explore: bool, seed: int | None, dist: bool
     ) -> httpx.Request:
-        body = {
-            "observation": to_jsonable(observation),
-            "explore": explore,
-            "seed": seed,
-            "return_dist_inputs": dist,
-        }
-        return self._http.build_request("POST", wire.action_path(policy), json=body)
+        body = {"observation": to_jsonable(observation)}
+        return self._json_request(wire.action_path(policy), body, explore, seed, dist)
 
     def _actions_request(
         self, policy: str, observations: Any, explore: bool, seed: int | None, dist: bool
     ) -> httpx.Request:
-        body = {
-            "observations": to_jsonable(list(observations)),
-            "explore": explore,
-            "seed": seed,
-            "return_dist_inputs": dist,
-        }
-        return self._http.build_request("POST", wire.actions_path(policy), json=body)
+        body = {"observations": to_jsonable(list(observations))}
+        return self._json_request(wire.actions_path(policy), body, explore, seed, dist)
 
     def _actions_npy_request(
         self, policy: str, observations: np.ndarray, explore: bool
@@ -211,8 +131,6 @@ class _BaseClient:
     def _policy_request(self, name: str) -> httpx.Request:
         return self._http.build_request("GET", wire.policy_path(name))
 
-    # -- retries ----------------------------------------------------------------------------
-
     def _answered(self, response: httpx.Response | None, attempt: int) -> bool:
         """Whether ``response`` is final (raising for errors); ``False``: wait and retry."""
         if response is None or (response.status_code == 503 and attempt < self.retries):
@@ -227,29 +145,22 @@ class _BaseClient:
                 return min(float(after), 30.0)
         return float(self.backoff_s * 2**attempt)
 
-    # -- answers ----------------------------------------------------------------------------
-
     @staticmethod
     def _action_result(response: httpx.Response) -> ActionResult:
-        data = response.json()
-        return ActionResult(
-            data["action"], data["policy"], data["version"], data.get("action_dist_inputs")
-        )
+        d = response.json()
+        return ActionResult(d["action"], d["policy"], d["version"], d.get("action_dist_inputs"))
 
     @staticmethod
     def _actions_result(response: httpx.Response) -> ActionsResult[list[Any]]:
-        data = response.json()
-        return ActionsResult(
-            data["actions"], data["policy"], data["version"], data.get("action_dist_inputs")
-        )
+        d = response.json()
+        return ActionsResult(d["actions"], d["policy"], d["version"], d.get("action_dist_inputs"))
 
     @staticmethod
     def _actions_npy_result(response: httpx.Response) -> ActionsResult[np.ndarray]:
         actions: np.ndarray = np.load(io.BytesIO(response.content), allow_pickle=False)
         headers = response.headers
-        return ActionsResult(
-            actions, headers.get(wire.POLICY_HEADER, ""), headers.get(wire.VERSION_HEADER, "")
-        )
+        policy, version = headers.get(wire.POLICY_HEADER, ""), headers.get(wire.VERSION_HEADER, "")
+        return ActionsResult(actions, policy, version)
 
     @staticmethod
     def _policies_result(response: httpx.Response) -> list[dict[str, Any]]:
@@ -369,7 +280,9 @@ class PolicyClient(_BaseClient):
 
 
 class AsyncPolicyClient(_BaseClient):
-    """Asynchronous client (same arguments, methods and answers as :class:`PolicyClient`).
+    """Asynchronous client: the arguments, methods and answers of :class:`PolicyClient`.
+
+    Its ``transport`` is an httpx async transport (tests: ``httpx.ASGITransport(app=...)``).
 
     Example::
 
@@ -378,14 +291,6 @@ class AsyncPolicyClient(_BaseClient):
             answer.action, answer.version
             batch = await client.compute_actions("cartpole", [obs_a, obs_b])
             batch.actions  # [0, 1]
-
-    Args:
-        base_url: The service, e.g. ``http://127.0.0.1:8000``.
-        token: Bearer token, if the service requires one.
-        timeout: Seconds per request.
-        retries: Extra attempts on 503 and connection errors.
-        backoff_s: First retry delay (doubles each attempt) unless ``Retry-After`` says.
-        transport: An httpx async transport (tests: ``httpx.ASGITransport(app=...)``).
     """
 
     _http: httpx.AsyncClient

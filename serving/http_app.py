@@ -1,29 +1,36 @@
 """The HTTP API (FastAPI): ``compute_action`` / ``compute_actions`` and policy metadata.
 
-The bad-input contract, enforced here at the edge: malformed JSON -> 400; schema errors, wrong
-shape or dtype, values outside the observation space, NaN or infinity -> 422 naming what was
-expected; unknown policy -> 404; more rows than allowed or a body above the size limit -> 413
-(the size is checked before the body is read whole); wrong content type -> 415; a missing or
-wrong bearer token -> 401. No input a client can send produces a 500.
+The routes live here; the limits, auth, request models, body reading and error answers of the
+edge (and its bad-input contract) in :mod:`serving.http_edge`; the ASGI fast path and the status
+observer in :mod:`serving.middleware`. Route paths, headers and content types come from
+:mod:`serving.wire`, which the clients read too.
 """
 
 from __future__ import annotations
 
-import hmac
 import io
-import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from pydantic import BaseModel
 
-from formats.errors import RlserveError
+from serving import wire
+from serving.http_edge import (
+    ApiError,
+    ComputeActionRequest,
+    ComputeActionsRequest,
+    ServingSettings,
+    authorize,
+    content_type,
+    error_response,
+    json_answer,
+    parse_json,
+    read_body,
+)
+from serving.middleware import ActionFastPath, Observer, StatusObserver
 from serving.observations import (
     ObservationError,
     actions_to_json,
@@ -37,63 +44,16 @@ __all__ = [
     "ApiError",
     "ComputeActionRequest",
     "ComputeActionsRequest",
+    "Infer",
+    "Observer",
+    "PolicyApi",
     "ServingSettings",
     "create_app",
 ]
 
-Observer = Callable[[str, str, int], None]
-"""``observer(policy, version, status)``, called once per answered ``/v1/policies`` request."""
-
-NPY = "application/x-npy"
-COMPUTE = ("/compute_action", "/compute_actions")
-BATCH_HEADER = "X-Batched-Requests"
-"""Response header: how many requests shared this request's inference call."""
+COMPUTE = (f"/{wire.COMPUTE_ACTION}", f"/{wire.COMPUTE_ACTIONS}")
 Infer = Callable[[PolicyRuntime, list[np.ndarray], bool, int | None], Awaitable[ActionBatch]]
-
-
-@dataclass(frozen=True)
-class ServingSettings:
-    """Limits and security of the HTTP edge.
-
-    Attributes:
-        max_rows: Most observations in one ``compute_actions`` request.
-        max_body_bytes: Largest request body accepted.
-        token: Bearer token required on ``/v1`` routes (``None``: no auth).
-    """
-
-    max_rows: int = 4096
-    max_body_bytes: int = 8 * 1024 * 1024
-    token: str | None = None
-
-
-class ApiError(RlserveError):
-    """An error answered with ``status`` and ``{"detail": message}``."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
-
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    explore: bool = False
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    return_dist_inputs: bool = False
-
-
-class ComputeActionRequest(_Request):
-    """One observation in the JSON form of the policy's observation space."""
-
-    observation: Any
-
-
-class ComputeActionsRequest(_Request):
-    """A batch of observations."""
-
-    observations: list[Any]
+"""``infer(runtime, leaves, explore, seed)``: how a validated batch reaches the model."""
 
 
 async def _direct_infer(
@@ -102,56 +62,17 @@ async def _direct_infer(
     return runtime.compute(leaves, explore=explore, seed=seed)
 
 
-def _content_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing (413) before reading past ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-    # The ASGI messages directly: Request.stream() is an async generator, which costs more
-    # than the usual one-message body it would yield.
-    chunks, size = [], 0
-    while True:
-        message = await request.receive()
-        if message["type"] != "http.request":  # the client went away (as Request.stream)
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _parse(model: type[_Request], body: bytes) -> Any:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ApiError(400, f"malformed JSON: {err}") from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()
-        )
-        raise ApiError(422, problems) from None
-
-
 def _npy_leaves(runtime: PolicyRuntime, body: bytes, max_rows: int) -> list[np.ndarray]:
     """A batch sent as one ``.npy`` array (single-leaf observation spaces only)."""
     from formats.spaces import flatten_leaves
 
     leaves = flatten_leaves(runtime.observation_space)
     if len(leaves) != 1:
-        raise ApiError(415, f"{NPY} bodies need a single-array observation space; send JSON")
+        raise ApiError(415, f"{wire.NPY} bodies need a single-array observation space; send JSON")
     try:
         array = np.load(io.BytesIO(body), allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise ApiError(400, f"malformed {NPY} body: {err}") from None
+        raise ApiError(400, f"malformed {wire.NPY} body: {err}") from None
     if array.ndim == 0 or array.shape[0] > max_rows:
         raise ApiError(
             413 if array.ndim else 422, f"expected 1..{max_rows} rows, got shape {array.shape}"
@@ -160,118 +81,6 @@ def _npy_leaves(runtime: PolicyRuntime, body: bytes, max_rows: int) -> list[np.n
         return array_to_leaves(runtime.observation_space, array)
     except ObservationError as err:
         raise ApiError(422, str(err)) from None
-
-
-class _JSONBytes(Response):
-    """A 200 JSON answer whose headers are written here, once.
-
-    Starlette's ``Response.__init__`` rebuilds and re-encodes the header list for every
-    answer; on the single-observation path that costs half as much as the model call.
-    """
-
-    media_type = "application/json"
-
-    def __init__(self, body: bytes, batched_requests: int) -> None:
-        self.status_code = 200
-        self.background = None
-        self.body = body
-        self.raw_headers = [
-            (b"content-length", str(len(body)).encode()),
-            (b"content-type", b"application/json"),
-            (_BATCH_HEADER_BYTES, str(batched_requests).encode()),
-        ]
-
-
-_BATCH_HEADER_BYTES = BATCH_HEADER.lower().encode()
-
-
-def _json(answer: dict[str, Any], batched_requests: int) -> Response:
-    """A JSON answer, serialised once here (no response-model pass on the hot path)."""
-    return _JSONBytes(json.dumps(answer, separators=(",", ":")).encode(), batched_requests)
-
-
-class StatusObserver:
-    """ASGI middleware calling ``observer(policy, version, status)`` per policy request.
-
-    Plain ASGI rather than ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware``
-    spawns a task group per request, which costs more than the whole inference call.
-    """
-
-    def __init__(self, app: ASGIApp, registry: PolicyRegistry, observer: Observer) -> None:
-        self.app = app
-        self.registry = registry
-        self.observer = observer
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        parts = _policy_path(scope) if scope["type"] == "http" else []
-        if not parts:
-            await self.app(scope, receive, send)
-            return
-        status = 500
-
-        async def send_observed(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_observed)
-        finally:
-            runtime = self.registry.get(parts[2])
-            self.observer(parts[2], runtime.version if runtime else "unknown", status)
-
-
-class ActionFastPath:
-    """ASGI middleware answering ``POST /v1/policies/{name}/compute_action`` itself.
-
-    The single-observation route is the hot one (one request per game or robot step). It runs
-    the same :meth:`PolicyApi.compute_action` as the FastAPI route, but skips FastAPI's
-    routing and dependency solving, which cost more per request than the inference. Every
-    other route, and the OpenAPI documentation of this one, stays with FastAPI.
-    """
-
-    def __init__(self, app: ASGIApp, api: PolicyApi) -> None:
-        self.app = app
-        self.api = api
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        name = _action_route(scope)
-        if name is None:
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive)
-        try:
-            response = await self.api.compute_action(name, request)
-        except ApiError as err:
-            response = _error_response(err)
-        await response(scope, receive, send)
-
-
-def _action_route(scope: Scope) -> str | None:
-    """The policy name when ``scope`` is a ``POST .../compute_action``, else ``None``."""
-    if scope["type"] != "http" or scope["method"] != "POST":
-        return None
-    parts = _policy_path(scope)
-    if len(parts) == 4 and parts[3] == "compute_action" and parts[2]:
-        return parts[2]
-    return None
-
-
-def _policy_path(scope: Scope) -> list[str]:
-    """``scope``'s path split at ``/`` when it is under ``/v1/policies/``, else ``[]``."""
-    path: str = scope.get("path", "")
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root) :]
-    parts = path.strip("/").split("/")
-    if len(parts) < 3 or parts[0] != "v1" or parts[1] != "policies":
-        return []
-    return parts
-
-
-def _error_response(err: ApiError) -> JSONResponse:
-    return JSONResponse({"detail": err.message}, status_code=err.status, headers=err.headers)
 
 
 class PolicyApi:
@@ -285,11 +94,7 @@ class PolicyApi:
         """Compute requests received and not yet answered (the batcher's load signal)."""
 
     def _authorize(self, request: Request) -> None:
-        if self.cfg.token is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), self.cfg.token):
-            raise ApiError(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        authorize(request, self.cfg.token)
 
     def _runtime(self, name: str) -> PolicyRuntime:
         runtime = self.registry.get(name)
@@ -339,9 +144,9 @@ class PolicyApi:
     async def _compute_action(self, name: str, request: Request) -> Response:
         self._authorize(request)
         runtime = self._runtime(name)
-        if _content_type(request) != "application/json":
-            raise ApiError(415, "expected Content-Type: application/json")
-        req = _parse(ComputeActionRequest, await _read_body(request, self.cfg.max_body_bytes))
+        if content_type(request) != wire.JSON:
+            raise ApiError(415, f"expected Content-Type: {wire.JSON}")
+        req = parse_json(ComputeActionRequest, await read_body(request, self.cfg.max_body_bytes))
         try:
             leaves = observations_to_leaves(runtime.observation_space, [req.observation])
         except ObservationError as err:
@@ -351,21 +156,21 @@ class PolicyApi:
         answer = {"action": action, "policy": name, "version": runtime.version}
         if req.return_dist_inputs:
             answer["action_dist_inputs"] = batch.action_dist_inputs[0].tolist()
-        return _json(answer, batch.batched_requests)
+        return json_answer(answer, batch.batched_requests)
 
     async def _compute_actions(self, name: str, request: Request) -> Response:
         self._authorize(request)
         runtime = self._runtime(name)
-        kind = _content_type(request)
-        if kind not in ("application/json", NPY):
-            raise ApiError(415, f"expected Content-Type: application/json or {NPY}")
-        body = await _read_body(request, self.cfg.max_body_bytes)
-        if kind == NPY:
+        kind = content_type(request)
+        if kind not in (wire.JSON, wire.NPY):
+            raise ApiError(415, f"expected Content-Type: {wire.JSON} or {wire.NPY}")
+        body = await read_body(request, self.cfg.max_body_bytes)
+        if kind == wire.NPY:
             leaves = _npy_leaves(runtime, body, self.cfg.max_rows)
             explore = request.query_params.get("explore", "false").lower() == "true"
             seed, with_dist = None, False
         else:
-            req = _parse(ComputeActionsRequest, body)
+            req = parse_json(ComputeActionsRequest, body)
             if len(req.observations) > self.cfg.max_rows:
                 raise ApiError(
                     413, f"{len(req.observations)} observations exceed max_rows={self.cfg.max_rows}"
@@ -376,26 +181,26 @@ class PolicyApi:
                 raise ApiError(422, str(err)) from None
             explore, seed, with_dist = req.explore, req.seed, req.return_dist_inputs
         batch = await self.run(runtime, leaves, explore, seed)
-        if NPY in request.headers.get("accept", ""):
+        if wire.NPY in request.headers.get("accept", ""):
             buffer = io.BytesIO()
             np.save(buffer, batch.actions, allow_pickle=False)
             headers = {
-                "X-Policy": name,
-                "X-Policy-Version": runtime.version,
-                BATCH_HEADER: str(batch.batched_requests),
+                wire.POLICY_HEADER: name,
+                wire.VERSION_HEADER: runtime.version,
+                wire.BATCH_HEADER: str(batch.batched_requests),
             }
-            return Response(buffer.getvalue(), media_type=NPY, headers=headers)
+            return Response(buffer.getvalue(), media_type=wire.NPY, headers=headers)
         actions = actions_to_json(runtime.action_space, batch.actions)
         answer = {"actions": actions, "policy": name, "version": runtime.version}
         if with_dist:
             answer["action_dist_inputs"] = batch.action_dist_inputs.tolist()
-        return _json(answer, batch.batched_requests)
+        return json_answer(answer, batch.batched_requests)
 
 
 def _body_schema(model: type[BaseModel], npy: bool = False) -> dict[str, Any]:
-    content: dict[str, Any] = {"application/json": {"schema": model.model_json_schema()}}
+    content: dict[str, Any] = {wire.JSON: {"schema": model.model_json_schema()}}
     if npy:
-        content[NPY] = {"schema": {"type": "string", "format": "binary"}}
+        content[wire.NPY] = {"schema": {"type": "string", "format": "binary"}}
     return {"requestBody": {"required": True, "content": content}}
 
 
@@ -425,7 +230,7 @@ def create_app(
 
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return _error_response(exc)
+        return error_response(exc)
 
     app.add_exception_handler(ApiError, api_error)
 
@@ -433,18 +238,18 @@ def create_app(
     if observer is not None:  # added last = outermost: it sees the fast path's answers too
         app.add_middleware(StatusObserver, registry=registry, observer=observer)
 
-    app.add_api_route("/healthz", api.healthz, methods=["GET"])
-    app.add_api_route("/readyz", api.readyz, methods=["GET"])
-    app.add_api_route("/v1/policies", api.policies, methods=["GET"])
-    app.add_api_route("/v1/policies/{name}", api.policy, methods=["GET"])
+    app.add_api_route(wire.HEALTHZ, api.healthz, methods=["GET"])
+    app.add_api_route(wire.READYZ, api.readyz, methods=["GET"])
+    app.add_api_route(wire.POLICIES, api.policies, methods=["GET"])
+    app.add_api_route(wire.POLICY_ROUTE, api.policy, methods=["GET"])
     app.add_api_route(
-        "/v1/policies/{name}/compute_action",
+        wire.ACTION_ROUTE,
         api.compute_action,
         methods=["POST"],
         openapi_extra=_body_schema(ComputeActionRequest),
     )
     app.add_api_route(
-        "/v1/policies/{name}/compute_actions",
+        wire.ACTIONS_ROUTE,
         api.compute_actions,
         methods=["POST"],
         openapi_extra=_body_schema(ComputeActionsRequest, npy=True),
