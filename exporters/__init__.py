@@ -8,17 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from exporters.artifact import (
-    Artifact,
-    ArtifactError,
-    ArtifactVersionError,
-    OnnxPolicy,
-    load_artifact,
-)
+from exporters.artifact import Artifact, OnnxPolicy, load_artifact
+from exporters.errors import ArtifactError, ArtifactVersionError, ExportError
 from exporters.manifest import ARTIFACT_VERSION, FORMAT_FILES, Manifest
 
 if TYPE_CHECKING:  # the real import happens on first use (see __getattr__)
-    from exporters.export import ExportError, export_checkpoint
+    from exporters.export import export_checkpoint
 
 __all__ = [
     "ARTIFACT_VERSION",
@@ -36,8 +31,8 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     """Import the export path (which needs training and torch) only when it is asked for."""
-    if name in ("export_checkpoint", "ExportError"):
-        from exporters import export
+    if name == "export_checkpoint":
+        from exporters.export import export_checkpoint
 
-        return getattr(export, name)
+        return export_checkpoint
     raise AttributeError(f"module 'exporters' has no attribute {name!r}")

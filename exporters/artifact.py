@@ -16,19 +16,12 @@ import gymnasium as gym
 import numpy as np
 from pydantic import ValidationError
 
+from exporters.errors import ArtifactError, ArtifactVersionError
 from exporters.manifest import ARTIFACT_FORMAT, ARTIFACT_VERSION, Manifest
-from formats.safeio import FormatVersionError, IntegrityError, verify_directory
+from formats.safeio import IntegrityError, verify_directory
 from formats.spaces import space_from_json
 
 __all__ = ["Artifact", "ArtifactError", "ArtifactVersionError", "OnnxPolicy", "load_artifact"]
-
-
-class ArtifactError(IntegrityError):
-    """An artifact directory is missing, malformed, corrupt, tampered or unsafe."""
-
-
-class ArtifactVersionError(ArtifactError, FormatVersionError):
-    """An artifact was written in a newer format version than this code reads."""
 
 
 @dataclass(frozen=True)

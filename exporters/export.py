@@ -18,10 +18,10 @@ from typing import Any
 import gymnasium as gym
 import torch
 
+from exporters.errors import ExportError
 from exporters.graph import OUTPUT_NAMES, InferenceGraph, example_inputs, input_specs
 from exporters.manifest import ARTIFACT_VERSION, FORMAT_FILES, FormatEntry, Manifest, TensorSpec
 from exporters.upstream import upstream_warnings_silenced
-from formats.errors import RlserveError
 from formats.provenance import ARTIFACT_LIBRARIES, library_versions
 from formats.safeio import sha256_file, write_directory_atomically
 from training.checkpoints import load_module
@@ -29,10 +29,6 @@ from training.checkpoints import load_module
 __all__ = ["ExportError", "export_checkpoint"]
 
 DEFAULT_OPSET = 18
-
-
-class ExportError(RlserveError, ValueError):
-    """An export failed or its result does not match the eager module."""
 
 
 def _distribution(algorithm: str, action_space: gym.Space[Any]) -> str:

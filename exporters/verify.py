@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from exporters.errors import ExportError
 from exporters.graph import InferenceGraph, example_inputs
 from exporters.manifest import FORMAT_FILES
 from exporters.upstream import upstream_warnings_silenced
@@ -64,8 +65,6 @@ def verify_against_eager(
         ExportError: If any output differs beyond ``rtol=1e-4, atol=1e-5`` (actions of
             discrete spaces must be identical).
     """
-    from exporters.export import ExportError
-
     discrete = not isinstance(graph.module.action_space, gym.spaces.Box)
     for batch in (1, 37):
         leaves = example_inputs(observation_space, batch=batch)

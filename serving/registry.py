@@ -12,7 +12,7 @@ from serving.runtime import PolicyRuntime
 
 __all__ = ["PolicyRegistry"]
 
-logger = logging.getLogger("ray.serve")
+logger = logging.getLogger(__name__)
 
 
 class PolicyRegistry:
