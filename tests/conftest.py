@@ -1,15 +1,18 @@
-"""Shared fixtures: one local Ray instance for the whole session, started on first use."""
+"""Shared fixtures: one local Ray instance and one set of tiny trained policies per session."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from rlserve.local_ray import keep_ray_on_loopback
+
+if TYPE_CHECKING:
+    from tests.helpers.policies import TinyPolicies
 
 # Keep Ray quiet and local: no usage stats upload attempts, no dashboard, loopback only
 # (set before anything imports ray).
@@ -34,25 +37,20 @@ def ray_session() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def cartpole_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny PPO CartPole checkpoint (one training iteration), shared by the whole session."""
-    from training import PPOConfig
+def tiny_policies(tmp_path_factory: pytest.TempPathFactory) -> TinyPolicies:
+    """The session's tiny trained policies (``tests/helpers/policies.py``), made on first use."""
+    from tests.helpers.policies import TinyPolicies
 
-    root = tmp_path_factory.mktemp("cartpole_checkpoint")
-    config = PPOConfig().environment("CartPole-v1").training(train_batch_size=64, minibatch_size=32)
-    algo = config.debugging(seed=0).build()
-    try:
-        algo.train()
-        return Path(algo.save(str(root / "checkpoint")).checkpoint.path)
-    finally:
-        algo.stop()
+    return TinyPolicies(tmp_path_factory.mktemp("tiny_policies"))
 
 
 @pytest.fixture(scope="session")
-def cartpole_artifact(cartpole_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """That checkpoint exported as an ONNX-only artifact."""
-    from exporters import export_checkpoint
+def cartpole_checkpoint(tiny_policies: TinyPolicies) -> Path:
+    """A tiny PPO CartPole checkpoint (one training iteration), shared by the whole session."""
+    return tiny_policies.checkpoint("cartpole", iteration=1)
 
-    return export_checkpoint(
-        cartpole_checkpoint, tmp_path_factory.mktemp("cartpole_artifact") / "artifact", ["onnx"]
-    )
+
+@pytest.fixture(scope="session")
+def cartpole_artifact(tiny_policies: TinyPolicies) -> Path:
+    """That checkpoint exported as an ONNX-only artifact."""
+    return tiny_policies.artifact("cartpole", ["onnx"], iteration=1)

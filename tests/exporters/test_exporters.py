@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,49 +23,22 @@ from exporters import (
 )
 from exporters.verify import load_torch_format
 from formats.spaces import obs_to_leaves
-from training import Algorithm, AlgorithmConfig, DQNConfig, PPOConfig
-
-CASES: dict[str, Any] = {
-    "ppo_discrete": lambda: PPOConfig().environment("CartPole-v1"),
-    "ppo_continuous_filter": lambda: (
-        PPOConfig().environment("Pendulum-v1").env_runners(observation_filter="MeanStdFilter")
-    ),
-    "ppo_dict_filter": lambda: (
-        PPOConfig()
-        .environment("tests.helpers.envs:StructuredEnv")
-        .env_runners(observation_filter="MeanStdFilter")
-    ),
-    "dqn": lambda: (
-        DQNConfig()
-        .environment("CartPole-v1")
-        .training(
-            num_steps_sampled_before_learning_starts=64, min_sample_timesteps_per_iteration=128
-        )
-    ),
-}
+from tests.helpers.policies import (
+    CONTINUOUS,
+    DISTRIBUTIONS,
+    FILTERED,
+    ITERATIONS,
+    POLICY_NAMES,
+    TinyPolicies,
+)
+from training import Algorithm
 
 
-def _train_and_export(config: AlgorithmConfig, root: Path) -> tuple[Path, Path]:
-    config.env_runners(num_envs_per_env_runner=2, rollout_fragment_length=64).debugging(seed=0)
-    if isinstance(config, PPOConfig):
-        config.training(train_batch_size=256, minibatch_size=128, num_epochs=2)
-    algo = config.build()
-    try:
-        algo.train()
-        algo.train()
-        checkpoint = Path(algo.save(str(root / "checkpoint")).checkpoint.path)
-    finally:
-        algo.stop()
-    return checkpoint, export_checkpoint(checkpoint, root / "artifact")
-
-
-@pytest.fixture(scope="module", params=sorted(CASES))
-def exported(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, Path, Path]]:
-    root = tmp_path_factory.mktemp(request.param)
-    checkpoint, artifact = _train_and_export(CASES[request.param](), root)
-    yield request.param, checkpoint, artifact
+@pytest.fixture(scope="module", params=POLICY_NAMES)
+def exported(request: pytest.FixtureRequest, tiny_policies: TinyPolicies) -> tuple[str, Path, Path]:
+    """Each shared policy's last checkpoint and its artifact in every format."""
+    name: str = request.param
+    return name, tiny_policies.checkpoint(name), tiny_policies.artifact(name)
 
 
 def _observations(space: gym.Space[Any], n: int) -> list[Any]:
@@ -84,8 +56,7 @@ def test_artifact_matches_compute_single_action_on_1000_observations(
 ) -> None:
     _, checkpoint, artifact_dir = exported
     artifact = load_artifact(artifact_dir)
-    algo = Algorithm.from_checkpoint(checkpoint)
-    try:
+    with Algorithm.from_checkpoint(checkpoint) as algo:
         observations = _observations(artifact.observation_space, 1000)
         expected = np.stack([algo.compute_single_action(o, explore=False) for o in observations])
         leaves = _leaves(artifact.observation_space, observations)
@@ -110,8 +81,6 @@ def test_artifact_matches_compute_single_action_on_1000_observations(
                 np.testing.assert_allclose(actions_t.numpy(), expected, atol=1e-5)
             else:
                 np.testing.assert_array_equal(actions_t.numpy(), expected)
-    finally:
-        algo.stop()
     onnx.checker.check_model(str(artifact.file("onnx")), full_check=True)
 
 
@@ -119,19 +88,13 @@ def test_manifest_describes_the_whole_graph(exported: tuple[str, Path, Path]) ->
     name, checkpoint, artifact_dir = exported
     manifest = load_artifact(artifact_dir).manifest
     assert manifest.source_checkpoint == str(checkpoint.resolve())
-    assert manifest.source_iteration == 2
+    assert manifest.source_iteration == ITERATIONS == 2
     assert set(manifest.formats) == {"onnx", "torchscript", "torch_export"}
     assert manifest.formats["torchscript"].legacy
     assert "preprocessing" in manifest.graph_contains
-    assert ("observation_filter" in manifest.graph_contains) == name.endswith("filter")
-    assert ("action_clipping" in manifest.graph_contains) == ("continuous" in name)
-    expected = {
-        "ppo_discrete": "categorical",
-        "ppo_continuous_filter": "diag_gaussian",
-        "ppo_dict_filter": "categorical",
-        "dqn": "q_values",
-    }[name]
-    assert manifest.action_distribution == expected
+    assert ("observation_filter" in manifest.graph_contains) == (name in FILTERED)
+    assert ("action_clipping" in manifest.graph_contains) == (name in CONTINUOUS)
+    assert manifest.action_distribution == DISTRIBUTIONS[name]
     files = json.loads((artifact_dir / "manifest.json").read_text())["files"]
     assert set(files) == {"model.onnx", "model.ts", "model.pt2"}
 
@@ -156,11 +119,9 @@ def test_every_format_accepts_batches_from_1_to_4096(exported: tuple[str, Path, 
 
 # ----------------------------------------------------------------- export edges
 @pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("small")
-    checkpoint, _ = _train_and_export(PPOConfig().environment("CartPole-v1"), root)
-    artifact = export_checkpoint(checkpoint, root / "onnx_only", formats=["onnx"])
-    return checkpoint, artifact
+def small(tiny_policies: TinyPolicies) -> tuple[Path, Path]:
+    """The shared CartPole policy's checkpoint and its ONNX-only artifact."""
+    return tiny_policies.checkpoint("cartpole"), tiny_policies.artifact("cartpole", ["onnx"])
 
 
 def test_export_never_creates_the_env(
@@ -288,3 +249,34 @@ def test_onnx_with_external_data_is_rejected(artifact_copy: Path) -> None:
 def test_not_an_artifact(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match=r"manifest\.json is missing"):
         load_artifact(tmp_path)
+
+
+def test_the_errors_have_one_home() -> None:
+    import exporters.artifact
+    import exporters.errors
+    import exporters.export
+    from formats.errors import RlserveError
+
+    assert ExportError is exporters.export.ExportError is exporters.errors.ExportError
+    assert ArtifactError is exporters.artifact.ArtifactError is exporters.errors.ArtifactError
+    assert ArtifactVersionError is exporters.errors.ArtifactVersionError
+    assert issubclass(ExportError, RlserveError) and issubclass(ExportError, ValueError)
+    assert issubclass(ArtifactVersionError, ArtifactError)
+    assert issubclass(ArtifactError, RlserveError)
+
+
+def test_verify_and_export_do_not_import_each_other() -> None:
+    import ast
+
+    import exporters.verify
+
+    tree = ast.parse(Path(exporters.verify.__file__).read_text())
+    imported = {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    } | {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    assert "exporters.export" not in imported

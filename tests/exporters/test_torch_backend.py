@@ -24,7 +24,7 @@ from formats.safeio import sha256_file
 from formats.spaces import obs_to_leaves
 from serving import PolicyRegistry, create_app
 from serving.runtime import PolicyRuntime
-from training import PPOConfig
+from tests.helpers.policies import TinyPolicies
 
 FORMATS = ["onnx", "torch_export", "torchscript"]
 
@@ -36,22 +36,9 @@ def all_formats(cartpole_checkpoint: Path, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="module")
-def pendulum(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pendulum")
-    config = (
-        PPOConfig()
-        .environment("Pendulum-v1")
-        .env_runners(observation_filter="MeanStdFilter")
-        .training(train_batch_size=64, minibatch_size=32, num_epochs=1)
-        .debugging(seed=0)
-    )
-    algo = config.build()
-    try:
-        algo.train()
-        checkpoint = algo.save(str(root / "checkpoint")).checkpoint.path
-    finally:
-        algo.stop()
-    return export_checkpoint(checkpoint, root / "artifact", ["onnx", "torch_export"])
+def pendulum(tiny_policies: TinyPolicies) -> Path:
+    """The shared Pendulum policy (MeanStdFilter) exported for ONNX and torch.export."""
+    return tiny_policies.artifact("pendulum", ["onnx", "torch_export"])
 
 
 def _leaves(space: gym.Space[Any], n: int) -> list[np.ndarray]:

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from serving import PolicyRegistry, create_app
+from serving import PolicyRegistry, create_app, wire
 from serving.client import (
     ActionResult,
     ActionsResult,
@@ -111,7 +111,7 @@ def test_token_is_sent_as_bearer() -> None:
     transport, seen = scripted(OK)
     with PolicyClient("http://svc", token="t0k", transport=transport) as client:
         client.compute_action("p", [0.0])
-    assert seen[0].headers["authorization"] == "Bearer t0k"
+    assert seen[0].headers[wire.AUTHORIZATION] == wire.bearer("t0k")
 
 
 def test_numpy_observations_become_json() -> None:

@@ -15,6 +15,8 @@ import httpx
 import pytest
 import yaml
 
+from serving import wire
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,9 +41,9 @@ def _first_answer(port: int, process: subprocess.Popen[bytes]) -> httpx.Response
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                if client.get("/readyz").status_code == 200:
+                if client.get(wire.READYZ).status_code == 200:
                     return client.post(
-                        "/v1/policies/cartpole/compute_action",
+                        wire.action_path("cartpole"),
                         json={"observation": [0.0, 0.0, 0.0, 0.0]},
                     )
             except httpx.TransportError:

@@ -14,44 +14,18 @@ import numpy as np
 import pytest
 
 import serving
-from exporters import export_checkpoint
-from serving import PolicyRegistry, PolicyRuntime, ServingSettings, create_app
-from training import Algorithm, AlgorithmConfig, DQNConfig, PPOConfig
-
-POLICIES: dict[str, Any] = {
-    "cartpole": lambda: PPOConfig().environment("CartPole-v1"),
-    "structured": lambda: PPOConfig().environment("tests.helpers.envs:StructuredEnv"),
-    "pendulum": lambda: PPOConfig().environment("Pendulum-v1"),
-    "dqn": lambda: (
-        DQNConfig()
-        .environment("CartPole-v1")
-        .training(
-            num_steps_sampled_before_learning_starts=32, min_sample_timesteps_per_iteration=64
-        )
-    ),
-}
-
-
-def _train(config: AlgorithmConfig, root: Path) -> Path:
-    config.env_runners(num_envs_per_env_runner=2, rollout_fragment_length=32).debugging(seed=0)
-    if isinstance(config, PPOConfig):
-        config.training(train_batch_size=64, minibatch_size=32, num_epochs=1)
-    algo = config.build()
-    try:
-        algo.train()
-        return Path(algo.save(str(root / "checkpoint")).checkpoint.path)
-    finally:
-        algo.stop()
+from serving import PolicyRegistry, PolicyRuntime, ServingSettings, create_app, wire
+from tests.helpers.policies import POLICY_NAMES, TinyPolicies
+from training import Algorithm
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
-    out = {}
-    for name, make in POLICIES.items():
-        root = tmp_path_factory.mktemp(name)
-        checkpoint = _train(make(), root)
-        out[name] = (checkpoint, export_checkpoint(checkpoint, root / "artifact", ["onnx"]))
-    return out
+def artifacts(tiny_policies: TinyPolicies) -> dict[str, tuple[Path, Path]]:
+    """Each shared policy's last checkpoint and its ONNX-only artifact."""
+    return {
+        name: (tiny_policies.checkpoint(name), tiny_policies.artifact(name, ["onnx"]))
+        for name in POLICY_NAMES
+    }
 
 
 @pytest.fixture(scope="module")
@@ -84,25 +58,22 @@ def client(registry: PolicyRegistry) -> Iterator[Client]:
 
 
 CARTPOLE_OBS = [0.01, -0.02, 0.03, 0.04]
-ACTION_URL = "/v1/policies/cartpole/compute_action"
-ACTIONS_URL = "/v1/policies/cartpole/compute_actions"
+ACTION_URL = wire.action_path("cartpole")
+ACTIONS_URL = wire.actions_path("cartpole")
 
 
 def test_compute_action_matches_the_training_policy(
     client: Client, artifacts: dict[str, tuple[Path, Path]]
 ) -> None:
-    algo = Algorithm.from_checkpoint(artifacts["structured"][0])
-    try:
+    with Algorithm.from_checkpoint(artifacts["structured"][0]) as algo:
         space = algo.observation_space
         space.seed(5)
         for _ in range(20):
             obs = space.sample()
             body = {"observation": _jsonable(space, obs)}
-            answer = client.request("POST", "/v1/policies/structured/compute_action", json=body)
+            answer = client.request("POST", wire.action_path("structured"), json=body)
             assert answer.status_code == 200, answer.text
             assert answer.json()["action"] == algo.compute_single_action(obs, explore=False)
-    finally:
-        algo.stop()
 
 
 def _jsonable(space: Any, obs: Any) -> Any:
@@ -149,12 +120,12 @@ def test_npy_batches_in_and_out(client: Client) -> None:
         "POST",
         ACTIONS_URL,
         content=buffer.getvalue(),
-        headers={"content-type": "application/x-npy", "accept": "application/x-npy"},
+        headers={"content-type": wire.NPY, "accept": wire.NPY},
     )
     assert answer.status_code == 200, answer.text
     actions = np.load(io.BytesIO(answer.content), allow_pickle=False)
     assert actions.shape == (16,)
-    assert answer.headers["x-policy-version"]
+    assert answer.headers[wire.VERSION_HEADER]
     as_json = client.request("POST", ACTIONS_URL, json={"observations": observations.tolist()})
     assert as_json.json()["actions"] == actions.tolist()
 
@@ -165,7 +136,7 @@ def test_exploration_is_seeded_and_valid(client: Client) -> None:
         ("dqn", CARTPOLE_OBS, lambda a: a in (0, 1)),
         ("pendulum", [1.0, 0.0, 0.5], lambda a: len(a) == 1 and -2.0 <= a[0] <= 2.0),
     ):
-        url = f"/v1/policies/{name}/compute_actions"
+        url = wire.actions_path(name)
         body = {"observations": [obs] * 32, "explore": True, "seed": 7}
         first = client.request("POST", url, json=body).json()["actions"]
         again = client.request("POST", url, json=body).json()["actions"]
@@ -173,31 +144,31 @@ def test_exploration_is_seeded_and_valid(client: Client) -> None:
         assert all(check(a) for a in first)
     samples = client.request(
         "POST",
-        "/v1/policies/cartpole/compute_actions",
+        ACTIONS_URL,
         json={"observations": [CARTPOLE_OBS] * 64, "explore": True, "seed": 1},
     ).json()["actions"]
     assert set(samples) == {0, 1}  # an untrained policy samples both actions
 
 
 def test_metadata_endpoints(client: Client) -> None:
-    assert client.request("GET", "/healthz").json() == {"status": "ok"}
-    ready = client.request("GET", "/readyz")
+    assert client.request("GET", wire.HEALTHZ).json() == {"status": "ok"}
+    ready = client.request("GET", wire.READYZ)
     assert ready.status_code == 200
-    assert set(ready.json()["policies"]) == set(POLICIES)
-    listing = client.request("GET", "/v1/policies").json()["policies"]
-    assert {p["name"] for p in listing} == set(POLICIES)
-    one = client.request("GET", "/v1/policies/pendulum").json()
+    assert set(ready.json()["policies"]) == set(POLICY_NAMES)
+    listing = client.request("GET", wire.POLICIES).json()["policies"]
+    assert {p["name"] for p in listing} == set(POLICY_NAMES)
+    one = client.request("GET", wire.policy_path("pendulum")).json()
     assert one["action_space"]["type"] == "Box"
     assert one["max_rows"] == 64
     assert one["formats"] == ["onnx"]
     docs = client.request("GET", "/openapi.json").json()
-    assert "/v1/policies/{name}/compute_action" in docs["paths"]
+    assert wire.ACTION_ROUTE in docs["paths"]
 
 
 def test_readyz_is_503_without_policies() -> None:
     c = Client(create_app(PolicyRegistry()))
     try:
-        assert c.request("GET", "/readyz").status_code == 503
+        assert c.request("GET", wire.READYZ).status_code == 503
     finally:
         c.close()
 
@@ -209,7 +180,7 @@ def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
     return buffer.getvalue()
 
 
-JSON = {"content-type": "application/json"}
+JSON = {"content-type": wire.JSON}
 BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     (
         "malformed json",
@@ -280,14 +251,14 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ),
     (
         "dict missing key",
-        "/v1/policies/structured/compute_action",
+        wire.action_path("structured"),
         {"json": {"observation": {"position": [0, 0, 0]}}},
         422,
         "missing key",
     ),
     (
         "dict as list",
-        "/v1/policies/structured/compute_action",
+        wire.action_path("structured"),
         {"json": {"observation": [1, 2]}},
         422,
         "expected an object",
@@ -302,7 +273,7 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ),
     (
         "unknown policy",
-        "/v1/policies/nope/compute_action",
+        wire.action_path("nope"),
         {"json": {"observation": CARTPOLE_OBS}},
         404,
         "unknown policy 'nope'",
@@ -333,7 +304,7 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
         ACTIONS_URL,
         {
             "content": _npy(np.array([{"a": 1}], dtype=object), True),
-            "headers": {"content-type": "application/x-npy"},
+            "headers": {"content-type": wire.NPY},
         },
         400,
         "malformed",
@@ -343,7 +314,7 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
         ACTIONS_URL,
         {
             "content": _npy(np.zeros((3, 5), np.float32)),
-            "headers": {"content-type": "application/x-npy"},
+            "headers": {"content-type": wire.NPY},
         },
         422,
         "expected shape (4,)",
@@ -369,11 +340,11 @@ def test_bearer_token(registry: PolicyRegistry) -> None:
     try:
         body = {"observation": CARTPOLE_OBS}
         assert c.request("POST", ACTION_URL, json=body).status_code == 401
-        wrong = {"authorization": "Bearer nope"}
+        wrong = {wire.AUTHORIZATION: wire.bearer("nope")}
         assert c.request("POST", ACTION_URL, json=body, headers=wrong).status_code == 401
-        right = {"authorization": "Bearer s3cret"}
+        right = {wire.AUTHORIZATION: wire.bearer("s3cret")}
         assert c.request("POST", ACTION_URL, json=body, headers=right).status_code == 200
-        assert c.request("GET", "/healthz").status_code == 200  # probes need no token
+        assert c.request("GET", wire.HEALTHZ).status_code == 200  # probes need no token
     finally:
         c.close()
 
@@ -416,8 +387,8 @@ def test_observer_sees_every_policy_request(registry: PolicyRegistry) -> None:
     try:
         c.request("POST", ACTION_URL, json={"observation": CARTPOLE_OBS})
         c.request("POST", ACTION_URL, json={"observation": [1.0]})
-        c.request("POST", "/v1/policies/nope/compute_action", json={"observation": [1.0]})
-        c.request("GET", "/healthz")
+        c.request("POST", wire.action_path("nope"), json={"observation": [1.0]})
+        c.request("GET", wire.HEALTHZ)
     finally:
         c.close()
     runtime = registry.get("cartpole")
@@ -449,16 +420,28 @@ def test_bodies_sent_in_chunks(client: Client) -> None:
 
 def test_single_action_answer_headers(client: Client) -> None:
     answer = client.request("POST", ACTION_URL, json={"observation": CARTPOLE_OBS})
-    assert answer.headers["content-type"] == "application/json"
+    assert answer.headers["content-type"] == wire.JSON
     assert int(answer.headers["content-length"]) == len(answer.content)
-    assert answer.headers["x-batched-requests"] == "1"
+    assert answer.headers[wire.BATCH_HEADER] == "1"
 
 
 def test_compute_routes_are_matched_first(registry: PolicyRegistry) -> None:
     # Ray Serve tries the app's routes in order to name each request's route.
     paths = [getattr(route, "path", "") for route in create_app(registry).router.routes]
-    assert paths[:2] == [
-        "/v1/policies/{name}/compute_action",
-        "/v1/policies/{name}/compute_actions",
-    ]
+    assert paths[:2] == [wire.ACTION_ROUTE, wire.ACTIONS_ROUTE]
     assert {"/docs", "/openapi.json", "/healthz"} <= set(paths)
+
+
+def test_the_wire_names() -> None:
+    """The protocol's names, spelled out once: server, clients and tests read them from wire."""
+    assert wire.NPY == "application/x-npy"
+    assert wire.JSON == "application/json"
+    assert (wire.POLICY_HEADER, wire.VERSION_HEADER) == ("X-Policy", "X-Policy-Version")
+    assert wire.BATCH_HEADER == "X-Batched-Requests"
+    assert wire.bearer("t") == "Bearer t"
+    assert (wire.HEALTHZ, wire.READYZ, wire.POLICIES) == ("/healthz", "/readyz", "/v1/policies")
+    assert wire.policy_path("p") == "/v1/policies/p"
+    assert wire.action_path("p") == "/v1/policies/p/compute_action"
+    assert wire.actions_path("p") == "/v1/policies/p/compute_actions"
+    assert wire.ACTION_ROUTE == "/v1/policies/{name}/compute_action"
+    assert wire.ACTIONS_ROUTE == "/v1/policies/{name}/compute_actions"

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from exporters import ArtifactError, export_checkpoint, load_artifact
-from serving import AppArgs, PolicyClient, build_app, play_episodes
-from training import PPOConfig
+from serving import AppArgs, PolicyClient, build_app, play_episodes, wire
+from tests.helpers.policies import TinyPolicies
 
 pytestmark = pytest.mark.integration
 
@@ -28,20 +28,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+def artifacts(tiny_policies: TinyPolicies) -> list[Path]:
     """Two versions of a CartPole policy: after one and after two training iterations."""
-    root = tmp_path_factory.mktemp("serve")
-    config = PPOConfig().environment("CartPole-v1").training(train_batch_size=64, minibatch_size=32)
-    algo = config.debugging(seed=0).build()
-    out = []
-    try:
-        for version in (1, 2):
-            algo.train()
-            checkpoint = algo.save(str(root / f"checkpoint{version}")).checkpoint.path
-            out.append(export_checkpoint(checkpoint, root / f"artifact{version}", ["onnx"]))
-    finally:
-        algo.stop()
-    return out
+    return [tiny_policies.artifact("cartpole", ["onnx"], iteration=i) for i in (1, 2)]
 
 
 def _args(artifact: Path) -> AppArgs:
@@ -67,8 +56,8 @@ def served(ray_session: Any, artifacts: list[Path]) -> Iterator[str]:
 
 def test_single_request_through_serve(served: str) -> None:
     with httpx.Client(base_url=served, timeout=30) as client:
-        assert client.get("/healthz").json() == {"status": "ok"}
-        answer = client.post("/v1/policies/cartpole/compute_action", json={"observation": OBS})
+        assert client.get(wire.HEALTHZ).json() == {"status": "ok"}
+        answer = client.post(wire.action_path("cartpole"), json={"observation": OBS})
         assert answer.status_code == 200, answer.text
         assert answer.json()["action"] in (0, 1)
         assert answer.json()["policy"] == "cartpole"
@@ -79,7 +68,7 @@ def test_concurrent_requests_form_batches_and_bad_ones_fail_alone(served: str) -
         async with httpx.AsyncClient(base_url=served, timeout=30) as client:
             requests = [
                 client.post(
-                    "/v1/policies/cartpole/compute_action",
+                    wire.action_path("cartpole"),
                     json={"observation": [9.0, 0, 0, 0] if i % 8 == 3 else OBS},
                 )
                 for i in range(24)
@@ -148,9 +137,7 @@ def test_hot_reload_swaps_versions_without_dropping_requests(
     def hammer() -> None:
         with httpx.Client(base_url=served, timeout=30) as client:
             while not stop.is_set():
-                answer = client.post(
-                    "/v1/policies/cartpole/compute_action", json={"observation": OBS}
-                )
+                answer = client.post(wire.action_path("cartpole"), json={"observation": OBS})
                 seen.append((answer.status_code, answer.json().get("version", answer.text)))
 
     thread = threading.Thread(target=hammer)
@@ -159,7 +146,7 @@ def test_hot_reload_swaps_versions_without_dropping_requests(
         serve.run(build_app(_args(artifacts[1])), name="rlserve", route_prefix="/")
         with httpx.Client(base_url=served, timeout=30) as client:
             for _ in range(50):
-                if client.get("/v1/policies/cartpole").json()["version"] == new:
+                if client.get(wire.policy_path("cartpole")).json()["version"] == new:
                     break
     finally:
         stop.set()
@@ -177,7 +164,7 @@ def test_hot_reload_swaps_versions_without_dropping_requests(
     with pytest.raises(ArtifactError, match=r"model\.onnx"):
         serve.run(build_app(_args(corrupt)), name="rlserve", route_prefix="/")
     with httpx.Client(base_url=served, timeout=30) as client:
-        answer = client.post("/v1/policies/cartpole/compute_action", json={"observation": OBS})
+        answer = client.post(wire.action_path("cartpole"), json={"observation": OBS})
         assert answer.status_code == 200
         assert answer.json()["version"] == new
 
@@ -198,7 +185,7 @@ def test_overload_is_answered_with_503(served: str, artifacts: list[Path]) -> No
     async def flood() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=served, timeout=30) as client:
             requests = [
-                client.post("/tight/v1/policies/cartpole/compute_action", json={"observation": OBS})
+                client.post("/tight" + wire.action_path("cartpole"), json={"observation": OBS})
                 for _ in range(12)
             ]
             return list(await asyncio.gather(*requests))
@@ -227,12 +214,12 @@ def test_the_torch_export_backend_in_a_replica(
     async def ask(prefix: str) -> list[dict[str, Any]]:
         async with httpx.AsyncClient(base_url=served, timeout=30) as client:
             observations = [[0.01 * i, -0.02, 0.03 * (i % 5), 0.04 - 0.01 * i] for i in range(24)]
-            url = f"{prefix}/v1/policies/cartpole/compute_action"
+            url = prefix + wire.action_path("cartpole")
             replies = await asyncio.gather(
                 *(client.post(url, json={"observation": obs}) for obs in observations)
             )
             assert all(r.status_code == 200 for r in replies), [r.text for r in replies]
-            described = (await client.get(f"{prefix}/v1/policies/cartpole")).json()
+            described = (await client.get(prefix + wire.policy_path("cartpole"))).json()
             return [described, *(r.json() for r in replies)]
 
     try:

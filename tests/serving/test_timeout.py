@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from serving import AppArgs, build_app
+from serving import AppArgs, build_app, wire
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +34,12 @@ def test_slow_requests_time_out_with_408(ray_session: Any, cartpole_artifact: Pa
         )
         serve.run(build_app(args), name="slow", route_prefix="/")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            assert client.get("/healthz").status_code == 200
+            assert client.get(wire.HEALTHZ).status_code == 200
             with ThreadPoolExecutor(4) as pool:
                 answers = list(
                     pool.map(
                         lambda _: client.post(
-                            "/v1/policies/cartpole/compute_action",
+                            wire.action_path("cartpole"),
                             json={"observation": [0.0] * 4},
                         ),
                         range(4),
