@@ -39,13 +39,10 @@ BATCHES = (1, 32, 1024)
 
 def _checkpoint(root: Path) -> Path:
     config = load_tuned_example("cartpole_ppo").config.debugging(seed=0)
-    algo = config.build()
-    try:
+    with config.build() as algo:
         algo.train()
         algo.train()
         return Path(algo.save(str(root / "checkpoint")).checkpoint.path)
-    finally:
-        algo.stop()
 
 
 def _time(call: Callable[[], Any], seconds: float) -> float:
