@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from ray.tune import Trainable
 
-from training.checkpoints import algorithm_class, read_checkpoint, write_checkpoint
+from training.algorithms import algorithm_class
+from training.checkpoints import read_checkpoint, write_checkpoint
 from training.config import AlgorithmConfig
 from training.env_runner import EnvRunner, Fragment
 from training.env_runner_group import EnvRunnerGroup
@@ -36,7 +37,7 @@ if TYPE_CHECKING:  # Python 3.10 has no typing.Self
 
 __all__ = ["Algorithm"]
 
-logger = logging.getLogger("training.algorithm")
+logger = logging.getLogger(__name__)
 SMOOTHING_EPISODES = 100
 
 
@@ -115,7 +116,7 @@ class Algorithm(Trainable):
         self.config = self.config_class.from_dict(config)
         self.config.validate()
         level = self.config.log_level.replace("WARN", "WARNING")
-        logging.getLogger("training").setLevel(level)
+        logging.getLogger(__name__.partition(".")[0]).setLevel(level)
         if self.config.seed is not None:
             torch.manual_seed(self.config.seed)
             np.random.seed(self.config.seed % 2**32)

@@ -16,7 +16,6 @@ match the metadata.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,7 +24,6 @@ from safetensors.torch import load_file, save_file
 
 from formats.provenance import CHECKPOINT_LIBRARIES, library_versions
 from formats.safeio import (
-    FormatVersionError,
     IntegrityError,
     read_json,
     verify_directory,
@@ -33,6 +31,8 @@ from formats.safeio import (
     write_json,
 )
 from formats.spaces import space_from_json, space_to_json
+from training.algorithms import ALGORITHMS, algorithm_class
+from training.errors import CheckpointError, CheckpointVersionError
 from training.rl_module import RLModule
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "CheckpointContents",
     "CheckpointError",
     "CheckpointVersionError",
+    "algorithm_class",
     "flatten_optimizer_state",
     "load_module",
     "read_checkpoint",
@@ -52,32 +53,6 @@ __all__ = [
 CHECKPOINT_FORMAT = "rlserve-checkpoint"
 CHECKPOINT_VERSION = "1.0"
 JSON_LIMIT = 64 * 1024 * 1024
-
-ALGORITHMS: dict[str, str] = {
-    "PPO": "training.algorithms.ppo.ppo:PPO",
-    "DQN": "training.algorithms.dqn.dqn:DQN",
-}
-"""Algorithm names recorded in checkpoints, and where their classes live."""
-
-
-class CheckpointError(IntegrityError):
-    """A checkpoint directory is missing, malformed, corrupt or unsafe to read."""
-
-
-class CheckpointVersionError(CheckpointError, FormatVersionError):
-    """A checkpoint was written in a format version that this code cannot read."""
-
-
-def algorithm_class(name: str) -> Any:
-    """The algorithm class registered under ``name``.
-
-    Raises:
-        CheckpointError: For a name no algorithm is registered under.
-    """
-    if name not in ALGORITHMS:
-        raise CheckpointError(f"unknown algorithm {name!r}; known: {', '.join(sorted(ALGORITHMS))}")
-    module, _, attr = ALGORITHMS[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 class CheckpointContents(NamedTuple):

@@ -29,7 +29,7 @@ from training.traces import TraceWriter
 
 __all__ = ["EnvRunner", "Fragment", "derive_seed"]
 
-logger = logging.getLogger("training.env_runner")
+logger = logging.getLogger(__name__)
 
 
 def derive_seed(seed: int | None, runner_index: int, sub_env: int) -> int | None:
@@ -83,7 +83,9 @@ class EnvRunner:
     def __init__(self, config: Any, runner_index: int = 0) -> None:
         self.config = config
         self.runner_index = runner_index
-        logging.getLogger("training").setLevel(config.log_level.replace("WARN", "WARNING"))
+        logging.getLogger(__name__.partition(".")[0]).setLevel(
+            config.log_level.replace("WARN", "WARNING")
+        )
         self._creator = make_env_creator(config.env, config.env_config)
         self.num_envs = int(config.num_envs_per_env_runner)
         self._seed_offset = 0

@@ -23,7 +23,7 @@ from training.env_runner import EnvRunner, Fragment
 
 __all__ = ["EnvRunnerFailedError", "EnvRunnerGroup"]
 
-logger = logging.getLogger("training.env_runner_group")
+logger = logging.getLogger(__name__)
 
 
 class EnvRunnerFailedError(RlserveError, RuntimeError):

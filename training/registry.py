@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from ray.tune.registry import register_trainable
 
-from training.checkpoints import ALGORITHMS, algorithm_class
+from training.algorithms import ALGORITHMS, algorithm_class
 
 __all__ = ["register_algorithms"]
 
 
 def register_algorithms() -> None:
-    """Register every algorithm in :data:`training.checkpoints.ALGORITHMS` under its name."""
+    """Register every algorithm in :data:`training.algorithms.ALGORITHMS` under its name."""
     for name in ALGORITHMS:
         try:
             cls = algorithm_class(name)

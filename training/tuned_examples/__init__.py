@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from training.checkpoints import ALGORITHMS, algorithm_class
+from training.algorithms import ALGORITHMS, algorithm_class
 from training.config import AlgorithmConfig, ConfigError
 
 __all__ = ["EXAMPLES_DIR", "TunedExample", "load_tuned_example"]
