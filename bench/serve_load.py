@@ -1,6 +1,6 @@
 """Benchmark: the rlserve Serve app under load, against baselines, on 127.0.0.1.
 
-Two kinds of run (aiohttp load generator, :mod:`serving.loadgen`):
+Two kinds of run (aiohttp load generator, :mod:`rlserve.jobs.loadgen`):
 
 * **ceilings**, closed loop: ``concurrency`` senders each send their next request as soon as
   the last is answered, for ``--seconds``; req/s (or actions/s) and latency from each send;
@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.loadgen import run_load
+from rlserve.jobs.loadgen import run_load
 
 OBS = [0.01, -0.02, 0.03, 0.04]
 ECHO_APP = """

@@ -10,9 +10,27 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BenchOptions", "run_bench"]
+from formats.errors import RlserveError
+from serving.wire import NPY
 
-NPY = "application/x-npy"
+__all__ = ["BenchError", "BenchOptions", "run_bench"]
+
+
+class BenchError(RlserveError, ValueError):
+    """A bad option, a service that cannot be loaded, or aiohttp missing (the message says why)."""
+
+
+def _load_generator() -> Any:
+    """:func:`rlserve.jobs.loadgen.run_load`, or a :class:`BenchError` without aiohttp."""
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        raise BenchError(
+            "rlserve bench needs aiohttp, which is not installed: pip install 'rlserve[bench]'"
+        ) from None
+    from rlserve.jobs.loadgen import run_load
+
+    return run_load
 
 
 @dataclass(frozen=True)
@@ -58,7 +76,7 @@ def _request(options: BenchOptions, space: Any) -> tuple[str, bytes, dict[str, s
     batch = [space.sample() for _ in range(options.rows)]
     if options.npy:
         if len(flatten_leaves(space)) != 1:
-            raise ValueError("--npy needs a single-array observation space")
+            raise BenchError("--npy needs a single-array observation space")
         array = np.stack([obs_to_leaves(space, obs)[0] for obs in batch])
         buffer = io.BytesIO()
         np.save(buffer, array, allow_pickle=False)
@@ -72,28 +90,29 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Load the service once per concurrency level and return the figures.
 
     Raises:
-        ValueError: For bad options or a service that cannot be reached or refuses the
-            sample request (the message says why).
+        BenchError: For bad options or a service that cannot be reached or refuses the
+            sample request (the message says why), or without aiohttp.
     """
     import httpx
 
     from formats.spaces import space_from_json
     from serving.client import PolicyClient, PolicyError
-    from serving.loadgen import run_load
+
+    run_load = _load_generator()
 
     if options.rows < 1 or options.rate <= 0 or options.seconds <= 0:
-        raise ValueError("--rows, --rate and --seconds must be positive")
+        raise BenchError("--rows, --rate and --seconds must be positive")
     if not options.concurrency or min(options.concurrency) < 1:
-        raise ValueError("--concurrency: expected positive integers, e.g. 1,32")
+        raise BenchError("--concurrency: expected positive integers, e.g. 1,32")
     try:
         with PolicyClient(options.url, token=options.token, retries=0) as client:
             names = [p["name"] for p in client.policies()]
             policy = options.policy or (names[0] if names else None)
             if policy is None or policy not in names:
-                raise ValueError(f"--policy: {options.url} serves {names}, not {policy!r}")
+                raise BenchError(f"--policy: {options.url} serves {names}, not {policy!r}")
             description = client.policy(policy)
     except (httpx.HTTPError, PolicyError) as err:
-        raise ValueError(f"policy service {options.url}: {err}") from None
+        raise BenchError(f"policy service {options.url}: {err}") from None
     options = BenchOptions(**{**options.__dict__, "policy": policy})
     url, body, headers = _request(options, space_from_json(description["observation_space"]))
     figures: dict[str, Any] = {

@@ -28,22 +28,29 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from training.metrics import (
+    EPISODE_RETURN_MEAN_PATH,
+    NUM_ENV_STEPS_SAMPLED,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    TRAINING_ITERATION,
+    lookup,
+)
+
 __all__ = ["TrainingProgress", "metric"]
 
-RETURN = "env_runners/episode_return_mean"
-STEPS = "num_env_steps_sampled_lifetime"
-ITERATION = "training_iteration"
+RETURN = EPISODE_RETURN_MEAN_PATH
+STEPS = NUM_ENV_STEPS_SAMPLED_LIFETIME
+ITERATION = TRAINING_ITERATION
 _LABELS = {RETURN: "mean return", STEPS: "env steps", ITERATION: "iterations"}
 _SLOPE_WINDOW = 5
 
 
 def metric(result: dict[str, Any], path: str) -> float:
     """The number at ``a/b/c`` in a nested result, NaN when it is missing or not a number."""
-    value: Any = result
-    for part in path.split("/"):
-        if not isinstance(value, dict) or part not in value:
-            return math.nan
-        value = value[part]
+    try:
+        value = lookup(result, path)
+    except KeyError:
+        return math.nan
     return float(value) if isinstance(value, int | float) else math.nan
 
 
@@ -117,7 +124,7 @@ class TrainingProgress:
         steps = metric(result, STEPS)
         if self._start_steps is None:
             # A resumed run starts from the checkpoint's lifetime totals; rates count this run.
-            iter_steps = metric(result, "num_env_steps_sampled")
+            iter_steps = metric(result, NUM_ENV_STEPS_SAMPLED)
             self._start_steps = steps - iter_steps if math.isfinite(iter_steps) else 0.0
             self._first_iteration = metric(result, ITERATION)
         ret = metric(result, RETURN)

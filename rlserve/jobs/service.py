@@ -30,6 +30,7 @@ __all__ = [
     "ServiceError",
     "ServiceOptions",
     "run_config_file",
+    "serve_until_interrupted",
     "start_service",
     "stop_service",
 ]
@@ -329,3 +330,16 @@ def run_config_file(path: str, ingress: str = "haproxy") -> int:
             process.kill()
         while _workdirs:
             shutil.rmtree(_workdirs.pop(), ignore_errors=True)
+
+
+def serve_until_interrupted() -> None:
+    """Block until Ctrl-C or SIGTERM (``docker stop``, systemd, timeout), as KeyboardInterrupt."""
+    import signal
+    import time
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C
+
+    signal.signal(signal.SIGTERM, _terminate)
+    while True:
+        time.sleep(1.0)

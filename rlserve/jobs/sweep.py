@@ -14,21 +14,28 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["parse_grid", "run_sweep"]
+from formats.errors import RlserveError
+from training.metrics import TRAINING_ITERATION, lookup
+
+__all__ = ["SweepError", "parse_grid", "run_sweep"]
+
+
+class SweepError(RlserveError, ValueError):
+    """A ``--grid`` option is malformed, or every trial of the sweep failed."""
 
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     """Parse ``key=v1,v2,...`` items into value lists.
 
     Raises:
-        ValueError: For an item without ``=`` or without values.
+        SweepError: For an item without ``=`` or without values.
     """
     grid: dict[str, list[Any]] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         values = [v.strip() for v in raw.split(",") if v.strip()]
         if not sep or not key.strip() or not values:
-            raise ValueError(f"--grid {item!r}: expected key=v1,v2,... e.g. --grid lr=0.01,0.001")
+            raise SweepError(f"--grid {item!r}: expected key=v1,v2,... e.g. --grid lr=0.01,0.001")
         parsed = []
         for value in values:
             try:
@@ -49,7 +56,11 @@ def run_sweep(
     metric: str,
     console: Console,
 ) -> Path | None:
-    """Run the sweep; print the trial table; return the best trial's checkpoint directory."""
+    """Run the sweep; print the trial table; return the best trial's checkpoint directory.
+
+    Raises:
+        SweepError: When every trial failed (naming the first failure).
+    """
     from ray import tune
 
     for key, values in grid.items():
@@ -73,19 +84,20 @@ def run_sweep(
         result = results[index]
         trial_config = result.config or {}
         metrics = result.metrics or {}
-        value: Any = metrics
-        for part in metric.split("/"):
-            value = value.get(part) if isinstance(value, dict) else None
+        try:
+            value: Any = lookup(metrics, metric)
+        except KeyError:
+            value = None
         table.add_row(
             str(index),
             *(str(trial_config.get(key)) for key in grid),
-            str(metrics.get("training_iteration", "")),
+            str(metrics.get(TRAINING_ITERATION, "")),
             "" if value is None else f"{value:.2f}",
             "error" if result.error else "ok",
         )
     console.print(table)
     if results.num_errors == len(results):
-        raise ValueError(f"every trial failed; the first: {results[0].error}")
+        raise SweepError(f"every trial failed; the first: {results[0].error}")
     best = results.get_best_result(metric=metric, mode="max")
     if best.checkpoint is None:
         return None

@@ -2,8 +2,8 @@
 
 Shows progress (iteration, env steps, mean return, steps/s, ETA to the stop criterion) as a
 rich live display on a terminal and as one line per iteration elsewhere
-(:mod:`rlserve.progress`), writes every result to the run directory (``results.jsonl``,
-``progress.csv`` and TensorBoard event files: :mod:`rlserve.results`), checkpoints periodically
+(:mod:`rlserve.jobs.progress`), writes every result to the run directory (``results.jsonl``,
+``progress.csv`` and TensorBoard event files: :mod:`rlserve.jobs.results`), checkpoints periodically
 and at the end, and names the best checkpoint on its last line. Ctrl-C writes a final
 checkpoint and exits cleanly (exit status 0).
 """
@@ -18,8 +18,13 @@ from typing import Any
 
 from rich.console import Console
 
-from rlserve.progress import TrainingProgress, metric
-from rlserve.results import ResultLogger
+from rlserve.jobs.progress import TrainingProgress, metric
+from rlserve.jobs.results import ResultLogger
+from training.metrics import (
+    EPISODE_RETURN_MEAN_PATH,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    TRAINING_ITERATION,
+)
 
 __all__ = ["TrainOptions", "build_config", "parse_set_options", "run_training"]
 
@@ -45,13 +50,15 @@ def parse_set_options(items: list[str]) -> dict[str, Any]:
     """Parse ``--set key=value`` items; values are JSON when they parse, strings otherwise.
 
     Raises:
-        ValueError: For an item without ``=``.
+        ConfigError: For an item without ``=``.
     """
+    from training.config import ConfigError
+
     settings: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set {item!r}: expected key=value, e.g. --set lr=0.001")
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set lr=0.001")
         try:
             settings[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
@@ -80,13 +87,13 @@ def build_config(options: TrainOptions) -> tuple[Any, dict[str, float]]:
     if options.seed is not None:
         config.debugging(seed=options.seed)
     if options.stop_reward is not None:
-        stop["env_runners/episode_return_mean"] = options.stop_reward
+        stop[EPISODE_RETURN_MEAN_PATH] = options.stop_reward
     if options.stop_timesteps is not None:
-        stop["num_env_steps_sampled_lifetime"] = float(options.stop_timesteps)
+        stop[NUM_ENV_STEPS_SAMPLED_LIFETIME] = float(options.stop_timesteps)
     if options.stop_iters is not None:
-        stop["training_iteration"] = float(options.stop_iters)
+        stop[TRAINING_ITERATION] = float(options.stop_iters)
     if not stop:
-        stop["training_iteration"] = 10.0
+        stop[TRAINING_ITERATION] = 10.0
     return config, stop
 
 
@@ -96,7 +103,9 @@ def run_training(options: TrainOptions, console: Console) -> Path:
     run_dir = Path(options.checkpoint_dir)
     if options.resume:
         if options.config_file or options.env:
-            raise ValueError(
+            from training.config import ConfigError
+
+            raise ConfigError(
                 "--resume continues the checkpoint's own config and env; "
                 "change settings with --set instead of --config/--env"
             )
@@ -123,7 +132,7 @@ def run_training(options: TrainOptions, console: Console) -> Path:
                 last = algo.train()
                 results.log(last)
                 progress.update(last)
-                ret = metric(last, "env_runners/episode_return_mean")
+                ret = metric(last, EPISODE_RETURN_MEAN_PATH)
                 every = options.checkpoint_every
                 if every and algo.iteration % every == 0:
                     path = algo.save(str(run_dir / f"checkpoint_{algo.iteration:06d}"))
@@ -138,7 +147,7 @@ def run_training(options: TrainOptions, console: Console) -> Path:
             final = Path(algo.save(str(run_dir / "checkpoint_final")).checkpoint.path)
         finally:
             algo.stop()
-    final_return = metric(last, "env_runners/episode_return_mean")
+    final_return = metric(last, EPISODE_RETURN_MEAN_PATH)
     if best_path is None or not final_return < best_return:
         best_path = final
     console.print(f"best checkpoint: {best_path}")

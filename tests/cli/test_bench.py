@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rlserve.bench_command import BenchOptions, _request
 from rlserve.cli import app
-from rlserve.service import free_port
-from tests.cli.test_evaluate import TOKEN, served_url
+from rlserve.jobs.bench import BenchOptions, _request
+from rlserve.jobs.service import free_port
+from tests.helpers.served import TOKEN, served_url
 
-__all__ = ["served_url"]  # the fixture, shared with the evaluate tests
+__all__ = ["served_url"]  # the fixture (tests.helpers.served), shared with the evaluate tests
 
 
 def test_requests_match_the_observation_space() -> None:

@@ -382,7 +382,7 @@ def test_the_healthcheck_asks_healthz_and_fails_on_errors(
 
 
 def test_the_healthcheck_fails_when_nothing_listens() -> None:
-    from rlserve.service import free_port
+    from rlserve.jobs.service import free_port
 
     assert _healthcheck(free_port()) != 0
 

@@ -7,9 +7,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rlserve.cli import app
-from rlserve.evaluate import (
-    EpisodeRecord,
+from rlserve.jobs.evaluation import (
     EvaluationError,
     EvaluationOptions,
     EvaluationReport,
@@ -27,10 +23,12 @@ from rlserve.evaluate import (
     split_seeds,
     summarize,
 )
+from serving.episodes import Episode
+from tests.helpers.served import TOKEN, served_url
 
 RLSERVE = shutil.which("rlserve", path=str(Path(sys.executable).parent)) or "rlserve"
-TOKEN = "s3cret-token"
 runner = CliRunner()
+__all__ = ["served_url"]  # the fixture (tests.helpers.served)
 
 
 def evaluate(*args: str | Path) -> Any:
@@ -72,10 +70,10 @@ def test_seeds_split_into_contiguous_chunks_whatever_the_worker_count(workers: i
 
 def test_summary_statistics() -> None:
     episodes = [
-        EpisodeRecord(0, 10.0, 10, True, False),
-        EpisodeRecord(1, 20.0, 20, True, False),
-        EpisodeRecord(2, 30.0, 30, False, True),
-        EpisodeRecord(3, 40.0, 40, True, False),
+        Episode(0, 10.0, 10, True, False),
+        Episode(1, 20.0, 20, True, False),
+        Episode(2, 30.0, 30, False, True),
+        Episode(3, 40.0, 40, True, False),
     ]
     s = summarize(episodes, wall_s=2.0)
     assert s["episodes"] == 4
@@ -93,7 +91,7 @@ def _report(min_return: float | None) -> EvaluationReport:
     options = EvaluationOptions(
         "http://x", env="CartPole-v1", episodes=2, token=TOKEN, min_return=min_return
     )
-    episodes = [EpisodeRecord(5, 1.0, 1, True, False), EpisodeRecord(6, 3.0, 3, False, True)]
+    episodes = [Episode(5, 1.0, 1, True, False), Episode(6, 3.0, 3, False, True)]
     return EvaluationReport(
         options, source, "CartPole-v1", "--env", 1, episodes, {"return_mean": 2.0}
     )
@@ -327,38 +325,12 @@ def test_an_unreachable_url_fails_cleanly() -> None:
 
 @pytest.mark.integration
 def test_a_failing_ray_worker_becomes_one_clear_error(ray_session: Any) -> None:
-    from rlserve.evaluate import EnvSpec, _play_on_ray
+    from rlserve.jobs.evaluation import EnvSpec, _play_on_ray
 
     url = f"http://127.0.0.1:{free_port()}"  # the service went away after it was opened
     source = PolicySource("url", url, "PPO", "v1", {}, {}, policy="cartpole")
     with pytest.raises(EvaluationError, match=f"^policy service {url}: "):
         _play_on_ray(source, EnvSpec("CartPole-v1"), [[0], [1]], False)
-
-
-@pytest.fixture(scope="module")
-def served_url(cartpole_artifact: Path) -> Iterator[str]:
-    """The artifact behind the HTTP app, on uvicorn in a thread (no Ray Serve)."""
-    import uvicorn
-
-    from serving import PolicyRegistry, ServingSettings, create_app
-
-    registry = PolicyRegistry.from_paths({"cartpole": cartpole_artifact})
-    api = create_app(registry, ServingSettings(token=TOKEN))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(api, log_level="warning", ws="none", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.mark.integration

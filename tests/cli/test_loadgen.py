@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from serving.loadgen import run_load
+from rlserve.jobs.loadgen import run_load
 
 ANSWER_S = 0.02
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from rlserve.progress import TrainingProgress, metric
+from rlserve.jobs.progress import TrainingProgress, metric
 
 RETURN = "env_runners/episode_return_mean"
 STEPS = "num_env_steps_sampled_lifetime"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rlserve.service import free_port
+from rlserve.jobs.service import free_port
 
 pytestmark = pytest.mark.integration
 

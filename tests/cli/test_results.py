@@ -1,4 +1,4 @@
-"""rlserve.results: the results.jsonl, progress.csv and TensorBoard files of a training run."""
+"""rlserve.jobs.results: the results.jsonl, progress.csv and TensorBoard files of a training run."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rlserve.results import ResultLogger, flatten_result
+from rlserve.jobs.results import ResultLogger, flatten_result
 from tests.helpers.tfevents import crc32c, read_events, read_scalars
 
 

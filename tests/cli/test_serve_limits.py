@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from rlserve.service import free_port
+from rlserve.jobs.service import free_port
 from tests.helpers.serve_process import serving
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from rlserve.service import free_port
+from rlserve.jobs.service import free_port
 from serving import PolicyClient
 from serving.client import AuthenticationError, BadRequestError
 from tests.helpers.serve_process import serving
@@ -65,8 +65,8 @@ def test_serve_answers_with_the_token_and_refuses_without(
     _, url, _ = service
     with PolicyClient(url, token=TOKEN) as client:
         answer = client.compute_action("cartpole", OBS)
-        assert answer["action"] in (0, 1)
-        assert answer["policy"] == "cartpole"
+        assert answer.action in (0, 1)
+        assert answer.policy == "cartpole"
     with PolicyClient(url) as client, pytest.raises(AuthenticationError):
         client.compute_action("cartpole", OBS)
     assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
@@ -97,7 +97,7 @@ def test_bad_input_through_haproxy_is_a_4xx_and_the_next_request_succeeds(
     with PolicyClient(url, token=TOKEN) as client:
         with pytest.raises(BadRequestError):
             client.compute_action("cartpole", [0.0, 0.0])
-        assert client.compute_action("cartpole", OBS)["action"] in (0, 1)
+        assert client.compute_action("cartpole", OBS).action in (0, 1)
 
 
 def test_concurrent_requests_are_batched(service: Service) -> None:

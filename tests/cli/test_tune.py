@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rlserve.tune_command import parse_grid
+from rlserve.jobs.sweep import parse_grid
 from training import Algorithm
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,89 @@
+"""One module per ``rlserve`` command: parse the options, call the job, render the result.
+
+Every command runs inside :func:`guarded`, the CLI's one error boundary, and takes
+``--log-level`` (:data:`LogLevel`). Heavy imports (torch, ray) happen inside the commands so
+that ``rlserve --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import click
+import typer
+from rich.console import Console
+
+from formats.errors import RlserveError
+
+__all__ = ["CliError", "LogLevel", "console", "err_console", "fail", "guarded"]
+
+logger = logging.getLogger(__name__)
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True)
+
+LogLevel = Annotated[
+    str | None, typer.Option(help="DEBUG, INFO, WARN or ERROR (DEBUG also shows tracebacks).")
+]
+"""The ``--log-level`` option every command takes."""
+
+_LEVELS = {"DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "ERROR": 40}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliError(RlserveError, ValueError):
+    """An option or a combination of options the CLI cannot use (the message says why)."""
+
+
+def fail(message: str) -> CliError:
+    """A :class:`CliError` to raise for a bad option."""
+    return CliError(message)
+
+
+def _configure_logging(log_level: str | None) -> bool:
+    """Apply ``--log-level`` to the ``rlserve`` loggers; return whether it is DEBUG.
+
+    Raises:
+        CliError: For an unknown level.
+    """
+    if log_level is None:
+        return False
+    level = log_level.upper()
+    if level not in _LEVELS:
+        raise CliError(f"--log-level {log_level!r}: choose DEBUG, INFO, WARN or ERROR")
+    logging.basicConfig(format="%(name)s: %(message)s")
+    logging.getLogger("rlserve").setLevel(_LEVELS[level])
+    return level == "DEBUG"
+
+
+def guarded(command: F) -> F:
+    """The CLI's one error boundary, around a command that takes ``log_level``.
+
+    An :class:`~formats.errors.RlserveError` is the user's to fix: one line ``error: ...`` on
+    stderr and exit status 2. Anything else is a bug: its traceback and exit status 1. With
+    ``--log-level DEBUG`` the traceback is shown for both.
+    """
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        debug = False
+        try:
+            debug = _configure_logging(kwargs.get("log_level"))
+            return command(*args, **kwargs)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except RlserveError as err:
+            if debug:
+                traceback.print_exc()
+            err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+        except Exception:
+            traceback.print_exc()
+            raise typer.Exit(code=1) from None
+
+    return run  # type: ignore[return-value]

@@ -1,0 +1,153 @@
+"""``rlserve serve``: serve exported policies over HTTP until Ctrl-C."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from rlserve.commands import LogLevel, console, fail, guarded
+
+__all__ = ["command"]
+
+
+@guarded
+def command(
+    artifact_dirs: Annotated[
+        list[str] | None, typer.Argument(help="Artifact directories to serve.")
+    ] = None,
+    name: Annotated[
+        list[str] | None,
+        typer.Option("--name", help="Policy name per artifact (default: the manifest's)."),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Bind address; anything but loopback needs --token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    token: Annotated[str | None, typer.Option(help="Bearer token required on /v1 routes.")] = None,
+    replicas: Annotated[int, typer.Option(help="Replicas of the deployment.")] = 1,
+    num_cpus: Annotated[float, typer.Option(help="CPUs per replica (inference threads).")] = 1.0,
+    num_gpus: Annotated[
+        float, typer.Option(help="GPUs per replica (fractions allowed); > 0 infers on CUDA.")
+    ] = 0.0,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="onnx (onnxruntime), torch_export (torch, pickle-free) or torchscript "
+            "(legacy torch; needs --allow-torchscript)."
+        ),
+    ] = "onnx",
+    allow_torchscript: Annotated[
+        bool,
+        typer.Option(
+            help="Allow --backend torchscript: its archives are unpickled when loaded, so use "
+            "it only for artifacts you built yourself."
+        ),
+    ] = False,
+    max_batch_size: Annotated[int, typer.Option(help="Requests combined per inference.")] = 64,
+    batch_wait_ms: Annotated[
+        float, typer.Option(help="How long a batch waits for more requests.")
+    ] = 2.0,
+    request_timeout_s: Annotated[
+        float | None, typer.Option(help="Answer 408 to requests not done in this time.")
+    ] = None,
+    max_ongoing_requests: Annotated[
+        int,
+        typer.Option(
+            help="Requests a replica works on at once (raised to --max-batch-size at least)."
+        ),
+    ] = 256,
+    max_queued_requests: Annotated[
+        int,
+        typer.Option(
+            help="Requests waiting per replica beyond those; more are answered 503 with "
+            "Retry-After (-1: unbounded)."
+        ),
+    ] = -1,
+    ingress: Annotated[
+        str,
+        typer.Option(
+            help="haproxy: HAProxy forwards straight to the replicas (fast; bundled with "
+            "ray[serve]); proxy: Ray Serve's Python proxy. Applies when rlserve starts Ray."
+        ),
+    ] = "haproxy",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics (rlserve_requests, rlserve_batch_requests, "
+            "rlserve_inference_latency_ms and Ray's own) at http://127.0.0.1:PORT/metrics. "
+            "Without it, a Ray started here collects no metrics: Ray's metrics agent costs "
+            "tail latency on small machines."
+        ),
+    ] = None,
+    config_file: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            help="A Ray Serve config file (see examples/serve_config.yaml) to run instead of "
+            "artifact directories; its http_options set host and port.",
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to deploy on ('auto' or 'ray://host:10001'); default: start a "
+            "private Ray on this machine, on loopback."
+        ),
+    ] = None,
+    log_level: LogLevel = None,
+) -> None:
+    """Serve exported policies over HTTP until Ctrl-C."""
+    from exporters import load_artifact
+    from rlserve.jobs.service import (
+        ServiceOptions,
+        run_config_file,
+        serve_until_interrupted,
+        start_service,
+        stop_service,
+    )
+
+    if config_file is not None:
+        if artifact_dirs:
+            raise fail("give artifact directories or --config, not both")
+        raise typer.Exit(run_config_file(config_file, ingress))
+    if not artifact_dirs:
+        raise fail("give at least one artifact directory (or --config FILE)")
+    try:
+        names = list(name or [])
+        if names and len(names) != len(artifact_dirs):
+            raise fail("give one --name per artifact directory, or none")
+        paths = {
+            names[i] if names else load_artifact(path).manifest.policy_name: path
+            for i, path in enumerate(artifact_dirs)
+        }
+        options = ServiceOptions(
+            paths,
+            host=host,
+            port=port,
+            token=token,
+            replicas=replicas,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            backend=backend,
+            allow_torchscript=allow_torchscript,
+            max_batch_size=max_batch_size,
+            batch_wait_ms=batch_wait_ms,
+            request_timeout_s=request_timeout_s,
+            max_ongoing_requests=max_ongoing_requests,
+            max_queued_requests=max_queued_requests,
+            ingress=ingress,
+            address=address,
+            metrics_port=metrics_port,
+        )
+        url = start_service(options)
+    except BaseException:
+        stop_service()
+        raise
+    console.print(f"serving {', '.join(sorted(paths))} at {url}  (docs: {url}/docs; Ctrl-C stops)")
+    try:
+        serve_until_interrupted()
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        stop_service()

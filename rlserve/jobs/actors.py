@@ -1,0 +1,137 @@
+"""``rlserve evaluate``'s actors: a policy from a checkpoint, an artifact or a served URL.
+
+:func:`play_chunk` loads the policy once and plays one episode per seed through
+:func:`serving.episodes.play_episode` (also run as a Ray task, one per chunk of seeds).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+
+from formats.spaces import obs_to_leaves
+from rlserve.jobs.sources import EnvSpec, EvaluationError, PolicySource
+from serving.episodes import Episode, play_episode
+from training.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
+
+__all__ = ["play_chunk"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Actor(Protocol):
+    def act(self, obs: Any, *, explore: bool, seed: int) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class _CheckpointActor:
+    def __init__(self, source: PolicySource) -> None:
+        import torch
+
+        from training.checkpoints import load_module
+        from training.policy import Policy
+
+        module, contents = load_module(source.location)
+        steps = int(contents.metadata.get("counters", {}).get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0))
+        self.policy = Policy(module, torch.device("cpu"), explore_default=False, timestep=steps)
+
+    def act(self, obs: Any, *, explore: bool, seed: int) -> Any:
+        import torch
+
+        if not explore:
+            return self.policy.compute_single_action(obs, explore=False)
+        with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's RNG
+            torch.manual_seed(seed)
+            return self.policy.compute_single_action(obs, explore=True)
+
+    def close(self) -> None:
+        pass
+
+
+class _ArtifactActor:
+    def __init__(self, source: PolicySource) -> None:
+        from exporters import load_artifact
+        from serving.runtime import PolicyRuntime
+
+        self.runtime = PolicyRuntime(load_artifact(source.location))
+        self.discrete = isinstance(self.runtime.action_space, gym.spaces.Discrete)
+
+    def act(self, obs: Any, *, explore: bool, seed: int) -> Any:
+        leaves = [np.asarray(x)[None] for x in obs_to_leaves(self.runtime.observation_space, obs)]
+        action = self.runtime.compute(leaves, explore=explore, seed=seed).actions[0]
+        return int(action) if self.discrete else action
+
+    def close(self) -> None:
+        pass
+
+
+class _UrlActor:
+    def __init__(self, source: PolicySource) -> None:
+        from serving.client import PolicyClient
+
+        self.url, self.name = source.location, str(source.policy)
+        self.client = PolicyClient(source.location, token=source.token)
+
+    def act(self, obs: Any, *, explore: bool, seed: int) -> Any:
+        import httpx
+
+        from serving.client import PolicyError
+
+        try:
+            return self.client.compute_action(self.name, obs, explore=explore, seed=seed).action
+        except (PolicyError, httpx.HTTPError) as err:
+            raise EvaluationError(f"policy service {self.url}: {err}") from None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _make_actor(source: PolicySource) -> _Actor:
+    factories: dict[str, Callable[[PolicySource], _Actor]] = {
+        "checkpoint": _CheckpointActor,
+        "artifact": _ArtifactActor,
+        "url": _UrlActor,
+    }
+    return factories[source.kind](source)
+
+
+def play_chunk(
+    source: PolicySource, env: EnvSpec, seeds: list[int], explore: bool = False
+) -> list[Episode]:
+    """Load the policy, make the env, and play one episode per seed (also run as a Ray task).
+
+    Exploratory actions are seeded per step (:func:`serving.episodes.action_seed`).
+    """
+    instance = env.make()
+    actor: _Actor | None = None
+    episodes = []
+    try:
+        actor = _make_actor(source)
+        current = actor
+
+        def act(obs: Any, action_seed: int | None) -> Any:
+            return current.act(obs, explore=explore, seed=int(action_seed or 0))
+
+        for seed in seeds:
+            start = time.perf_counter()
+            episode = play_episode(instance, act, seed)
+            episodes.append(episode)
+            elapsed = time.perf_counter() - start
+            logger.debug(
+                "seed %d: return %g, %d steps, %.3f s",
+                seed,
+                episode.episode_return,
+                episode.length,
+                elapsed,
+            )
+    finally:
+        instance.close()
+        if actor is not None:
+            actor.close()
+    return episodes
