@@ -155,3 +155,7 @@ def test_demo_trains_exports_serves_and_evaluates(tmp_path: Path) -> None:
     mean = float(out.stdout.split("mean return ")[1].split()[0])
     assert mean >= 400  # the tuned example is solved before it is served
     assert (tmp_path / "demo" / "artifact" / "manifest.json").is_file()
+    # Without --keep-running the service has stopped: no URLs as if it were up, and a hint.
+    closing = out.stdout.strip().splitlines()[-1]
+    assert "rerun with --keep-running" in closing
+    assert "try: curl" not in out.stdout and "/docs" not in out.stdout

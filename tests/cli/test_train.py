@@ -53,13 +53,10 @@ def test_train_one_iteration_writes_a_loadable_checkpoint(tmp_path: Path) -> Non
     last = out.stdout.strip().splitlines()[-1]
     assert last.startswith("best checkpoint: ")
     path = last.removeprefix("best checkpoint: ").strip()
-    algo = Algorithm.from_checkpoint(path)
-    try:
+    with Algorithm.from_checkpoint(path) as algo:
         assert algo.iteration == 2
         assert algo.config.train_batch_size == 128
         assert algo.config.seed == 3
-    finally:
-        algo.stop()
     _check_result_files(tmp_path / "run", iterations=2)
 
 
@@ -187,13 +184,10 @@ def test_ctrl_c_writes_a_final_checkpoint_and_exits_cleanly(tmp_path: Path) -> N
     # Every result printed was logged first; Ctrl-C may cut the last progress line short.
     assert 2 <= len(printed) <= logged <= len(printed) + 1
     _check_result_files(run_dir, iterations=logged)
-    algo = Algorithm.from_checkpoint(run_dir / "checkpoint_final")
-    try:
+    with Algorithm.from_checkpoint(run_dir / "checkpoint_final") as algo:
         # The final checkpoint holds the last logged iteration (or one that Ctrl-C cut off
         # between its end and its result reaching the loop).
         assert algo.iteration in (logged, logged + 1)
-    finally:
-        algo.stop()
 
 
 def test_train_from_a_tuned_example_with_traces(tmp_path: Path) -> None:

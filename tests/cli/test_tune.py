@@ -54,12 +54,9 @@ def test_tune_sweeps_a_grid_and_names_a_loadable_best_checkpoint(tmp_path: Path)
     lines = [line for line in out.stdout.splitlines() if line.startswith("best checkpoint: ")]
     assert len(lines) == 1
     assert "0.0001" in out.stdout and "0.001" in out.stdout
-    algo = Algorithm.from_checkpoint(lines[0].removeprefix("best checkpoint: ").strip())
-    try:
+    with Algorithm.from_checkpoint(lines[0].removeprefix("best checkpoint: ").strip()) as algo:
         assert algo.iteration == 2
         assert algo.config.lr in (0.001, 0.0001)
-    finally:
-        algo.stop()
 
 
 @pytest.mark.parametrize(
