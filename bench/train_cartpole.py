@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from training.metrics import EPISODE_RETURN_MEAN_PATH, NUM_ENV_STEPS_SAMPLED_LIFETIME, lookup
 from training.tuned_examples import load_tuned_example
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,24 +41,24 @@ def measure(example: str, seed: int, budget_s: float) -> dict[str, Any]:
             start = time.perf_counter()
             result = algo.train()
             train_s += time.perf_counter() - start
-            ret = result["env_runners"]["episode_return_mean"]
+            ret = lookup(result, EPISODE_RETURN_MEAN_PATH)
             point = {
                 "wall_s": round(train_s, 2),
-                "env_steps": result["num_env_steps_sampled_lifetime"],
+                "env_steps": result[NUM_ENV_STEPS_SAMPLED_LIFETIME],
                 "iterations": result["training_iteration"],
             }
             if reached_450 is None and not math.isnan(ret) and ret >= 450:
                 reached_450 = point
             near = not math.isnan(ret) and ret >= 400
             if reached_eval is None and near:  # evaluate only near the goal (time excluded)
-                evaluation = algo.evaluate()["env_runners"]["episode_return_mean"]
+                evaluation = lookup(algo.evaluate(), EPISODE_RETURN_MEAN_PATH)
                 if evaluation >= 475:
                     reached_eval = {**point, "eval_return": evaluation}
             if reached_450 is not None and reached_eval is not None:
                 break
     finally:
         algo.stop()
-    steps = result.get("num_env_steps_sampled_lifetime", 0)
+    steps = result.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0)
     return {
         "build_s": round(build_s, 2),
         "to_return_450": reached_450,

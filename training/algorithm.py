@@ -7,6 +7,7 @@ weight broadcast, metrics, evaluation, checkpoints and action computation — is
 
 from __future__ import annotations
 
+import abc
 import logging
 import math
 import os
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from ray.tune import Trainable
 
+from training import metrics as m
 from training.algorithms import algorithm_class
 from training.checkpoints import read_checkpoint, write_checkpoint
 from training.config import AlgorithmConfig
@@ -41,7 +43,7 @@ logger = logging.getLogger(__name__)
 SMOOTHING_EPISODES = 100
 
 
-class Algorithm(Trainable):
+class Algorithm(Trainable, abc.ABC):
     """Base of PPO and DQN. Build one with ``PPOConfig().environment(...).build()``.
 
     Args:
@@ -67,6 +69,7 @@ class Algorithm(Trainable):
         return cls.config_class()
 
     @classmethod
+    @abc.abstractmethod
     def build_module(
         cls,
         config: AlgorithmConfig,
@@ -76,18 +79,22 @@ class Algorithm(Trainable):
         """Create this algorithm's module for the given spaces."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def setup_learner(self) -> None:
         """Create the learner (``self.learner``) around ``self.module``."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def training_step(self) -> dict[str, float]:
         """Sample, update, and return the learner metrics."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def learner_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The learner's tensors and JSON state for checkpoints."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def set_learner_state(self, tensors: dict[str, torch.Tensor], data: dict[str, Any]) -> None:
         """Restore what :meth:`learner_state` returned."""
         raise NotImplementedError
@@ -132,9 +139,9 @@ class Algorithm(Trainable):
         self.env_runner_group = EnvRunnerGroup(self.config, self.env_runner)
         self.filter_stat = RunningStat(self.module.preprocessor.flat_dim)
         self.counters: dict[str, int] = {
-            "num_env_steps_sampled_lifetime": 0,
-            "num_episodes_lifetime": 0,
-            "num_env_steps_trained_lifetime": 0,
+            m.NUM_ENV_STEPS_SAMPLED_LIFETIME: 0,
+            m.NUM_EPISODES_LIFETIME: 0,
+            m.NUM_ENV_STEPS_TRAINED_LIFETIME: 0,
         }
         self._returns: deque[float] = deque(maxlen=SMOOTHING_EPISODES)
         self._lengths: deque[int] = deque(maxlen=SMOOTHING_EPISODES)
@@ -144,31 +151,31 @@ class Algorithm(Trainable):
     def step(self) -> dict[str, Any]:
         """One training iteration: ``training_step`` plus metrics and optional evaluation."""
         start = time.perf_counter()
-        sampled_before = self.counters["num_env_steps_sampled_lifetime"]
-        episodes_before = self.counters["num_episodes_lifetime"]
+        sampled_before = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+        episodes_before = self.counters[m.NUM_EPISODES_LIFETIME]
         learner_metrics = self.training_step()
         elapsed = time.perf_counter() - start
-        sampled = self.counters["num_env_steps_sampled_lifetime"] - sampled_before
+        sampled = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] - sampled_before
         returns = list(self._returns)
         result: dict[str, Any] = {
-            "env_runners": {
-                "episode_return_mean": float(np.mean(returns)) if returns else math.nan,
-                "episode_return_min": float(np.min(returns)) if returns else math.nan,
-                "episode_return_max": float(np.max(returns)) if returns else math.nan,
-                "episode_len_mean": float(np.mean(self._lengths)) if returns else math.nan,
-                "num_episodes": self.counters["num_episodes_lifetime"] - episodes_before,
-                "num_env_steps_sampled": sampled,
+            m.ENV_RUNNER_RESULTS: {
+                m.EPISODE_RETURN_MEAN: float(np.mean(returns)) if returns else math.nan,
+                m.EPISODE_RETURN_MIN: float(np.min(returns)) if returns else math.nan,
+                m.EPISODE_RETURN_MAX: float(np.max(returns)) if returns else math.nan,
+                m.EPISODE_LEN_MEAN: float(np.mean(self._lengths)) if returns else math.nan,
+                m.NUM_EPISODES: self.counters[m.NUM_EPISODES_LIFETIME] - episodes_before,
+                m.NUM_ENV_STEPS_SAMPLED: sampled,
             },
-            "learners": {"default_policy": learner_metrics},
-            "num_healthy_env_runners": self.env_runner_group.num_healthy_remote_env_runners,
-            "num_remote_env_runners": self.env_runner_group.num_remote_env_runners,
-            "num_env_runner_restarts": self.env_runner_group.num_restarts,
-            "num_env_steps_sampled_throughput_per_sec": sampled / elapsed if elapsed > 0 else 0.0,
+            m.LEARNER_RESULTS: {m.DEFAULT_POLICY_ID: learner_metrics},
+            m.NUM_HEALTHY_ENV_RUNNERS: self.env_runner_group.num_healthy_remote_env_runners,
+            m.NUM_REMOTE_ENV_RUNNERS: self.env_runner_group.num_remote_env_runners,
+            m.NUM_ENV_RUNNER_RESTARTS: self.env_runner_group.num_restarts,
+            m.NUM_ENV_STEPS_SAMPLED_THROUGHPUT: sampled / elapsed if elapsed > 0 else 0.0,
             **self.counters,
         }
         interval = self.config.evaluation_interval
         if interval is not None and (self.iteration + 1) % interval == 0:
-            result["evaluation"] = self.evaluate()
+            result[m.EVALUATION_RESULTS] = self.evaluate()
         return result
 
     def get_auto_filled_metrics(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -200,8 +207,8 @@ class Algorithm(Trainable):
         for fragment in fragments:
             self._returns.extend(fragment.episode_returns)
             self._lengths.extend(fragment.episode_lengths)
-            self.counters["num_episodes_lifetime"] += len(fragment.episode_returns)
-        self.counters["num_env_steps_sampled_lifetime"] += steps
+            self.counters[m.NUM_EPISODES_LIFETIME] += len(fragment.episode_returns)
+        self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] += steps
         return fragments
 
     def sync_weights(self) -> None:
@@ -211,7 +218,7 @@ class Algorithm(Trainable):
                 self.filter_stat.merge(RunningStat.from_json(delta))
             self.module.obs_filter.set_stats(self.filter_stat)
         weights = {k: v.detach().cpu().numpy() for k, v in self.module.state_dict().items()}
-        self.env_runner_group.sync_weights(weights, self.counters["num_env_steps_sampled_lifetime"])
+        self.env_runner_group.sync_weights(weights, self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME])
 
     def evaluate(self) -> dict[str, Any]:
         """Play ``evaluation_duration`` episodes with the current (frozen-filter) policy.
@@ -236,23 +243,23 @@ class Algorithm(Trainable):
         returns = returns[: self.config.evaluation_duration]
         lengths = lengths[: self.config.evaluation_duration]
         return {
-            "env_runners": {
-                "episode_return_mean": float(np.mean(returns)),
-                "episode_return_min": float(np.min(returns)),
-                "episode_return_max": float(np.max(returns)),
-                "episode_len_mean": float(np.mean(lengths)),
-                "num_episodes": len(returns),
+            m.ENV_RUNNER_RESULTS: {
+                m.EPISODE_RETURN_MEAN: float(np.mean(returns)),
+                m.EPISODE_RETURN_MIN: float(np.min(returns)),
+                m.EPISODE_RETURN_MAX: float(np.max(returns)),
+                m.EPISODE_LEN_MEAN: float(np.mean(lengths)),
+                m.NUM_EPISODES: len(returns),
             }
         }
 
     # ----------------------------------------------------------------- weights and policy
-    def get_policy(self, policy_id: str = "default_policy") -> Policy:
+    def get_policy(self, policy_id: str = m.DEFAULT_POLICY_ID) -> Policy:
         """The policy: module access, preprocessing, distributions, values/Q-values."""
         return Policy(
             self.module,
             self.device,
             explore_default=self.config.explore,
-            timestep=self.counters["num_env_steps_sampled_lifetime"],
+            timestep=self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME],
         )
 
     def get_weights(self) -> dict[str, np.ndarray]:
@@ -315,7 +322,7 @@ class Algorithm(Trainable):
             self.counters[key] = int(contents.metadata["counters"].get(key, 0))
         self._iteration = int(contents.metadata["iteration"])
         self._time_total = float(contents.metadata.get("time_total_s", 0.0))
-        self._timesteps_total = self.counters["num_env_steps_sampled_lifetime"]  # type: ignore[assignment]
+        self._timesteps_total = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]  # type: ignore[assignment]
         self.env_runner_group.get_filter_deltas()  # statistics gathered before the load are stale
         self.sync_weights()
 

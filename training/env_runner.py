@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from formats.spaces import obs_to_leaves
+from training import columns as cols
 from training.envs import make_env_creator
 from training.preprocessing import RunningStat
 from training.rl_module import RLModule
@@ -211,13 +212,13 @@ class EnvRunner:
                 if filter_on:
                     flat = self.module.preprocessor(tensors).flat.numpy()
                     self._filter_delta.push(flat[~self._autoreset])
-            action = out["actions"].numpy()
+            action = out[cols.ACTIONS].numpy()
             next_obs, reward, term, trunc = self._step(action, t, terminated, truncated, valid)
             is_valid = ~self._autoreset
             obs_rows.append(leaves)
             actions.append(action)
             for key, value in out.items():
-                if key not in ("actions", "action_dist_inputs"):
+                if key not in (cols.ACTIONS, cols.ACTION_DIST_INPUTS):
                     extras.setdefault(key, []).append(value.numpy())
             rewards[t], terminated[t], truncated[t], valid[t] = reward, term, trunc, is_valid
             self._ep_return += np.where(is_valid, reward, 0.0)

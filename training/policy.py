@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from formats.spaces import flatten_leaves, obs_to_leaves
+from training import columns as cols
 from training.distributions import ActionDistribution
 from training.rl_module import RLModule
 
@@ -87,9 +88,9 @@ class Policy:
     def _actions(self, leaves: list[Tensor], explore: bool) -> np.ndarray:
         if explore:
             out = self.model.forward_exploration(leaves, None, self.timestep)
-            actions = self.model.clip_actions(out["actions"])
+            actions = self.model.clip_actions(out[cols.ACTIONS])
         else:
-            actions = self.model.forward_inference(leaves)["actions"]
+            actions = self.model.forward_inference(leaves)[cols.ACTIONS]
         result: np.ndarray = actions.cpu().numpy()
         if isinstance(self.action_space, gym.spaces.Box):
             result = result.astype(self.action_space.dtype, copy=False)
@@ -107,7 +108,7 @@ class Policy:
     def action_distribution(self, observations: Any) -> ActionDistribution:
         """The action distribution for a batch (categorical / Gaussian / Q-value greedy)."""
         inputs = self.model.forward_inference(self._leaves(observations, batched=True))
-        return ActionDistribution(self.action_space, inputs["action_dist_inputs"])
+        return ActionDistribution(self.action_space, inputs[cols.ACTION_DIST_INPUTS])
 
     @torch.no_grad()
     def value_function(self, observations: Any) -> np.ndarray:

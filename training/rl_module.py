@@ -12,6 +12,7 @@ As in RLlib's new stack, a module has
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Any
 
@@ -93,7 +94,7 @@ class Encoder(nn.Module):
         return out
 
 
-class RLModule(nn.Module):
+class RLModule(nn.Module, abc.ABC):
     """Base of every algorithm's module: preprocessing, filter, action bounds.
 
     Args:
@@ -139,16 +140,19 @@ class RLModule(nn.Module):
         clipped = torch.clamp(flat, self.action_low, self.action_high)
         return clipped.reshape(actions.shape)
 
+    @abc.abstractmethod
     def forward_inference(self, leaves: list[Tensor]) -> dict[str, Tensor]:
         """Deterministic actions (``"actions"``) and ``"action_dist_inputs"``."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def forward_exploration(
         self, leaves: list[Tensor], generator: torch.Generator | None, timestep: int
     ) -> dict[str, Tensor]:
         """Exploratory ``"actions"`` (unclipped) plus algorithm-specific extras."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def forward_train(self, leaves: list[Tensor]) -> dict[str, Tensor]:
         """Everything the loss needs, with gradients."""
         raise NotImplementedError

@@ -17,6 +17,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from training import columns as cols
+
 __all__ = ["TraceWriter", "read_traces"]
 
 
@@ -45,7 +47,13 @@ class TraceWriter:
 
     @staticmethod
     def _empty() -> dict[str, list[Any]]:
-        return {"obs": [], "actions": [], "rewards": [], "terminated": [], "truncated": []}
+        return {
+            cols.OBS: [],
+            cols.ACTIONS: [],
+            cols.REWARDS: [],
+            cols.TERMINATEDS: [],
+            cols.TRUNCATEDS: [],
+        }
 
     def record(
         self,
@@ -59,11 +67,11 @@ class TraceWriter:
         """Record one vector step; finished episodes are written out."""
         for j in np.flatnonzero(valid):
             episode = self._episodes[j]
-            episode["obs"].append([leaf[j].tolist() for leaf in leaves])
-            episode["actions"].append(actions[j].tolist())
-            episode["rewards"].append(float(rewards[j]))
-            episode["terminated"].append(bool(terminated[j]))
-            episode["truncated"].append(bool(truncated[j]))
+            episode[cols.OBS].append([leaf[j].tolist() for leaf in leaves])
+            episode[cols.ACTIONS].append(actions[j].tolist())
+            episode[cols.REWARDS].append(float(rewards[j]))
+            episode[cols.TERMINATEDS].append(bool(terminated[j]))
+            episode[cols.TRUNCATEDS].append(bool(truncated[j]))
             if terminated[j] or truncated[j]:
                 self._write(episode)
                 self._episodes[j] = self._empty()
@@ -78,14 +86,14 @@ class TraceWriter:
             self._file, self._file_number = None, self._file_number + 1
         if self._file is None:
             self._file = self._path().open("a", encoding="utf-8")
-        steps = len(episode["rewards"])
+        steps = len(episode[cols.REWARDS])
         # Leaves are transposed to one list per leaf over the episode's steps.
-        obs = [list(column) for column in zip(*episode["obs"], strict=True)]
+        obs = [list(column) for column in zip(*episode[cols.OBS], strict=True)]
         line = {
             **episode,
-            "obs": obs,
-            "return": float(sum(episode["rewards"])),
-            "length": steps,
+            cols.OBS: obs,
+            cols.EPISODE_RETURN: float(sum(episode[cols.REWARDS])),
+            cols.EPISODE_LENGTH: steps,
         }
         self._file.write(json.dumps(line, allow_nan=False) + "\n")
         self._file.flush()

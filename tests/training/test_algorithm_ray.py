@@ -10,25 +10,22 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.helpers.configs import tiny_ppo
 from training import Algorithm, EnvRunnerFailedError, PPOConfig
 
 pytestmark = pytest.mark.integration
 
-
-def tiny(env: Any = "CartPole-v1", **env_config: Any) -> PPOConfig:
-    return (
-        PPOConfig()
-        .environment(env, env_config=env_config)
-        .env_runners(num_env_runners=2, num_envs_per_env_runner=2, rollout_fragment_length=32)
-        .training(train_batch_size=128, minibatch_size=64, num_epochs=1)
-        .debugging(seed=0)
-    )
+REMOTE: dict[str, Any] = {"num_env_runners": 2, "train_batch_size": 128, "minibatch_size": 64}
+"""Two remote runners of two envs each, 32-step fragments: one 128-step batch per round."""
 
 
 def test_remote_runners_share_the_learner_weights(ray_session: Any) -> None:
-    config = tiny().env_runners(observation_filter="MeanStdFilter").debugging(log_level="INFO")
-    algo = config.build()
-    try:
+    config = (
+        tiny_ppo(**REMOTE)
+        .env_runners(observation_filter="MeanStdFilter")
+        .debugging(log_level="INFO")
+    )
+    with config.build() as algo:
         result = algo.train()
         assert result["num_healthy_env_runners"] == 2
         assert 100 < result["num_env_steps_sampled_lifetime"] <= 128
@@ -47,16 +44,15 @@ def test_remote_runners_share_the_learner_weights(ray_session: Any) -> None:
         assert levels == [logging.INFO, logging.INFO]
         indices = algo.env_runner_group.foreach_worker_with_index(lambda i, w: (i, w.runner_index))
         assert indices == [(0, 0), (1, 1), (2, 2)]
-    finally:
-        algo.stop()
 
 
 def test_failed_runner_is_restarted_and_training_continues(
     ray_session: Any, tmp_path: Path
 ) -> None:
     marker = tmp_path / "fail"
-    algo = tiny("tests.helpers.ray_envs:FlakyCartPole", fail_marker=str(marker)).build()
-    try:
+    with tiny_ppo(
+        "tests.helpers.ray_envs:FlakyCartPole", env_config={"fail_marker": str(marker)}, **REMOTE
+    ).build() as algo:
         algo.train()
         marker.touch()
         result = algo.train()
@@ -65,76 +61,68 @@ def test_failed_runner_is_restarted_and_training_continues(
         result = algo.train()
         assert result["num_healthy_env_runners"] == 2
         assert result["training_iteration"] == 3
-    finally:
-        algo.stop()
 
 
 def test_failed_runner_without_restarts_raises_a_clear_error(
     ray_session: Any, tmp_path: Path
 ) -> None:
     marker = tmp_path / "fail"
-    config = tiny("tests.helpers.ray_envs:FlakyCartPole", fail_marker=str(marker)).fault_tolerance(
-        restart_failed_env_runners=False
-    )
-    algo = config.build()
-    try:
+    config = tiny_ppo(
+        "tests.helpers.ray_envs:FlakyCartPole", env_config={"fail_marker": str(marker)}, **REMOTE
+    ).fault_tolerance(restart_failed_env_runners=False)
+    with config.build() as algo:
         marker.touch()
         start = time.monotonic()
         with pytest.raises(EnvRunnerFailedError, match="injected env failure"):
             algo.train()
         assert time.monotonic() - start < 30
-    finally:
-        algo.stop()
 
 
 def test_ignored_failures_drop_the_runner(ray_session: Any, tmp_path: Path) -> None:
     marker = tmp_path / "fail"
-    config = tiny("tests.helpers.ray_envs:FlakyCartPole", fail_marker=str(marker)).fault_tolerance(
-        restart_failed_env_runners=False, ignore_env_runner_failures=True
-    )
-    algo = config.build()
-    try:
+    config = tiny_ppo(
+        "tests.helpers.ray_envs:FlakyCartPole", env_config={"fail_marker": str(marker)}, **REMOTE
+    ).fault_tolerance(restart_failed_env_runners=False, ignore_env_runner_failures=True)
+    with config.build() as algo:
         marker.touch()
         algo.train()
         result = algo.train()
         assert result["num_healthy_env_runners"] == 1
         assert result["num_env_runner_restarts"] == 0
-    finally:
-        algo.stop()
 
 
 def test_killed_runner_process_is_replaced(ray_session: Any) -> None:
     import ray
 
-    algo = tiny().build()
-    try:
+    with tiny_ppo(**REMOTE).build() as algo:
         algo.train()
         ray.kill(algo.env_runner_group._actors[1], no_restart=True)
         algo.train()
         result = algo.train()
         assert result["num_env_runner_restarts"] == 1
         assert result["num_healthy_env_runners"] == 2
-    finally:
-        algo.stop()
 
 
 def test_hung_runner_is_bounded_by_sample_timeout(ray_session: Any, tmp_path: Path) -> None:
     marker = tmp_path / "hang"
     config = (
-        tiny("tests.helpers.ray_envs:HangingCartPole", hang_marker=str(marker))
+        tiny_ppo(
+            "tests.helpers.ray_envs:HangingCartPole",
+            env_config={"hang_marker": str(marker)},
+            **REMOTE,
+        )
         .env_runners(num_env_runners=1, sample_timeout_s=2.0)
         .fault_tolerance(restart_failed_env_runners=False)
     )
-    algo = config.build()
-    try:
-        marker.touch()
-        start = time.monotonic()
-        with pytest.raises(EnvRunnerFailedError, match="sample_timeout_s"):
-            algo.train()
-        assert time.monotonic() - start < 20
-    finally:
-        marker.unlink()
-        algo.stop()
+    with config.build() as algo:
+        try:
+            marker.touch()
+            start = time.monotonic()
+            with pytest.raises(EnvRunnerFailedError, match="sample_timeout_s"):
+                algo.train()
+            assert time.monotonic() - start < 20
+        finally:
+            marker.unlink()
 
 
 def test_tune_sweep_of_two_trials_and_best_checkpoint(ray_session: Any, tmp_path: Path) -> None:
@@ -169,14 +157,11 @@ def test_tune_sweep_of_two_trials_and_best_checkpoint(ray_session: Any, tmp_path
     assert lrs == [1e-4, 1e-3]
     best = results.get_best_result(metric="env_runners/episode_return_mean", mode="max")
     assert best.checkpoint is not None
-    algo = Algorithm.from_checkpoint(best.checkpoint)
-    try:
+    with Algorithm.from_checkpoint(best.checkpoint) as algo:
         assert algo.iteration == 2
         assert best.config is not None
         assert algo.config.lr == best.config["lr"]
         assert algo.compute_single_action(np.zeros(4, np.float32), explore=False) in (0, 1)
-    finally:
-        algo.stop()
 
 
 def test_algorithms_are_registered_with_tune_by_name(ray_session: Any, tmp_path: Path) -> None:
@@ -199,7 +184,7 @@ def test_algorithms_are_registered_with_tune_by_name(ray_session: Any, tmp_path:
 
 def test_algorithm_is_a_context_manager(ray_session: Any) -> None:
     """``with config.build() as algo:`` stops the algorithm, also when the block raises."""
-    with pytest.raises(RuntimeError, match="boom"), tiny().build() as algo:
+    with pytest.raises(RuntimeError, match="boom"), tiny_ppo(**REMOTE).build() as algo:
         assert algo.env_runner_group.num_healthy_remote_env_runners == 2
         assert algo.train()["training_iteration"] == 1
         raise RuntimeError("boom")

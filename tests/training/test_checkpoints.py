@@ -20,6 +20,7 @@ import safetensors.torch
 
 from formats import safeio
 from formats.spaces import space_from_json, space_to_json
+from tests.helpers.configs import tiny_ppo
 from training import (
     PPO,
     Algorithm,
@@ -39,16 +40,6 @@ PAYLOAD = (
 )
 
 
-def _config(**env_runners: Any) -> PPOConfig:
-    return (
-        PPOConfig()
-        .environment("CartPole-v1")
-        .env_runners(num_envs_per_env_runner=2, rollout_fragment_length=32, **env_runners)
-        .training(train_batch_size=64, minibatch_size=32, num_epochs=1)
-        .debugging(seed=0)
-    )
-
-
 class Algos:
     """Builds algorithms and stops every one of them at teardown."""
 
@@ -60,7 +51,7 @@ class Algos:
         return algo
 
     def build(self, config: PPOConfig | None = None, iterations: int = 1) -> Algorithm:
-        algo = self.track((config or _config()).build())
+        algo = self.track((config or tiny_ppo()).build())
         for _ in range(iterations):
             algo.train()
         return algo
@@ -233,7 +224,7 @@ def test_from_checkpoint_rejects_bad_override(saved: tuple[Algorithm, Path]) -> 
 
 def test_restore_into_running_algorithm(saved: tuple[Algorithm, Path], algos: Algos) -> None:
     algo, path = saved
-    other = algos.build(_config().debugging(seed=7), iterations=2)
+    other = algos.build(tiny_ppo().debugging(seed=7), iterations=2)
     assert other.iteration == 2
     before = other.get_weights()
     assert any(not np.array_equal(before[k], v) for k, v in algo.get_weights().items())
@@ -301,7 +292,7 @@ def test_tampered_module_detected_before_loading(
     assert "learner_state" not in message  # only the bad file is named
     assert load_spy == []
     # restore() into a running algorithm fails the same way and changes nothing.
-    other = algos.build(_config().debugging(seed=3))
+    other = algos.build(tiny_ppo().debugging(seed=3))
     before = other.get_weights()
     counters = dict(other.counters)
     with pytest.raises(CheckpointError, match=r"module\.safetensors"):
@@ -314,7 +305,7 @@ def test_tampered_module_detected_before_loading(
 def test_rejected_restore_keeps_iteration(saved: tuple[Algorithm, Path], algos: Algos) -> None:
     _, path = saved
     (path / "module.safetensors").unlink()
-    other = algos.build(_config().debugging(seed=3), iterations=2)
+    other = algos.build(tiny_ppo().debugging(seed=3), iterations=2)
     with pytest.raises(CheckpointError, match=r"module\.safetensors"):
         other.restore(str(path))
     assert other.iteration == 2
@@ -494,7 +485,7 @@ def test_checkpoint_loads_in_fresh_process(saved: tuple[Algorithm, Path]) -> Non
 
 # ----------------------------------------------------------------- observation filter
 def test_mean_std_filter_state_round_trip(algos: Algos, tmp_path: Path) -> None:
-    algo = algos.build(_config(observation_filter="MeanStdFilter"), iterations=2)
+    algo = algos.build(tiny_ppo(observation_filter="MeanStdFilter"), iterations=2)
     path = tmp_path / "ckpt"
     algo.save(str(path))
     assert (path / "filter_state.json").is_file()

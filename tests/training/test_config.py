@@ -10,19 +10,9 @@ import torch
 from ray import tune
 from ray.tune.search.sample import Float
 
+from tests.helpers.configs import tiny_ppo
 from training import ConfigError, PPOConfig, UnknownEnvError
 from training.config_sections import ModelConfig
-
-
-def _tiny(env: Any = "CartPole-v1", **env_kwargs: Any) -> PPOConfig:
-    return (
-        PPOConfig()
-        .environment(env, **env_kwargs)
-        .env_runners(num_envs_per_env_runner=2, rollout_fragment_length=32)
-        .training(train_batch_size=64, minibatch_size=32, num_epochs=1)
-        .debugging(seed=0)
-    )
-
 
 # ----------------------------------------------------------------- fluent sections
 SECTION_CALLS: list[tuple[str, dict[str, Any]]] = [
@@ -93,7 +83,7 @@ def test_fluent_section_sets_values_and_returns_config(method: str, kwargs: dict
 
 
 def test_fluent_calls_chain_and_later_calls_keep_earlier_values() -> None:
-    config = _tiny().training(lr=1e-3).training(gamma=0.5)
+    config = tiny_ppo().training(lr=1e-3).training(gamma=0.5)
     assert config.lr == 1e-3
     assert config.gamma == 0.5
     assert config.train_batch_size == 64
@@ -289,7 +279,7 @@ def test_attribute_assignment_validates() -> None:
 # ----------------------------------------------------------------- dict forms
 def test_to_dict_json_from_dict_round_trip() -> None:
     config = (
-        _tiny()
+        tiny_ppo()
         .environment(env_config={"render_mode": None})
         .training(
             lr=1e-3,
@@ -349,7 +339,7 @@ def test_from_dict_validates_values() -> None:
 
 
 def test_copy_is_independent() -> None:
-    config = _tiny().environment(env_config={"nested": {"a": [1, 2]}})
+    config = tiny_ppo().environment(env_config={"nested": {"a": [1, 2]}})
     clone = config.copy()
     assert clone == config
     assert clone is not config
@@ -364,7 +354,7 @@ def test_copy_is_independent() -> None:
 
 
 def test_to_dict_is_a_snapshot() -> None:
-    config = _tiny()
+    config = tiny_ppo()
     data = config.to_dict()
     data["model"]["fcnet_hiddens"].append(7)
     data["lr"] = 9.0
@@ -375,7 +365,7 @@ def test_to_dict_is_a_snapshot() -> None:
 # ----------------------------------------------------------------- Tune search spaces
 def test_tune_search_spaces_accepted_and_in_to_dict() -> None:
     grid = tune.grid_search([1e-3, 1e-4])
-    config = _tiny().training(lr=grid, clip_param=tune.uniform(0.1, 0.2))
+    config = tiny_ppo().training(lr=grid, clip_param=tune.uniform(0.1, 0.2))
     flat = config.to_dict()
     assert flat["lr"] == {"grid_search": [1e-3, 1e-4]}
     assert isinstance(flat["clip_param"], Float)
@@ -393,18 +383,18 @@ def test_tune_search_spaces_accepted_and_in_to_dict() -> None:
 
 
 def test_search_spaces_survive_copy_and_from_dict() -> None:
-    config = _tiny().training(lr=tune.grid_search([1e-3, 1e-4]))
+    config = tiny_ppo().training(lr=tune.grid_search([1e-3, 1e-4]))
     clone = config.copy()
     assert clone.lr == {"grid_search": [1e-3, 1e-4]}
     assert clone == config
 
 
 def test_build_with_unresolved_search_space_fails() -> None:
-    config = _tiny().training(lr=tune.grid_search([1e-3, 1e-4]))
+    config = tiny_ppo().training(lr=tune.grid_search([1e-3, 1e-4]))
     with pytest.raises(ConfigError, match="search space") as info:
         config.build()
     assert "lr" in str(info.value)
-    config = _tiny().training(clip_param=tune.uniform(0.1, 0.2))
+    config = tiny_ppo().training(clip_param=tune.uniform(0.1, 0.2))
     with pytest.raises(ConfigError, match="clip_param"):
         config.build()
     with pytest.raises(ConfigError, match="clip_param"):
@@ -412,7 +402,7 @@ def test_build_with_unresolved_search_space_fails() -> None:
 
 
 def test_rejected_update_leaves_search_spaces_unchanged() -> None:
-    config = _tiny()
+    config = tiny_ppo()
     with pytest.raises(ConfigError, match="gamma"):
         config.training(lr=tune.uniform(0.1, 0.2), gamma=5.0)
     assert config.lr == 3e-4
@@ -432,49 +422,43 @@ def test_build_without_env_fails() -> None:
 
 def test_unknown_gymnasium_id_lists_close_matches() -> None:
     with pytest.raises(UnknownEnvError) as info:
-        _tiny("CartPol-v1").build()
+        tiny_ppo("CartPol-v1").build()
     assert "CartPol-v1" in str(info.value)
     assert "CartPole-v1" in str(info.value)
 
 
 def test_unimportable_entry_point_fails() -> None:
     with pytest.raises(UnknownEnvError, match="NoSuchEnv"):
-        _tiny("tests.helpers.envs:NoSuchEnv").build()
+        tiny_ppo("tests.helpers.envs:NoSuchEnv").build()
     with pytest.raises(UnknownEnvError, match="no_such_module"):
-        _tiny("no_such_module:Env").build()
+        tiny_ppo("no_such_module:Env").build()
 
 
 def test_entry_point_env_builds_and_trains() -> None:
-    algo = _tiny("tests.helpers.envs:CountingEnv").build()
-    try:
+    with tiny_ppo("tests.helpers.envs:CountingEnv").build() as algo:
         result = algo.train()
         assert result["training_iteration"] == 1
         assert result["num_env_steps_sampled_lifetime"] > 0
         # CountingEnv episodes are 3 steps with reward 1 each.
         assert result["env_runners"]["episode_return_mean"] == 3.0
         assert result["env_runners"]["episode_len_mean"] == 3.0
-    finally:
-        algo.stop()
 
 
 def test_class_env_receives_env_config() -> None:
     from tests.helpers.envs import CountingEnv
 
-    algo = _tiny(CountingEnv, env_config={"episode_len": 5}).build()
-    try:
+    with tiny_ppo(CountingEnv, env_config={"episode_len": 5}).build() as algo:
         env = algo.env_runner.env.envs[0].unwrapped
         assert isinstance(env, CountingEnv)
         assert env.episode_len == 5
         fragment = algo.env_runner.sample(13)
         assert fragment.episode_lengths == [5, 5, 5, 5]
         assert fragment.episode_returns == [5.0, 5.0, 5.0, 5.0]
-    finally:
-        algo.stop()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_num_gpus_without_cuda_fails_at_build() -> None:
-    config = _tiny().resources(num_gpus=1)
+    config = tiny_ppo().resources(num_gpus=1)
     assert config.num_gpus == 1.0
     with pytest.raises(ConfigError, match="num_gpus"):
         config.build()

@@ -7,25 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers.configs import tiny_dqn
 from training import DQN, Algorithm, ConfigError, DQNConfig
 from training.algorithms.dqn.module import linear_epsilon
 from training.algorithms.dqn.replay_buffer import ReplayBuffer, n_step_transitions
-
-
-def tiny_dqn() -> DQNConfig:
-    return (
-        DQNConfig()
-        .environment("CartPole-v1")
-        .env_runners(num_envs_per_env_runner=2, rollout_fragment_length=8)
-        .training(
-            train_batch_size=16,
-            num_steps_sampled_before_learning_starts=32,
-            min_sample_timesteps_per_iteration=64,
-            target_network_update_freq=32,
-            n_step=3,
-        )
-        .debugging(seed=0)
-    )
 
 
 def test_n_step_transitions_stop_at_episode_ends_and_bootstrap_truncation() -> None:
@@ -108,9 +93,8 @@ def test_dqn_config_validation() -> None:
 
 
 def test_tiny_dqn_trains_and_round_trips(tmp_path: Path) -> None:
-    algo = tiny_dqn().build()
-    assert isinstance(algo, DQN)
-    try:
+    with tiny_dqn().build() as algo:
+        assert isinstance(algo, DQN)
         before = algo.get_weights()
         result = algo.train()
         learner = result["learners"]["default_policy"]
@@ -124,10 +108,7 @@ def test_tiny_dqn_trains_and_round_trips(tmp_path: Path) -> None:
         assert q.shape == (1, 2)
         path = algo.save(str(tmp_path / "ckpt")).checkpoint.path
         target = {k: v.clone() for k, v in algo.learner.target.state_dict().items()}
-    finally:
-        algo.stop()
-    restored = Algorithm.from_checkpoint(path)
-    try:
+    with Algorithm.from_checkpoint(path) as restored:
         assert isinstance(restored, DQN)
         for key, value in restored.learner.target.state_dict().items():
             assert np.array_equal(value.numpy(), target[key].numpy())
@@ -137,14 +118,11 @@ def test_tiny_dqn_trains_and_round_trips(tmp_path: Path) -> None:
         assert restored.compute_single_action(obs, explore=False) == int(np.argmax(q[0]))
         restored.train()
         assert restored.iteration == 2
-    finally:
-        restored.stop()
 
 
 def test_exploring_actions_follow_the_current_epsilon() -> None:
     config = tiny_dqn().training(epsilon_timesteps=100, epsilon_final=0.0)
-    algo = config.build()
-    try:
+    with config.build() as algo:
         algo.train()  # 64+ env steps: epsilon is well below 1 but above 0
         policy = algo.get_policy()
         assert policy.timestep == algo.counters["num_env_steps_sampled_lifetime"]
@@ -153,5 +131,3 @@ def test_exploring_actions_follow_the_current_epsilon() -> None:
         np.testing.assert_array_equal(
             policy.compute_actions(obs, explore=True), policy.compute_actions(obs, explore=False)
         )
-    finally:
-        algo.stop()

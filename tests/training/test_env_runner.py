@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.helpers.configs import tiny_ppo
 from tests.helpers.envs import CountingEnv
 from training import PPOConfig
 from training.algorithms.ppo.learner import compute_gae
@@ -16,19 +17,8 @@ from training.env_runner import EnvRunner, Fragment
 from training.traces import read_traces
 
 MakeRunner = Callable[..., EnvRunner]
-
-
-def _config(env_config: dict[str, Any] | None = None, **extra: Any) -> PPOConfig:
-    config = (
-        PPOConfig()
-        .environment(CountingEnv, env_config=env_config or {})
-        .env_runners(num_envs_per_env_runner=2, rollout_fragment_length=8)
-        .training(train_batch_size=16, minibatch_size=8, num_epochs=1)
-        .debugging(seed=0)
-    )
-    if extra:
-        config.update_from_dict(extra)
-    return config
+SHORT: dict[str, Any] = {"rollout_fragment_length": 8, "train_batch_size": 16, "minibatch_size": 8}
+"""Two CountingEnvs per runner, 8-step fragments."""
 
 
 @pytest.fixture
@@ -61,7 +51,7 @@ TRUNCATING = pytest.param({"max_steps": 2}, id="truncated")
 def test_row_after_episode_end_is_invalid_with_zero_reward(
     make_runner: MakeRunner, env_config: dict[str, Any]
 ) -> None:
-    runner = make_runner(_config(env_config))
+    runner = make_runner(tiny_ppo(CountingEnv, env_config=env_config, **SHORT))
     fragment = runner.sample(10)
     done = fragment.terminated | fragment.truncated
     steps, n = fragment.rewards.shape
@@ -98,7 +88,7 @@ def test_row_after_episode_end_is_invalid_with_zero_reward(
 def test_no_transition_crosses_an_episode_boundary(
     make_runner: MakeRunner, env_config: dict[str, Any]
 ) -> None:
-    runner = make_runner(_config(env_config))
+    runner = make_runner(tiny_ppo(CountingEnv, env_config=env_config, **SHORT))
     for _ in range(3):  # also across fragment boundaries
         fragment = runner.sample(9)
         obs = _obs(fragment)
@@ -118,7 +108,7 @@ def test_no_transition_crosses_an_episode_boundary(
 
 
 def test_episode_returns_and_lengths(make_runner: MakeRunner) -> None:
-    runner = make_runner(_config())
+    runner = make_runner(tiny_ppo(CountingEnv, **SHORT))
     first = runner.sample(10)
     assert first.episode_returns == [3.0] * 4
     assert first.episode_lengths == [3] * 4
@@ -133,14 +123,14 @@ def test_episode_returns_and_lengths(make_runner: MakeRunner) -> None:
 
 
 def test_truncated_episode_lengths(make_runner: MakeRunner) -> None:
-    runner = make_runner(_config({"max_steps": 2}))
+    runner = make_runner(tiny_ppo(CountingEnv, env_config={"max_steps": 2}, **SHORT))
     fragment = runner.sample(9)
     assert fragment.episode_lengths == [2] * 6
     assert fragment.episode_returns == [2.0] * 6
 
 
 def test_autoreset_row_carries_over_to_next_fragment(make_runner: MakeRunner) -> None:
-    runner = make_runner(_config())
+    runner = make_runner(tiny_ppo(CountingEnv, **SHORT))
     first = runner.sample(3)
     assert first.terminated[2].all()
     assert first.valid.all()
@@ -154,7 +144,7 @@ def test_autoreset_row_carries_over_to_next_fragment(make_runner: MakeRunner) ->
 
 
 def test_num_env_steps_counts_valid_rows_only(make_runner: MakeRunner) -> None:
-    runner = make_runner(_config())
+    runner = make_runner(tiny_ppo(CountingEnv, **SHORT))
     fragment = runner.sample(10)
     assert fragment.rewards.size == 20
     assert fragment.num_env_steps == int(fragment.valid.sum()) == 16
@@ -163,7 +153,7 @@ def test_num_env_steps_counts_valid_rows_only(make_runner: MakeRunner) -> None:
 
 
 def test_default_fragment_length_comes_from_config(make_runner: MakeRunner) -> None:
-    runner = make_runner(_config())
+    runner = make_runner(tiny_ppo(CountingEnv, **SHORT))
     assert runner.sample().rewards.shape == (8, 2)
 
 
@@ -219,7 +209,7 @@ def _assert_same(a: Fragment, b: Fragment) -> None:
 
 
 def test_same_seed_same_fragments(make_runner: MakeRunner) -> None:
-    config = _config({"random_start": True})
+    config = tiny_ppo(CountingEnv, env_config={"random_start": True}, **SHORT)
     first = make_runner(config, 1)
     second = make_runner(config.copy(), 1)
     second.set_weights(first.get_weights())
@@ -228,7 +218,7 @@ def test_same_seed_same_fragments(make_runner: MakeRunner) -> None:
 
 
 def test_runner_index_and_seed_change_the_fragments(make_runner: MakeRunner) -> None:
-    config = _config({"random_start": True})
+    config = tiny_ppo(CountingEnv, env_config={"random_start": True}, **SHORT)
     base = make_runner(config, 1)
     other_index = make_runner(config, 2)
     other_seed = make_runner(config.copy().debugging(seed=1), 1)
@@ -252,7 +242,7 @@ def test_episode_traces(
     make_runner: MakeRunner, tmp_path: Path, env_config: dict[str, Any]
 ) -> None:
     out = tmp_path / "traces"
-    runner = make_runner(_config(env_config, output=str(out)))
+    runner = make_runner(tiny_ppo(CountingEnv, env_config=env_config, **SHORT, output=str(out)))
     fragment = runner.sample(10)
     runner.stop()
     files = sorted(out.glob("output-*_worker-0_0.json"))
@@ -282,7 +272,7 @@ def test_episode_traces(
 
 def test_unfinished_episodes_are_not_traced(make_runner: MakeRunner, tmp_path: Path) -> None:
     out = tmp_path / "traces"
-    runner = make_runner(_config(output=str(out)), 3)
+    runner = make_runner(tiny_ppo(CountingEnv, **SHORT, output=str(out)), 3)
     runner.sample(2)
     runner.stop()
     assert read_traces(out) == []
@@ -291,7 +281,7 @@ def test_unfinished_episodes_are_not_traced(make_runner: MakeRunner, tmp_path: P
 
 def test_trace_file_named_after_runner_index(make_runner: MakeRunner, tmp_path: Path) -> None:
     out = tmp_path / "traces"
-    runner = make_runner(_config(output=str(out)), 3)
+    runner = make_runner(tiny_ppo(CountingEnv, **SHORT, output=str(out)), 3)
     runner.sample(4)
     runner.stop()
     assert len(list(out.glob("output-*_worker-3_0.json"))) == 1

@@ -26,8 +26,7 @@ def test_failed_sub_environment_is_recreated(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     marker = tmp_path / "fail"
-    algo = flaky(marker).fault_tolerance(restart_failed_sub_environments=True).build()
-    try:
+    with flaky(marker).fault_tolerance(restart_failed_sub_environments=True).build() as algo:
         algo.train()
         marker.touch()
         with caplog.at_level(logging.WARNING, logger="training"):
@@ -37,25 +36,20 @@ def test_failed_sub_environment_is_recreated(
         result = algo.train()
         assert result["training_iteration"] == 3
         assert result["env_runners"]["episode_return_mean"] > 0
-    finally:
-        algo.stop()
 
 
 def test_without_sub_environment_restarts_the_env_error_surfaces(tmp_path: Path) -> None:
     marker = tmp_path / "fail"
-    algo = flaky(marker).build()
-    try:
+    with flaky(marker).build() as algo:
         marker.touch()
         with pytest.raises(RuntimeError, match="injected env failure"):
             algo.train()
-    finally:
-        algo.stop()
 
 
 def test_log_level_sets_the_package_logger() -> None:
-    algo = PPOConfig().environment("CartPole-v1").debugging(log_level="DEBUG").build()
+    config = PPOConfig().environment("CartPole-v1").debugging(log_level="DEBUG")
     try:
-        assert logging.getLogger("training").level == logging.DEBUG
+        with config.build():
+            assert logging.getLogger("training").level == logging.DEBUG
     finally:
-        algo.stop()
         logging.getLogger("training").setLevel(logging.WARNING)

@@ -43,8 +43,9 @@ def _imports(tree: ast.AST, module: str, is_package: bool, known: set[str]) -> s
                 target = ".".join([*base, *([node.module] if node.module else [])])
             else:
                 target = node.module or ""
-            found.add(target)
-            found.update(f"{target}.{alias.name}" for alias in node.names)
+            for alias in node.names:  # a submodule, else a name defined in the target
+                submodule = f"{target}.{alias.name}"
+                found.add(submodule if submodule in known else target)
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -94,6 +95,9 @@ def test_the_graph_sees_training_modules_and_lazy_imports() -> None:
     assert find_cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]
     tree = ast.parse("def f():\n    import training.config\n")
     assert _imports(tree, "training.x", False, {"training.config"}) == {"training.config"}
+    known = {"training", "training.metrics"}
+    tree = ast.parse("from training import metrics\nif TYPE_CHECKING:\n    import training\n")
+    assert _imports(tree, "training.x", False, known) == {"training.metrics"}
 
 
 def test_training_has_no_import_cycles() -> None:

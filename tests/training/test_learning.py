@@ -53,8 +53,7 @@ def test_dqn_solves_cartpole() -> None:
 def test_ppo_learns_pendulum_with_continuous_actions() -> None:
     """A random policy scores about -1200; the tuned example reaches about -250 by 100k steps."""
     config = load_tuned_example("pendulum_ppo").config.debugging(seed=0)
-    algo = config.build()
-    try:
+    with config.build() as algo:
         result = algo.train()
         first = result["env_runners"]["episode_return_mean"]
         while result["num_env_steps_sampled_lifetime"] < 150_000:
@@ -67,5 +66,3 @@ def test_ppo_learns_pendulum_with_continuous_actions() -> None:
         # The deterministic (mean-action) policy is at least as good as the sampled one.
         evaluation = algo.evaluate()["env_runners"]["episode_return_mean"]
         assert evaluation >= -400, evaluation
-    finally:
-        algo.stop()

@@ -66,8 +66,7 @@ def test_running_stat_merge_equals_statistics_of_all_data() -> None:
 
 
 def test_ppo_trains_on_a_composite_observation_space_with_a_filter() -> None:
-    algo = structured().env_runners(observation_filter="MeanStdFilter").build()
-    try:
+    with structured().env_runners(observation_filter="MeanStdFilter").build() as algo:
         algo.train()
         policy = algo.get_policy()
         space = algo.observation_space
@@ -93,26 +92,20 @@ def test_ppo_trains_on_a_composite_observation_space_with_a_filter() -> None:
         assert policy.value_function(batch).shape == (16,)
         with pytest.raises(AttributeError, match="no Q-values"):
             policy.q_values(batch)
-    finally:
-        algo.stop()
 
 
 def test_ppo_trains_on_image_observations_through_a_cnn() -> None:
-    algo = structured(image=True).build()
-    try:
+    with structured(image=True).build() as algo:
         algo.train()
         module = algo.get_policy().model
         assert isinstance(module, PPOModule)
         assert len(module.pi_encoder.cnns) == 1
         obs = algo.observation_space.sample()
         assert algo.compute_single_action(obs, explore=False) in (-1, 0, 1)
-    finally:
-        algo.stop()
 
 
 def test_box_actions_are_clipped_into_the_action_space() -> None:
-    algo = structured(continuous=True).build()
-    try:
+    with structured(continuous=True).build() as algo:
         algo.train()
         # Push the Gaussian mean far outside the bounds, then ask for actions.
         module = algo.module
@@ -126,14 +119,9 @@ def test_box_actions_are_clipped_into_the_action_space() -> None:
         for _ in range(10):
             sampled = algo.compute_single_action(obs, explore=True)
             assert algo.action_space.contains(sampled)
-    finally:
-        algo.stop()
 
 
 def test_single_action_rejects_a_malformed_observation() -> None:
-    algo = PPOConfig().environment("CartPole-v1").debugging(seed=0).build()
-    try:
-        with pytest.raises(ValueError, match="expected shape"):
-            algo.compute_single_action(np.zeros(3, np.float32))
-    finally:
-        algo.stop()
+    config = PPOConfig().environment("CartPole-v1").debugging(seed=0)
+    with config.build() as algo, pytest.raises(ValueError, match="expected shape"):
+        algo.compute_single_action(np.zeros(3, np.float32))

@@ -65,6 +65,13 @@ class DQNConfig(AlgorithmConfig):
     training_section = DQNTrainingSection
     algo_class_path = "training.algorithms.dqn.dqn:DQN"
 
+    @property
+    def hyperparameters(self) -> DQNTrainingSection:
+        """The validated ``training()`` section (what the learner reads)."""
+        section = self._values["training"]
+        assert isinstance(section, DQNTrainingSection)
+        return section
+
     def get_rollout_fragment_length(self) -> int:
         """Steps per env per sampling round (``"auto"``: 4)."""
         if self.rollout_fragment_length == "auto":

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import torch
 
+from training import metrics as m
 from training.algorithm import Algorithm
 from training.algorithms.dqn.config import DQNConfig
 from training.algorithms.dqn.learner import DQNLearner
@@ -46,7 +47,8 @@ class DQN(Algorithm):
     def setup_learner(self) -> None:
         """Learner, target network and replay buffer."""
         assert isinstance(self.module, DQNModule)
-        self.learner = DQNLearner(self.module, self.config, self.device)
+        assert isinstance(self.config, DQNConfig)
+        self.learner = DQNLearner(self.module, self.config.hyperparameters, self.device)
         self.replay_buffer = ReplayBuffer(self.config.replay_buffer_capacity, seed=self.config.seed)
         self._last_target_update = 0
 
@@ -81,14 +83,14 @@ class DQN(Algorithm):
                         cfg.n_step,
                     )
                 )
-            lifetime = self.counters["num_env_steps_sampled_lifetime"]
+            lifetime = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
             if lifetime >= cfg.num_steps_sampled_before_learning_starts:
                 for _ in range(self._updates_per_round(sampled)):
                     batch = self.replay_buffer.sample(cfg.train_batch_size)
                     for key, value in self.learner.update(batch).items():
                         stats[key] = stats.get(key, 0.0) + value
                     updates += 1
-                    self.counters["num_env_steps_trained_lifetime"] += cfg.train_batch_size
+                    self.counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += cfg.train_batch_size
                 if lifetime - self._last_target_update >= cfg.target_network_update_freq:
                     self.learner.sync_target()
                     self._last_target_update = lifetime
@@ -96,7 +98,7 @@ class DQN(Algorithm):
         metrics = {key: value / updates for key, value in stats.items()}
         metrics["num_updates"] = float(updates)
         metrics["epsilon"] = linear_epsilon(
-            self.counters["num_env_steps_sampled_lifetime"],
+            self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME],
             cfg.epsilon_initial,
             cfg.epsilon_final,
             cfg.epsilon_timesteps,

@@ -3,16 +3,37 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
 
+from training.algorithms.dqn.config import DQNTrainingSection
 from training.algorithms.dqn.module import DQNModule
 from training.algorithms.dqn.replay_buffer import ReplayBatch
 from training.optim import clip_gradients, make_adam
 
-__all__ = ["DQNLearner"]
+__all__ = ["DQNLearner", "TorchReplayBatch"]
+
+
+class TorchReplayBatch(NamedTuple):
+    """A :class:`ReplayBatch` as tensors on the learner's device, ready for the loss.
+
+    Attributes:
+        obs: Observation leaves, each ``(B, ...)``.
+        next_obs: Observation leaves ``k`` steps later, each ``(B, ...)``.
+        actions: ``(B,)`` action indices counted from 0 (the space's ``start`` removed).
+        rewards: ``(B,)`` discounted n-step rewards.
+        not_terminated: ``(B,)`` 0.0 where the transition ended its episode, else 1.0.
+        discounts: ``(B,)`` ``gamma ** k`` for the ``k`` steps each transition spans.
+    """
+
+    obs: list[torch.Tensor]
+    next_obs: list[torch.Tensor]
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    not_terminated: torch.Tensor
+    discounts: torch.Tensor
 
 
 class DQNLearner:
@@ -20,11 +41,11 @@ class DQNLearner:
 
     Args:
         module: The online network (on ``device``).
-        config: The DQN config.
+        config: DQN's hyper-parameters.
         device: Where the update runs.
     """
 
-    def __init__(self, module: DQNModule, config: Any, device: torch.device) -> None:
+    def __init__(self, module: DQNModule, config: DQNTrainingSection, device: torch.device) -> None:
         self.module = module
         self.config = config
         self.device = device
@@ -44,18 +65,18 @@ class DQNLearner:
                 else:
                     target.copy_(online)
 
-    def _tensors(self, batch: ReplayBatch) -> dict[str, Any]:
+    def _tensors(self, batch: ReplayBatch) -> TorchReplayBatch:
         def to(array: Any) -> torch.Tensor:
             return torch.as_tensor(array, device=self.device)
 
-        return {
-            "obs": [to(x) for x in batch.obs],
-            "next_obs": [to(x) for x in batch.next_obs],
-            "actions": to(batch.actions).long() - self.module.start,
-            "rewards": to(batch.rewards),
-            "not_terminated": 1.0 - to(batch.terminated).float(),
-            "discounts": to(batch.discounts),
-        }
+        return TorchReplayBatch(
+            obs=[to(x) for x in batch.obs],
+            next_obs=[to(x) for x in batch.next_obs],
+            actions=to(batch.actions).long() - self.module.start,
+            rewards=to(batch.rewards),
+            not_terminated=1.0 - to(batch.terminated).float(),
+            discounts=to(batch.discounts),
+        )
 
     def update(self, batch: ReplayBatch) -> dict[str, float]:
         """One gradient step on a replayed batch; returns the learner metrics."""
@@ -64,16 +85,16 @@ class DQNLearner:
 
         # TD target: r + gamma^k * (1 - terminated) * Q_target(s', a*).
         with torch.no_grad():
-            next_q_target = self.target.compute_q_values(b["next_obs"])
+            next_q_target = self.target.compute_q_values(b.next_obs)
             if cfg.double_q:  # a* chosen by the online network (double DQN)
-                best = self.module.compute_q_values(b["next_obs"]).argmax(dim=1, keepdim=True)
+                best = self.module.compute_q_values(b.next_obs).argmax(dim=1, keepdim=True)
             else:
                 best = next_q_target.argmax(dim=1, keepdim=True)
             next_q = next_q_target.gather(1, best).squeeze(1)
-            target = b["rewards"] + b["discounts"] * b["not_terminated"] * next_q
+            target = b.rewards + b.discounts * b.not_terminated * next_q
 
-        q_values = self.module.compute_q_values(b["obs"])
-        q_taken = q_values.gather(1, b["actions"].unsqueeze(1)).squeeze(1)
+        q_values = self.module.compute_q_values(b.obs)
+        q_taken = q_values.gather(1, b.actions.unsqueeze(1)).squeeze(1)
         td_error = q_taken - target
         if cfg.td_error_loss_fn == "huber":
             loss = F.smooth_l1_loss(q_taken, target)

@@ -8,6 +8,7 @@ import gymnasium as gym
 import torch
 from torch import Tensor, nn
 
+from training import columns as cols
 from training.config_sections import ModelConfig
 from training.rl_module import Encoder, RLModule, orthogonal_init
 
@@ -72,12 +73,15 @@ class DQNModule(RLModule):
 
     def forward_train(self, leaves: list[Tensor]) -> dict[str, Tensor]:
         """Q-values with gradients."""
-        return {"q_values": self.compute_q_values(leaves)}
+        return {cols.Q_VALUES: self.compute_q_values(leaves)}
 
     def forward_inference(self, leaves: list[Tensor]) -> dict[str, Tensor]:
         """Greedy actions; the Q-values are the distribution inputs."""
         q_values = self.compute_q_values(leaves)
-        return {"action_dist_inputs": q_values, "actions": q_values.argmax(dim=1) + self.start}
+        return {
+            cols.ACTION_DIST_INPUTS: q_values,
+            cols.ACTIONS: q_values.argmax(dim=1) + self.start,
+        }
 
     def forward_exploration(
         self, leaves: list[Tensor], generator: torch.Generator | None, timestep: int
@@ -90,4 +94,4 @@ class DQNModule(RLModule):
         explore = torch.rand(batch, generator=generator) < epsilon
         random_actions = torch.randint(0, self.num_actions, (batch,), generator=generator)
         actions = torch.where(explore.to(greedy.device), random_actions.to(greedy.device), greedy)
-        return {"actions": actions + self.start}
+        return {cols.ACTIONS: actions + self.start}

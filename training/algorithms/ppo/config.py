@@ -56,3 +56,10 @@ class PPOConfig(AlgorithmConfig):
 
     training_section = PPOTrainingSection
     algo_class_path = "training.algorithms.ppo.ppo:PPO"
+
+    @property
+    def hyperparameters(self) -> PPOTrainingSection:
+        """The validated ``training()`` section (what the learner reads)."""
+        section = self._values["training"]
+        assert isinstance(section, PPOTrainingSection)
+        return section

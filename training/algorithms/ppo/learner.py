@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from training import columns as cols
+from training.algorithms.ppo.config import PPOTrainingSection
 from training.algorithms.ppo.module import PPOModule
 from training.distributions import ActionDistribution
 from training.env_runner import Fragment
@@ -67,11 +69,11 @@ class PPOLearner:
 
     Args:
         module: The learner's module (on ``device``).
-        config: The PPO config.
+        config: PPO's hyper-parameters.
         device: Where the update runs.
     """
 
-    def __init__(self, module: PPOModule, config: Any, device: torch.device) -> None:
+    def __init__(self, module: PPOModule, config: PPOTrainingSection, device: torch.device) -> None:
         self.module = module
         self.config = config
         self.device = device
@@ -106,7 +108,7 @@ class PPOLearner:
             mask = frag.valid
             obs_parts.append([o[mask] for o in frag.obs])
             parts["act"].append(frag.actions[mask])
-            parts["logp"].append(frag.extras["action_logp"][mask])
+            parts["logp"].append(frag.extras[cols.ACTION_LOGP][mask])
             parts["adv"].append(adv[mask])
             parts["ret"].append((adv + values)[mask])
             parts["vf"].append(values[mask])
@@ -166,7 +168,7 @@ class PPOLearner:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
         out = self.module.forward_train(obs)
-        dist = ActionDistribution(self.module.action_space, out["action_dist_inputs"])
+        dist = ActionDistribution(self.module.action_space, out[cols.ACTION_DIST_INPUTS])
         logp = dist.log_prob(actions)
         log_ratio = logp - logp_old
         ratio = log_ratio.exp()
@@ -179,7 +181,7 @@ class PPOLearner:
         policy_loss = -surrogate.mean()
 
         # Value loss, optionally clipped around the value predicted at sampling time.
-        values = out["vf_preds"]
+        values = out[cols.VF_PREDS]
         vf_loss_unclipped = (values - targets) ** 2
         if cfg.vf_clip_param is not None:
             clipped = vf_old + torch.clamp(values - vf_old, -cfg.vf_clip_param, cfg.vf_clip_param)
@@ -194,7 +196,7 @@ class PPOLearner:
             total = total + self.kl_coeff * approx_kl
 
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        total.backward()  # type: ignore[no-untyped-call]
         grad_norm = clip_gradients(self.module.parameters(), cfg.grad_clip)
         self.optimizer.step()
 

@@ -8,6 +8,7 @@ import gymnasium as gym
 import torch
 from torch import Tensor, nn
 
+from training import columns as cols
 from training.config_sections import ModelConfig
 from training.distributions import ActionDistribution, dist_inputs_size
 from training.rl_module import Encoder, RLModule, orthogonal_init
@@ -66,7 +67,7 @@ class PPOModule(RLModule):
     def forward_train(self, leaves: list[Tensor]) -> dict[str, Tensor]:
         """``action_dist_inputs`` and ``vf_preds`` with gradients."""
         dist_inputs, values = self._heads(leaves)
-        return {"action_dist_inputs": dist_inputs, "vf_preds": values}
+        return {cols.ACTION_DIST_INPUTS: dist_inputs, cols.VF_PREDS: values}
 
     def compute_values(self, leaves: list[Tensor]) -> Tensor:
         """State values ``V(s)`` for a batch."""
@@ -79,7 +80,7 @@ class PPOModule(RLModule):
         dist_inputs = self._dist_inputs(self.pi_encoder(self.encode_inputs(leaves)))
         dist = ActionDistribution(self.action_space, dist_inputs)
         actions = dist.sample(generator)
-        return {"actions": actions, "action_logp": dist.log_prob(actions)}
+        return {cols.ACTIONS: actions, cols.ACTION_LOGP: dist.log_prob(actions)}
 
     def forward_inference(self, leaves: list[Tensor]) -> dict[str, Tensor]:
         """Deterministic actions (argmax / clipped mean) and the distribution inputs."""
@@ -90,4 +91,4 @@ class PPOModule(RLModule):
         else:
             start = int(self.action_space.start)  # type: ignore[attr-defined]
             actions = dist_inputs.argmax(dim=-1) + start
-        return {"action_dist_inputs": dist_inputs, "actions": actions}
+        return {cols.ACTION_DIST_INPUTS: dist_inputs, cols.ACTIONS: actions}

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import torch
 
+from training import metrics as m
 from training.algorithm import Algorithm
 from training.algorithms.ppo.config import PPOConfig
 from training.algorithms.ppo.learner import PPOLearner
@@ -43,7 +44,8 @@ class PPO(Algorithm):
     def setup_learner(self) -> None:
         """PPO learner on the module's device."""
         assert isinstance(self.module, PPOModule)
-        self.learner = PPOLearner(self.module, self.config, self.device)
+        assert isinstance(self.config, PPOConfig)
+        self.learner = PPOLearner(self.module, self.config.hyperparameters, self.device)
 
     def current_lr(self) -> float:
         """Learning rate after the optional linear schedule."""
@@ -51,7 +53,7 @@ class PPO(Algorithm):
         if cfg.lr_schedule_end is None:
             return float(cfg.lr)
         progress = min(
-            1.0, self.counters["num_env_steps_sampled_lifetime"] / cfg.lr_schedule_timesteps
+            1.0, self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] / cfg.lr_schedule_timesteps
         )
         return float(cfg.lr * (1.0 - progress * (1.0 - cfg.lr_schedule_end)))
 
@@ -59,7 +61,7 @@ class PPO(Algorithm):
         """Sample ``train_batch_size`` env steps, update, merge filters, broadcast weights."""
         fragments = self.sample_fragments(self.config.train_batch_size)
         metrics = self.learner.update(fragments, self.current_lr())
-        self.counters["num_env_steps_trained_lifetime"] += sum(f.num_env_steps for f in fragments)
+        self.counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += sum(f.num_env_steps for f in fragments)
         self.sync_weights()
         return metrics
 

@@ -1,0 +1,37 @@
+"""Column names of batches and module outputs, written once (RLlib's ``core/columns.py``).
+
+Module forward passes return dicts keyed by these names, EnvRunners keep the extra outputs
+under them, and episode traces use the episode columns as JSON keys (the strings are part of
+the trace format and must not change).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ACTIONS",
+    "ACTION_DIST_INPUTS",
+    "ACTION_LOGP",
+    "EPISODE_LENGTH",
+    "EPISODE_RETURN",
+    "OBS",
+    "Q_VALUES",
+    "REWARDS",
+    "TERMINATEDS",
+    "TRUNCATEDS",
+    "VF_PREDS",
+]
+
+# Module outputs.
+ACTIONS = "actions"
+ACTION_DIST_INPUTS = "action_dist_inputs"
+ACTION_LOGP = "action_logp"
+VF_PREDS = "vf_preds"
+Q_VALUES = "q_values"
+
+# Episode columns (trace JSON keys).
+OBS = "obs"
+REWARDS = "rewards"
+TERMINATEDS = "terminated"
+TRUNCATEDS = "truncated"
+EPISODE_RETURN = "return"
+EPISODE_LENGTH = "length"
