@@ -1,0 +1,6 @@
+"""The jobs behind the ``rlserve`` commands: training, sweeps, the service, evaluation, the demo.
+
+``training`` (with ``progress`` and ``results``), ``sweep``, ``service``, ``evaluation`` (with
+``sources`` and ``actors``), ``demo``, ``bench`` and ``loadgen``. Each takes parsed options and
+raises :class:`~formats.errors.RlserveError` subclasses for what the user can fix.
+"""
