@@ -17,7 +17,14 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-__all__ = ["DEFAULT_ARTIFACT_DIR", "main", "serve_arguments"]
+from formats.errors import RlserveError
+
+__all__ = ["DEFAULT_ARTIFACT_DIR", "ContainerError", "main", "serve_arguments"]
+
+
+class ContainerError(RlserveError, ValueError):
+    """The container's environment cannot run the service (no token, a bad port)."""
+
 
 DEFAULT_ARTIFACT_DIR = "/artifacts/policy"
 """Served when no artifact directory is given (mount one there)."""
@@ -27,17 +34,17 @@ def serve_arguments(argv: Sequence[str], environ: Mapping[str, str]) -> list[str
     """The ``rlserve`` arguments for ``argv`` (the container's arguments) and ``environ``.
 
     Raises:
-        ValueError: When ``RLSERVE_TOKEN`` is unset or blank, or ``RLSERVE_PORT`` is no port.
+        ContainerError: When ``RLSERVE_TOKEN`` is unset or blank, or ``RLSERVE_PORT`` is no port.
     """
     token = environ.get("RLSERVE_TOKEN", "").strip()
     if not token:
-        raise ValueError(
+        raise ContainerError(
             "RLSERVE_TOKEN is not set: the container serves on 0.0.0.0, so every /v1 request "
             "must carry a bearer token; run it with -e RLSERVE_TOKEN=<a long random secret>"
         )
     port = environ.get("RLSERVE_PORT", "8000").strip()
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"RLSERVE_PORT={port!r}: expected a TCP port number")
+        raise ContainerError(f"RLSERVE_PORT={port!r}: expected a TCP port number")
     args = list(argv)
     if not args or args[0].startswith("-"):
         args = [DEFAULT_ARTIFACT_DIR, *args]  # options only: serve the default mount
@@ -48,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``rlserve serve`` for the container; return the exit status."""
     try:
         args = serve_arguments(sys.argv[1:] if argv is None else argv, os.environ)
-    except ValueError as err:
+    except ContainerError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from rlserve.cli import app
