@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers.configs import tiny_ppo
 from training import Algorithm, EnvRunnerFailedError, PPOConfig
+from training import metrics as m
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +28,8 @@ def test_remote_runners_share_the_learner_weights(ray_session: Any) -> None:
     )
     with config.build() as algo:
         result = algo.train()
-        assert result["num_healthy_env_runners"] == 2
-        assert 100 < result["num_env_steps_sampled_lifetime"] <= 128
+        assert result[m.NUM_HEALTHY_ENV_RUNNERS] == 2
+        assert 100 < result[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] <= 128
         weights = algo.env_runner_group.foreach_worker(lambda w: w.get_weights())
         assert len(weights) == 3  # local runner + 2 remote runners
         learner = algo.get_weights()
@@ -57,10 +58,10 @@ def test_failed_runner_is_restarted_and_training_continues(
         marker.touch()
         result = algo.train()
         assert not marker.exists(), "the injected failure did not fire"
-        assert result["num_env_runner_restarts"] == 1
+        assert result[m.NUM_ENV_RUNNER_RESTARTS] == 1
         result = algo.train()
-        assert result["num_healthy_env_runners"] == 2
-        assert result["training_iteration"] == 3
+        assert result[m.NUM_HEALTHY_ENV_RUNNERS] == 2
+        assert result[m.TRAINING_ITERATION] == 3
 
 
 def test_failed_runner_without_restarts_raises_a_clear_error(
@@ -87,8 +88,8 @@ def test_ignored_failures_drop_the_runner(ray_session: Any, tmp_path: Path) -> N
         marker.touch()
         algo.train()
         result = algo.train()
-        assert result["num_healthy_env_runners"] == 1
-        assert result["num_env_runner_restarts"] == 0
+        assert result[m.NUM_HEALTHY_ENV_RUNNERS] == 1
+        assert result[m.NUM_ENV_RUNNER_RESTARTS] == 0
 
 
 def test_killed_runner_process_is_replaced(ray_session: Any) -> None:
@@ -99,8 +100,8 @@ def test_killed_runner_process_is_replaced(ray_session: Any) -> None:
         ray.kill(algo.env_runner_group._actors[1], no_restart=True)
         algo.train()
         result = algo.train()
-        assert result["num_env_runner_restarts"] == 1
-        assert result["num_healthy_env_runners"] == 2
+        assert result[m.NUM_ENV_RUNNER_RESTARTS] == 1
+        assert result[m.NUM_HEALTHY_ENV_RUNNERS] == 2
 
 
 def test_hung_runner_is_bounded_by_sample_timeout(ray_session: Any, tmp_path: Path) -> None:
@@ -179,13 +180,13 @@ def test_algorithms_are_registered_with_tune_by_name(ray_session: Any, tmp_path:
     results = tuner.fit()
     assert results.num_errors == 0
     assert results[0].metrics is not None
-    assert results[0].metrics["training_iteration"] == 1
+    assert results[0].metrics[m.TRAINING_ITERATION] == 1
 
 
 def test_algorithm_is_a_context_manager(ray_session: Any) -> None:
     """``with config.build() as algo:`` stops the algorithm, also when the block raises."""
     with pytest.raises(RuntimeError, match="boom"), tiny_ppo(**REMOTE).build() as algo:
         assert algo.env_runner_group.num_healthy_remote_env_runners == 2
-        assert algo.train()["training_iteration"] == 1
+        assert algo.train()[m.TRAINING_ITERATION] == 1
         raise RuntimeError("boom")
     assert algo.env_runner_group.num_healthy_remote_env_runners == 0  # the actors are gone

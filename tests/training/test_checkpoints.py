@@ -29,6 +29,7 @@ from training import (
     ConfigError,
     PPOConfig,
 )
+from training import metrics as m
 from training.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -179,8 +180,8 @@ def test_round_trip_restores_everything(saved: tuple[Algorithm, Path], algos: Al
     assert restored.iteration == algo.iteration == 1
     assert restored.counters == algo.counters
     assert (
-        restored.counters["num_env_steps_sampled_lifetime"]
-        == algo.counters["num_env_steps_sampled_lifetime"]
+        restored.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+        == algo.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
     )
     assert restored.config == algo.config
     obs = _observations(algo)
@@ -198,11 +199,11 @@ def test_round_trip_restores_everything(saved: tuple[Algorithm, Path], algos: Al
         for name, value in state_a[index].items():
             np.testing.assert_array_equal(np.asarray(state_b[index][name]), np.asarray(value))
     # Training goes on from the restored iteration and counters.
-    sampled = restored.counters["num_env_steps_sampled_lifetime"]
+    sampled = restored.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
     result = restored.train()
-    assert result["training_iteration"] == 2
+    assert result[m.TRAINING_ITERATION] == 2
     assert restored.iteration == 2
-    assert result["num_env_steps_sampled_lifetime"] > sampled
+    assert result[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] > sampled
 
 
 def test_from_checkpoint_applies_overrides(saved: tuple[Algorithm, Path], algos: Algos) -> None:
@@ -213,7 +214,7 @@ def test_from_checkpoint_applies_overrides(saved: tuple[Algorithm, Path], algos:
     assert algo.config.num_envs_per_env_runner == 2
     assert restored.config.train_batch_size == 64
     _assert_same_weights(restored.get_weights(), algo.get_weights())
-    assert restored.train()["training_iteration"] == 2
+    assert restored.train()[m.TRAINING_ITERATION] == 2
 
 
 def test_from_checkpoint_rejects_bad_override(saved: tuple[Algorithm, Path]) -> None:
@@ -238,7 +239,7 @@ def test_restore_into_running_algorithm(saved: tuple[Algorithm, Path], algos: Al
     )
     # The runner got the restored weights too.
     _assert_same_weights(other.env_runner.get_weights(), algo.get_weights())
-    assert other.train()["training_iteration"] == 2
+    assert other.train()[m.TRAINING_ITERATION] == 2
 
 
 def test_restore_refuses_checkpoint_of_another_algorithm(saved: tuple[Algorithm, Path]) -> None:
@@ -454,7 +455,7 @@ print(json.dumps({
     "single": algo.compute_single_action(obs[0], explore=False),
     "digest": digest.hexdigest(),
     "iteration": algo.iteration,
-    "sampled": algo.counters["num_env_steps_sampled_lifetime"],
+    "sampled": algo.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME],
 }))
 algo.stop()
 """
@@ -480,7 +481,7 @@ def test_checkpoint_loads_in_fresh_process(saved: tuple[Algorithm, Path]) -> Non
     assert child["actions"] == algo.compute_actions(obs, explore=False).tolist()
     assert child["single"] == algo.compute_single_action(obs[0], explore=False)
     assert child["iteration"] == algo.iteration
-    assert child["sampled"] == algo.counters["num_env_steps_sampled_lifetime"]
+    assert child["sampled"] == algo.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
 
 
 # ----------------------------------------------------------------- observation filter
@@ -504,4 +505,4 @@ def test_mean_std_filter_state_round_trip(algos: Algos, tmp_path: Path) -> None:
     np.testing.assert_array_equal(
         restored.compute_actions(obs, explore=False), algo.compute_actions(obs, explore=False)
     )
-    assert restored.train()["training_iteration"] == 3
+    assert restored.train()[m.TRAINING_ITERATION] == 3

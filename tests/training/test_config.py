@@ -12,6 +12,7 @@ from ray.tune.search.sample import Float
 
 from tests.helpers.configs import tiny_ppo
 from training import ConfigError, PPOConfig, UnknownEnvError
+from training import metrics as m
 from training.config_sections import ModelConfig
 
 # ----------------------------------------------------------------- fluent sections
@@ -437,11 +438,11 @@ def test_unimportable_entry_point_fails() -> None:
 def test_entry_point_env_builds_and_trains() -> None:
     with tiny_ppo("tests.helpers.envs:CountingEnv").build() as algo:
         result = algo.train()
-        assert result["training_iteration"] == 1
-        assert result["num_env_steps_sampled_lifetime"] > 0
+        assert result[m.TRAINING_ITERATION] == 1
+        assert result[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] > 0
         # CountingEnv episodes are 3 steps with reward 1 each.
-        assert result["env_runners"]["episode_return_mean"] == 3.0
-        assert result["env_runners"]["episode_len_mean"] == 3.0
+        assert result[m.ENV_RUNNER_RESULTS][m.EPISODE_RETURN_MEAN] == 3.0
+        assert result[m.ENV_RUNNER_RESULTS][m.EPISODE_LEN_MEAN] == 3.0
 
 
 def test_class_env_receives_env_config() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from tests.helpers.configs import tiny_dqn
 from training import DQN, Algorithm, ConfigError, DQNConfig
+from training import metrics as m
 from training.algorithms.dqn.module import linear_epsilon
 from training.algorithms.dqn.replay_buffer import ReplayBuffer, n_step_transitions
 
@@ -97,7 +98,7 @@ def test_tiny_dqn_trains_and_round_trips(tmp_path: Path) -> None:
         assert isinstance(algo, DQN)
         before = algo.get_weights()
         result = algo.train()
-        learner = result["learners"]["default_policy"]
+        learner = result[m.LEARNER_RESULTS][m.DEFAULT_POLICY_ID]
         assert learner["num_updates"] > 0
         assert np.isfinite(learner["qf_loss"])
         assert 0.0 < learner["epsilon"] < 1.0
@@ -125,7 +126,7 @@ def test_exploring_actions_follow_the_current_epsilon() -> None:
     with config.build() as algo:
         algo.train()  # 64+ env steps: epsilon is well below 1 but above 0
         policy = algo.get_policy()
-        assert policy.timestep == algo.counters["num_env_steps_sampled_lifetime"]
+        assert policy.timestep == algo.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
         policy.timestep = 10_000  # past the schedule: epsilon 0, exploring == greedy
         obs = [algo.observation_space.sample() for _ in range(64)]
         np.testing.assert_array_equal(

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from training import PPOConfig
+from training import metrics as m
 
 
 def flaky(marker: Path) -> PPOConfig:
@@ -34,8 +35,8 @@ def test_failed_sub_environment_is_recreated(
         assert not marker.exists()
         assert "re-creating it" in caplog.text
         result = algo.train()
-        assert result["training_iteration"] == 3
-        assert result["env_runners"]["episode_return_mean"] > 0
+        assert result[m.TRAINING_ITERATION] == 3
+        assert result[m.ENV_RUNNER_RESULTS][m.EPISODE_RETURN_MEAN] > 0
 
 
 def test_without_sub_environment_restarts_the_env_error_surfaces(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from training import metrics as m
 from training.tuned_examples import load_tuned_example
 
 pytestmark = pytest.mark.learning
@@ -23,10 +24,10 @@ def train_until_eval(
     try:
         while True:
             result = algo.train()
-            steps = result["num_env_steps_sampled_lifetime"]
-            ret = result["env_runners"]["episode_return_mean"]
+            steps = result[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+            ret = result[m.ENV_RUNNER_RESULTS][m.EPISODE_RETURN_MEAN]
             if not math.isnan(ret) and ret >= 0.6 * target:
-                evaluation = algo.evaluate()["env_runners"]["episode_return_mean"]
+                evaluation = algo.evaluate()[m.ENV_RUNNER_RESULTS][m.EPISODE_RETURN_MEAN]
                 if evaluation > best["eval_return"]:
                     best = {"eval_return": evaluation, "env_steps": steps}
                 if evaluation >= target:
@@ -55,14 +56,14 @@ def test_ppo_learns_pendulum_with_continuous_actions() -> None:
     config = load_tuned_example("pendulum_ppo").config.debugging(seed=0)
     with config.build() as algo:
         result = algo.train()
-        first = result["env_runners"]["episode_return_mean"]
-        while result["num_env_steps_sampled_lifetime"] < 150_000:
+        first = result[m.ENV_RUNNER_RESULTS][m.EPISODE_RETURN_MEAN]
+        while result[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] < 150_000:
             result = algo.train()
-            if result["env_runners"]["episode_return_mean"] >= -300:
+            if result[m.ENV_RUNNER_RESULTS][m.EPISODE_RETURN_MEAN] >= -300:
                 break
-        final = result["env_runners"]["episode_return_mean"]
+        final = result[m.ENV_RUNNER_RESULTS][m.EPISODE_RETURN_MEAN]
         assert first < -900, first
         assert final >= -400, final
         # The deterministic (mean-action) policy is at least as good as the sampled one.
-        evaluation = algo.evaluate()["env_runners"]["episode_return_mean"]
+        evaluation = algo.evaluate()[m.ENV_RUNNER_RESULTS][m.EPISODE_RETURN_MEAN]
         assert evaluation >= -400, evaluation
