@@ -21,10 +21,9 @@ import difflib
 import importlib
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from ray.tune.tune import _Config
 
-from formats.errors import RlserveError
 from training.config_sections import (
     DebuggingSection,
     EnvironmentSection,
@@ -36,6 +35,7 @@ from training.config_sections import (
     Section,
     TrainingSection,
 )
+from training.config_validation import ConfigError, describe_validation_error, is_search_space
 
 if TYPE_CHECKING:
     from training.algorithm import Algorithm
@@ -45,10 +45,6 @@ __all__ = ["AlgorithmConfig", "ConfigError", "NotProvided"]
 Self = TypeVar("Self", bound="AlgorithmConfig")
 
 
-class ConfigError(RlserveError, ValueError):
-    """A config value is unknown, of the wrong type, or out of range."""
-
-
 class _NotProvided:
     def __repr__(self) -> str:
         return "NotProvided"
@@ -56,43 +52,6 @@ class _NotProvided:
 
 NotProvided: Any = _NotProvided()
 """Default of every fluent keyword: the value is left as it is."""
-
-
-def is_search_space(value: Any) -> bool:
-    """Whether ``value`` is a Ray Tune search space that Tune resolves before ``setup``."""
-    from ray.tune.search.sample import Domain
-
-    if isinstance(value, Domain):
-        return True
-    return isinstance(value, dict) and set(value) == {"grid_search"}
-
-
-def _nested_model(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
-    """The (nested) model that owns the last element of an error location."""
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            break
-        model = annotation
-    return model
-
-
-def _describe(error: Any, model: type[BaseModel]) -> str:
-    loc = ".".join(str(part) for part in error["loc"])
-    if error["type"] == "extra_forbidden":
-        field = str(error["loc"][-1])
-        owner = _nested_model(model, tuple(error["loc"]))
-        allowed = sorted(owner.model_fields)
-        prefix = loc.rpartition(".")[0]
-        field = f"{prefix}.{field}" if prefix else field
-        close = difflib.get_close_matches(str(error["loc"][-1]), allowed, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"unknown key {field!r}{hint}; allowed keys: {', '.join(allowed)}"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if not loc:
-        return message
-    return f"{loc}: {message} (got {error['input']!r})"
 
 
 class AlgorithmConfig(_Config):
@@ -162,7 +121,7 @@ class AlgorithmConfig(_Config):
         try:
             validated = model.model_validate(merged)
         except ValidationError as err:
-            details = "; ".join(_describe(e, model) for e in err.errors())
+            details = describe_validation_error(err, model)
             raise ConfigError(f"{type(self).__name__}.{section}(): {details}") from None
         self._values[section] = validated
         object.__setattr__(self, "_search", search)

@@ -455,7 +455,7 @@ print(json.dumps({
     "single": algo.compute_single_action(obs[0], explore=False),
     "digest": digest.hexdigest(),
     "iteration": algo.iteration,
-    "sampled": algo.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME],
+    "sampled": algo.counters["num_env_steps_sampled_lifetime"],
 }))
 algo.stop()
 """
