@@ -75,7 +75,7 @@ def guarded(command: F) -> F:
         try:
             debug = _configure_logging(kwargs.get("log_level"))
             return command(*args, **kwargs)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException):
             raise
         except RlserveError as err:
             if debug:

@@ -89,3 +89,17 @@ def test_bench_without_aiohttp_says_how_to_install_it(monkeypatch: pytest.Monkey
     assert len(lines) == 1, result.stderr
     assert "pip install 'rlserve[bench]'" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_a_command_exit_status_passes_the_boundary(monkeypatch: pytest.MonkeyPatch) -> None:
+    import typer
+
+    import rlserve.jobs.evaluation
+
+    def gate(*args: Any, **kwargs: Any) -> Any:
+        raise typer.Exit(code=1)  # like evaluate's --min-return gate
+
+    monkeypatch.setattr(rlserve.jobs.evaluation, "run_evaluation", gate)
+    result = runner.invoke(app, ["evaluate", ".", "--log-level", "DEBUG"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr

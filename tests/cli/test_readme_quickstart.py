@@ -61,6 +61,6 @@ def test_the_readme_quickstart_runs(tmp_path: Path) -> None:
     assert "best checkpoint:" in out.stdout
     assert '"ready":true' in out.stdout
     assert '"policy":"cartpole"' in out.stdout
-    assert "'policy': 'cartpole'" in out.stdout
+    assert "policy='cartpole'" in out.stdout  # the client's ActionResult
     assert "req/s" in out.stdout
     assert (tmp_path / "runs/quickstart/artifact/manifest.json").is_file()
