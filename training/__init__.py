@@ -16,9 +16,9 @@ from training.checkpoints import CheckpointError, CheckpointVersionError
 from training.config import AlgorithmConfig, ConfigError
 from training.env_runner_group import EnvRunnerFailedError
 from training.envs import UnknownEnvError
-from training.registry import register_algorithms
+from training import registry as _registry
 
-register_algorithms()
+_registry.register_algorithms()  # tune.Tuner("PPO", ...) works after `import training`
 
 __all__ = [
     "DQN",
