@@ -9,6 +9,7 @@ The public API follows RLlib's "Getting Started" guide::
     algo = Algorithm.from_checkpoint(path)
 """
 
+from training import registry as _registry
 from training.algorithm import Algorithm
 from training.algorithms.dqn import DQN, DQNConfig
 from training.algorithms.ppo import PPO, PPOConfig
@@ -16,7 +17,6 @@ from training.checkpoints import CheckpointError, CheckpointVersionError
 from training.config import AlgorithmConfig, ConfigError
 from training.env_runner_group import EnvRunnerFailedError
 from training.envs import UnknownEnvError
-from training import registry as _registry
 
 _registry.register_algorithms()  # tune.Tuner("PPO", ...) works after `import training`
 
