@@ -25,11 +25,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The workstation set-up includes the `bench` extra (aiohttp, for `rlserve bench`); a serving
+# image installs the core only (docker/install.sh).
 # Stamp files make both set-ups idempotent: a second run reuses the venv and only
 # reinstalls when pyproject.toml changed.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed

@@ -29,7 +29,7 @@ from exporters import export_checkpoint, load_artifact
 from exporters.graph import InferenceGraph
 from exporters.torch_policy import load_exported_program
 from exporters.verify import load_torch_format
-from formats.spaces import obs_to_leaves
+from formats.leaves import obs_to_leaves
 from serving.runtime import PolicyRuntime
 from training.checkpoints import load_module
 from training.tuned_examples import load_tuned_example

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from formats.spaces import flatten_leaves
+from formats.leaves import flatten_leaves
 from training.rl_module import RLModule
 
 __all__ = ["OUTPUT_NAMES", "InferenceGraph", "example_inputs", "input_specs"]

@@ -45,7 +45,7 @@ def main(
     ] = False,
 ) -> None:
     """Train reinforcement-learning policies on Ray, export them, and serve them over HTTP."""
-    from rlserve.local_ray import keep_ray_on_loopback
+    from rlserve.jobs.local_ray import keep_ray_on_loopback
 
     keep_ray_on_loopback()  # before any command imports ray
 

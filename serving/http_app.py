@@ -64,7 +64,7 @@ async def _direct_infer(
 
 def _npy_leaves(runtime: PolicyRuntime, body: bytes, max_rows: int) -> list[np.ndarray]:
     """A batch sent as one ``.npy`` array (single-leaf observation spaces only)."""
-    from formats.spaces import flatten_leaves
+    from formats.leaves import flatten_leaves
 
     leaves = flatten_leaves(runtime.observation_space)
     if len(leaves) != 1:

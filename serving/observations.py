@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 
 from formats.errors import RlserveError
-from formats.spaces import flatten_leaves
+from formats.leaves import flatten_leaves
 
 __all__ = ["ObservationError", "actions_to_json", "array_to_leaves", "observations_to_leaves"]
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from rlserve.local_ray import keep_ray_on_loopback
+from rlserve.jobs.local_ray import keep_ray_on_loopback
 
 if TYPE_CHECKING:
     from tests.helpers.policies import TinyPolicies

@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from formats.spaces import obs_to_leaves
+from formats.leaves import obs_to_leaves
 from training import columns as cols
 from training.envs import make_env_creator
 from training.preprocessing import RunningStat

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from formats.spaces import flatten_leaves, obs_to_leaves
+from formats.leaves import flatten_leaves, obs_to_leaves
 from training import columns as cols
 from training.distributions import ActionDistribution
 from training.rl_module import RLModule

@@ -1,7 +1,7 @@
 """Observation preprocessing and the mean/std observation filter, as torch modules.
 
 Both are part of the policy's module, so the exported graph contains exactly what training
-used. Raw observations enter as a list of "leaves" (see :func:`formats.spaces.flatten_leaves`):
+used. Raw observations enter as a list of "leaves" (see :func:`formats.leaves.flatten_leaves`):
 
 * Box (float or int): flattened and cast to float32;
 * image Box (``uint8``, ``H x W x C``): scaled to ``[0, 1]`` and passed to a CNN as NCHW;
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from formats.spaces import flatten_leaves
+from formats.leaves import flatten_leaves
 
 __all__ = [
     "ObservationFilter",

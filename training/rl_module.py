@@ -7,7 +7,7 @@ As in RLlib's new stack, a module has
 * ``forward_exploration(leaves, generator, timestep)`` — sampled actions for EnvRunners;
 * ``forward_train(leaves)`` — everything the learner's loss needs.
 
-``leaves`` is the raw observation batch split by :func:`formats.spaces.flatten_leaves`.
+``leaves`` is the raw observation batch split by :func:`formats.leaves.flatten_leaves`.
 """
 
 from __future__ import annotations

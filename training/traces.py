@@ -2,7 +2,7 @@
 
 Files are named ``output-<timestamp>_worker-<index>_<n>.json`` (RLlib's naming); a new ``<n>``
 starts once a file passes ``max_file_size`` bytes. Each line holds ``obs`` (the observation
-leaves in :func:`formats.spaces.flatten_leaves` order, each a list over the episode's steps),
+leaves in :func:`formats.leaves.flatten_leaves` order, each a list over the episode's steps),
 ``actions``, ``rewards``, ``terminated``, ``truncated`` and the episode's ``return`` and
 ``length``. Observations are those the actions were taken on (the final observation is not
 repeated).

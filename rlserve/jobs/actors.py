@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
-from formats.spaces import obs_to_leaves
+from formats.leaves import obs_to_leaves
 from rlserve.jobs.sources import EnvSpec, EvaluationError, PolicySource
 from serving.episodes import Episode, play_episode
 from training.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME

@@ -62,7 +62,7 @@ class BenchOptions:
 
 def _request(options: BenchOptions, space: Any) -> tuple[str, bytes, dict[str, str]]:
     """The route, body and headers every request of the run repeats."""
-    from formats.spaces import flatten_leaves, obs_to_leaves
+    from formats.leaves import flatten_leaves, obs_to_leaves
     from serving.client import to_jsonable
 
     space.seed(options.seed)

@@ -23,8 +23,9 @@ from rich.console import Console
 from rich.table import Table
 
 from formats.errors import RlserveError
+from formats.leaves import flatten_leaves
 from formats.safeio import write_json
-from formats.spaces import flatten_leaves, space_from_json
+from formats.spaces import space_from_json
 from rlserve.jobs.actors import play_chunk
 from rlserve.jobs.sources import (
     EnvSpec,
@@ -217,7 +218,7 @@ def _play_on_ray(
     source: PolicySource, env: EnvSpec, chunks: list[list[int]], explore: bool
 ) -> tuple[list[Episode], float]:
     """Play each chunk as a Ray task; start (and stop) a local Ray only if none is running."""
-    from rlserve.local_ray import keep_ray_on_loopback
+    from rlserve.jobs.local_ray import keep_ray_on_loopback
 
     keep_ray_on_loopback()  # effective only if ray is not imported yet (the CLI calls it first)
     import ray

@@ -1,8 +1,8 @@
 """Starting and stopping the policy service for ``rlserve serve`` and ``rlserve demo``.
 
 Loopback by default for every listener: Ray's own ports are bound to 127.0.0.1 (see
-:mod:`rlserve.local_ray`), its dashboard is off, HAProxy's stats and metrics listeners are moved
-to 127.0.0.1 (see :mod:`serving.ingress`); binding the HTTP API to another address requires a
+:mod:`rlserve.jobs.local_ray`), its dashboard is off, HAProxy's stats and metrics listeners are
+moved to 127.0.0.1 (see :mod:`serving.ingress`); binding the HTTP API to another address requires a
 bearer token.
 
 When this process starts Ray itself, it also picks the ingress: HAProxy straight to the

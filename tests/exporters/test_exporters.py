@@ -22,7 +22,7 @@ from exporters import (
     load_artifact,
 )
 from exporters.verify import load_torch_format
-from formats.spaces import obs_to_leaves
+from formats.leaves import obs_to_leaves
 from tests.helpers.policies import (
     CONTINUOUS,
     DISTRIBUTIONS,

@@ -20,8 +20,8 @@ import torch
 
 from exporters import ArtifactError, export_checkpoint, load_artifact
 from exporters.torch_policy import TorchPolicy, check_pt2_archive
+from formats.leaves import obs_to_leaves
 from formats.safeio import sha256_file
-from formats.spaces import obs_to_leaves
 from serving import PolicyRegistry, create_app
 from serving.runtime import PolicyRuntime
 from tests.helpers.policies import TinyPolicies

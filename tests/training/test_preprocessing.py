@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from formats.spaces import obs_to_leaves
+from formats.leaves import obs_to_leaves
 from training import PPOConfig
 from training.algorithms.ppo.module import PPOModule
 from training.preprocessing import ObservationPreprocessor, RunningStat
