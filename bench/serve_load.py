@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from rlserve.jobs.loadgen import run_load
+from serving import wire
 
 OBS = [0.01, -0.02, 0.03, 0.04]
 ECHO_APP = """
@@ -282,7 +283,7 @@ def main() -> None:
             json_body = json.dumps({"observations": batch.tolist()}).encode()
             buffer = io.BytesIO()
             np.save(buffer, batch, allow_pickle=False)
-            npy_headers = {"content-type": "application/x-npy", "accept": "application/x-npy"}
+            npy_headers = {"content-type": wire.NPY, "accept": wire.NPY}
             figures["rlserve_batch1024"] = {
                 "json": run(actions_url, json_body, json_headers, 4, rows=1024),
                 "npy": run(actions_url, buffer.getvalue(), npy_headers, 4, rows=1024),

@@ -19,7 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.metrics import EPISODE_RETURN_MEAN_PATH, NUM_ENV_STEPS_SAMPLED_LIFETIME, lookup
+from training.metrics import (
+    EPISODE_RETURN_MEAN_PATH,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    TRAINING_ITERATION,
+    lookup,
+)
 from training.tuned_examples import load_tuned_example
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +50,7 @@ def measure(example: str, seed: int, budget_s: float) -> dict[str, Any]:
             point = {
                 "wall_s": round(train_s, 2),
                 "env_steps": result[NUM_ENV_STEPS_SAMPLED_LIFETIME],
-                "iterations": result["training_iteration"],
+                "iterations": result[TRAINING_ITERATION],
             }
             if reached_450 is None and not math.isnan(ret) and ret >= 450:
                 reached_450 = point

@@ -45,6 +45,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from training.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME, TRAINING_ITERATION
+
 __all__ = [
     "CSV_FILE",
     "JSONL_FILE",
@@ -115,7 +117,7 @@ def tensorboard_scalars(flat: Mapping[str, Scalar]) -> dict[str, float]:
 
 def tensorboard_step(flat: Mapping[str, Scalar], default: int) -> int:
     """The TensorBoard step of a result: lifetime env steps, else the training iteration."""
-    for key in ("num_env_steps_sampled_lifetime", "training_iteration"):
+    for key in (NUM_ENV_STEPS_SAMPLED_LIFETIME, TRAINING_ITERATION):
         value = flat.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             return int(value)
