@@ -103,12 +103,9 @@ def _artifact(root: Path) -> Path:
     from exporters import export_checkpoint
     from training.tuned_examples import load_tuned_example
 
-    algo = load_tuned_example("cartpole_ppo").config.debugging(seed=0).build()
-    try:
+    with load_tuned_example("cartpole_ppo").config.debugging(seed=0).build() as algo:
         algo.train()
         checkpoint = algo.save(str(root / "checkpoint")).checkpoint.path
-    finally:
-        algo.stop()
     return export_checkpoint(checkpoint, root / "artifact", ["onnx"])
 
 

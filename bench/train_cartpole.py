@@ -41,7 +41,7 @@ def measure(example: str, seed: int, budget_s: float) -> dict[str, Any]:
     reached_450: dict[str, Any] | None = None
     reached_eval: dict[str, Any] | None = None
     result: dict[str, Any] = {}
-    try:
+    with algo:
         while train_s < budget_s:
             start = time.perf_counter()
             result = algo.train()
@@ -61,8 +61,6 @@ def measure(example: str, seed: int, budget_s: float) -> dict[str, Any]:
                     reached_eval = {**point, "eval_return": evaluation}
             if reached_450 is not None and reached_eval is not None:
                 break
-    finally:
-        algo.stop()
     steps = result.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0)
     return {
         "build_s": round(build_s, 2),
