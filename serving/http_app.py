@@ -146,7 +146,8 @@ class PolicyApi:
         runtime = self._runtime(name)
         if content_type(request) != wire.JSON:
             raise ApiError(415, f"expected Content-Type: {wire.JSON}")
-        req = parse_json(ComputeActionRequest, await read_body(request, self.cfg.max_body_bytes))
+        body = await read_body(request, self.cfg.max_body_bytes, self.cfg.body_timeout_s)
+        req = parse_json(ComputeActionRequest, body)
         try:
             leaves = observations_to_leaves(runtime.observation_space, [req.observation])
         except ObservationError as err:
@@ -164,7 +165,7 @@ class PolicyApi:
         kind = content_type(request)
         if kind not in (wire.JSON, wire.NPY):
             raise ApiError(415, f"expected Content-Type: {wire.JSON} or {wire.NPY}")
-        body = await read_body(request, self.cfg.max_body_bytes)
+        body = await read_body(request, self.cfg.max_body_bytes, self.cfg.body_timeout_s)
         if kind == wire.NPY:
             leaves = _npy_leaves(runtime, body, self.cfg.max_rows)
             explore = request.query_params.get("explore", "false").lower() == "true"

@@ -12,8 +12,12 @@ these pieces; nothing here knows about policies.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
+import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,11 +51,16 @@ class ServingSettings:
         max_rows: Most observations in one ``compute_actions`` request.
         max_body_bytes: Largest request body accepted.
         token: Bearer token required on ``/v1`` routes (``None``: no auth).
+        body_timeout_s: Longest a request body may take to arrive, counted from the first
+            read (408 after it). A client that sends its body slowly holds one of the
+            replica's ``max_ongoing_requests`` slots meanwhile; without a deadline a few hundred
+            such clients hold them all.
     """
 
     max_rows: int = 4096
     max_body_bytes: int = 8 * 1024 * 1024
     token: str | None = None
+    body_timeout_s: float = 10.0
 
 
 class ApiError(RlserveError):
@@ -98,11 +107,30 @@ def content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing (413) before reading past ``limit`` bytes."""
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """Read the body, refusing (413) before reading past ``limit`` bytes.
+
+    Raises:
+        ApiError: 413 past ``limit``; 408 when the whole body has not arrived within
+            ``timeout_s`` seconds (``None``: no deadline).
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    if timeout_s is None:
+        return await _read_chunks(request, limit)
+    try:
+        # One timer per request (asyncio.timeout cancels this task at the deadline), no extra
+        # task: the usual body is one message the server has already buffered.
+        async with _timeout(timeout_s):
+            return await _read_chunks(request, limit)
+    except TimeoutError:
+        raise ApiError(
+            408, f"the request body did not arrive within {timeout_s:g} s", {"Connection": "close"}
+        ) from None
+
+
+async def _read_chunks(request: Request, limit: int) -> bytes:
     # The ASGI messages directly: Request.stream() is an async generator, which costs more
     # than the usual one-message body it would yield.
     chunks, size = [], 0
@@ -117,6 +145,32 @@ async def read_body(request: Request, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+if sys.version_info >= (3, 11):
+    _timeout = asyncio.timeout
+else:  # pragma: no cover - Python 3.10 has no asyncio.timeout
+
+    @contextlib.asynccontextmanager
+    async def _timeout(delay: float) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        fired = False
+
+        def expire() -> None:
+            nonlocal fired
+            fired = True
+            task.cancel()
+
+        handle = asyncio.get_running_loop().call_later(delay, expire)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if not fired:  # cancelled by someone else, not by the deadline
+                raise
+            raise TimeoutError from None
+        finally:
+            handle.cancel()
 
 
 def parse_json(model: type[_Request], body: bytes) -> Any:
