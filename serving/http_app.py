@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from serving import wire
+from serving.decoding import DecodeError, decode_npy
 from serving.http_edge import (
     ApiError,
     ComputeActionRequest,
@@ -70,15 +71,9 @@ def _npy_leaves(runtime: PolicyRuntime, body: bytes, max_rows: int) -> list[np.n
     if len(leaves) != 1:
         raise ApiError(415, f"{wire.NPY} bodies need a single-array observation space; send JSON")
     try:
-        array = np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise ApiError(400, f"malformed {wire.NPY} body: {err}") from None
-    if array.ndim == 0 or array.shape[0] > max_rows:
-        raise ApiError(
-            413 if array.ndim else 422, f"expected 1..{max_rows} rows, got shape {array.shape}"
-        )
-    try:
-        return array_to_leaves(runtime.observation_space, array)
+        return array_to_leaves(runtime.observation_space, decode_npy(body, max_rows))
+    except DecodeError as err:
+        raise ApiError(err.status, err.message) from None
     except ObservationError as err:
         raise ApiError(422, str(err)) from None
 

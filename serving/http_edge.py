@@ -28,6 +28,7 @@ from starlette.requests import ClientDisconnect
 
 from formats.errors import RlserveError
 from serving import wire
+from serving.decoding import DecodeError, count_boolean_tokens, decode_json, find_boolean
 
 __all__ = [
     "ApiError",
@@ -174,18 +175,36 @@ else:  # pragma: no cover - Python 3.10 has no asyncio.timeout
 
 
 def parse_json(model: type[_Request], body: bytes) -> Any:
-    """``body`` validated as ``model``: 400 for malformed JSON, 422 naming each schema error."""
+    """``body`` validated as ``model``.
+
+    Raises:
+        ApiError: 400 for malformed JSON (see :func:`serving.decoding.decode_json` for the
+            depth and number limits), 422 naming each schema error and any boolean inside
+            the observations, 413 when decoding runs out of memory.
+    """
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ApiError(400, f"malformed JSON: {err}") from None
+        data = decode_json(body)
+    except DecodeError as err:
+        raise ApiError(err.status, err.message) from None
     try:
-        return model.model_validate(data)
+        request = model.model_validate(data)
     except ValidationError as err:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()
         )
         raise ApiError(422, problems) from None
+    # The request's own booleans (explore, return_dist_inputs) are the only ones allowed; a
+    # count in C decides whether the observations need a look.
+    flags = sum(isinstance(value, bool) for value in data.values())
+    if count_boolean_tokens(body) > flags:
+        for field in _OBSERVATION_FIELDS:
+            where = find_boolean(data.get(field), field)
+            if where is not None:
+                raise ApiError(422, f"{where}: expected a number, got a boolean")
+    return request
+
+
+_OBSERVATION_FIELDS = ("observation", "observations")
 
 
 class _JSONBytes(Response):

@@ -1,7 +1,8 @@
 """Observations in the JSON form of their gymnasium space -> validated, batched leaf arrays.
 
 Every check names where the problem is (``observations[3].position``) and what was expected:
-structure (Dict keys, Tuple length), shape, dtype (integers where the space is discrete),
+structure (Dict keys, Tuple length), shape, dtype (integers where the space is discrete; never
+booleans),
 finiteness (no NaN or infinity), and bounds. One bad observation fails its own request only.
 """
 
@@ -108,8 +109,8 @@ def _leaf_array(space: gym.Space[Any], values: Any, where: str) -> np.ndarray:
         raise ObservationError(
             f"{_describe_row(where, bad)}: expected shape {expected}, got {tuple(got)}"
         )
-    if raw.dtype.kind == "b":
-        raw = raw.astype(np.int64)
+    if raw.dtype.kind == "b":  # a boolean is not a number, not even for MultiBinary
+        raise ObservationError(f"{where}: expected numbers, got booleans")
     if raw.dtype.kind == "f" and not np.isfinite(raw).all():
         row = int(np.argwhere(~np.isfinite(raw.reshape(len(values), -1)))[0][0])
         raise ObservationError(f"{_describe_row(where, row)}: NaN or infinity is not allowed")

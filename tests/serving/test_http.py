@@ -181,6 +181,16 @@ def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
 
 
 JSON = {"content-type": wire.JSON}
+
+
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    """A ``.npy`` header declaring ``shape`` of float32, and no data at all."""
+    buffer = io.BytesIO()
+    header = {"descr": "<f4", "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()
+
+
 BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     (
         "malformed json",
@@ -306,8 +316,122 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
             "content": _npy(np.array([{"a": 1}], dtype=object), True),
             "headers": {"content-type": wire.NPY},
         },
+        422,
+        "expected numbers, got dtype |O",
+    ),
+    (
+        "npy header claims 2**31 rows",  # numpy.load would allocate 32 GiB before reading
+        ACTIONS_URL,
+        {"content": _npy_header((2**31, 4)), "headers": {"content-type": wire.NPY}},
+        413,
+        "expected 1..64 rows",
+    ),
+    (
+        "npy header claims more data than sent",
+        ACTIONS_URL,
+        {"content": _npy_header((8, 2**40)), "headers": {"content-type": wire.NPY}},
         400,
-        "malformed",
+        "the header declares shape (8, 1099511627776)",
+    ),
+    (
+        "npy truncated",
+        ACTIONS_URL,
+        {
+            "content": _npy(np.zeros((3, 4), np.float32))[:-5],
+            "headers": {"content-type": wire.NPY},
+        },
+        400,
+        "malformed .npy body",
+    ),
+    (
+        "npy not npy",
+        ACTIONS_URL,
+        {"content": b"\x93NUMPX garbage", "headers": {"content-type": wire.NPY}},
+        400,
+        "malformed .npy body",
+    ),
+    (
+        "npy booleans",
+        ACTIONS_URL,
+        {
+            "content": _npy(np.ones((2, 4), bool)),
+            "headers": {"content-type": wire.NPY},
+        },
+        422,
+        "expected numbers, got booleans",
+    ),
+    (
+        "npy 0-d",
+        ACTIONS_URL,
+        {"content": _npy(np.float32(1.0)), "headers": {"content-type": wire.NPY}},
+        422,
+        "0-d array",
+    ),
+    (
+        "JSON nested 5000 deep",  # RecursionError in json.loads, unless measured first
+        ACTION_URL,
+        {"content": b'{"observation": ' + b"[" * 5000 + b"]" * 5000 + b"}", "headers": JSON},
+        400,
+        "nested 5001 deep",
+    ),
+    (
+        "JSON nested deep inside an unknown key",
+        ACTION_URL,
+        {"content": b'{"x": ' + b"{" * 3000 + b"}" * 3000 + b"}", "headers": JSON},
+        400,
+        "at most 32 levels",
+    ),
+    (
+        "integer of 5000 digits in observation",  # int() refuses over 4300 digits
+        ACTION_URL,
+        {"content": b'{"observation": [' + b"9" * 5000 + b", 0, 0, 0]}", "headers": JSON},
+        422,
+        "at most 32 digits",
+    ),
+    (
+        "integer of 5000 digits in observations",
+        ACTIONS_URL,
+        {"content": b'{"observations": [[1, 0, 0, -' + b"9" * 5000 + b"]]}", "headers": JSON},
+        422,
+        "at most 32 digits",
+    ),
+    (
+        "integer of 5000 digits as seed",
+        ACTION_URL,
+        {
+            "content": b'{"observation": [0, 0, 0, 0], "seed": ' + b"1" * 5000 + b"}",
+            "headers": JSON,
+        },
+        422,
+        "at most 32 digits",
+    ),
+    (
+        "boolean in a float observation",  # numpy would make [true, 0.5] into [1.0, 0.5]
+        ACTION_URL,
+        {"json": {"observation": [True, 0.0, 0.0, 0.0]}},
+        422,
+        "observation[0]: expected a number, got a boolean",
+    ),
+    (
+        "booleans in a batch",
+        ACTIONS_URL,
+        {"json": {"observations": [CARTPOLE_OBS, [0.0, False, 0.0, 0.0]]}},
+        422,
+        "observations[1][1]: expected a number, got a boolean",
+    ),
+    (
+        "boolean as seed",
+        ACTION_URL,
+        {"json": {"observation": CARTPOLE_OBS, "seed": True}},
+        422,
+        "seed",
+    ),
+    (
+        "number as explore",
+        ACTION_URL,
+        {"json": {"observation": CARTPOLE_OBS, "explore": 1}},
+        422,
+        "explore",
     ),
     (
         "npy wrong shape",
