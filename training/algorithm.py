@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import gymnasium as gym
 import numpy as np
 import torch
-from ray.tune import Trainable
+from ray.train._internal.session import _TrainingResult
+from ray.tune import Checkpoint, Trainable
 
 from training import metrics as m
 from training.algorithms import algorithm_class
-from training.checkpoints import read_checkpoint, write_checkpoint
+from training.checkpoints import read_checkpoint, resolve_checkpoint, write_checkpoint
 from training.config import AlgorithmConfig
 from training.env_runner import EnvRunner, Fragment
 from training.env_runner_group import EnvRunnerGroup
@@ -281,10 +282,27 @@ class Algorithm(Trainable, abc.ABC):
 
     # ----------------------------------------------------------------- checkpoints
     def save(self, checkpoint_dir: str | None = None) -> Any:
-        """Write a checkpoint; ``.checkpoint.path`` of the result is its directory."""
-        if checkpoint_dir is None and self._storage is None:
+        """Write a checkpoint; ``.checkpoint.path`` of the result is its directory.
+
+        Outside Tune only :func:`~training.checkpoints.write_checkpoint` writes it (a hidden
+        sibling renamed into place), so the directory appears complete or not at all, even
+        under SIGKILL; ``Trainable.save`` created it first, and a kill left it empty. Under
+        Tune, Tune's storage context persists the checkpoint as for any class trainable.
+
+        Args:
+            checkpoint_dir: The directory to write (replaced atomically if it exists); a new
+                temporary directory if ``None``.
+        """
+        if self._storage is not None:
+            return super().save(checkpoint_dir)
+        if checkpoint_dir is None:
+            # A fresh, private, empty directory, which the atomic write then replaces.
             checkpoint_dir = tempfile.mkdtemp(prefix=f"{self.name.lower()}_checkpoint_")
-        return super().save(checkpoint_dir)
+        self.save_checkpoint(checkpoint_dir)
+        # What Trainable.save returns for a local (storage-less) trainable.
+        metrics: dict[str, Any] = dict(self._last_result) if self._last_result else {}
+        checkpoint = Checkpoint.from_directory(checkpoint_dir)
+        return _TrainingResult(checkpoint=checkpoint, metrics=metrics)
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         """Write the checkpoint files atomically into ``checkpoint_dir``."""
@@ -333,11 +351,12 @@ class Algorithm(Trainable, abc.ABC):
         (not even the iteration counter) unless every file of the checkpoint verifies.
 
         Args:
-            checkpoint_path: A checkpoint directory, a ``ray.tune.Checkpoint``, or the result
-                of :meth:`save`.
+            checkpoint_path: A checkpoint directory, a ``ray.tune.Checkpoint``, the result of
+                :meth:`save`, or a run directory (its newest checkpoint that verifies, see
+                :func:`~training.checkpoints.latest_checkpoint`).
         """
         target = getattr(checkpoint_path, "checkpoint", None) or checkpoint_path
-        self.load_checkpoint(str(getattr(target, "path", target)))
+        self.load_checkpoint(str(_resolve(str(getattr(target, "path", target)))))
         self._restored = True
         self._time_since_restore = 0.0
         self._iterations_since_restore = 0
@@ -348,11 +367,16 @@ class Algorithm(Trainable, abc.ABC):
         """Rebuild the algorithm a checkpoint was written by, with optional config overrides.
 
         Args:
-            path: Checkpoint directory (or a ``ray.tune.Checkpoint``).
+            path: Checkpoint directory (or a ``ray.tune.Checkpoint``), or a run directory:
+                its newest checkpoint that verifies, with a logged warning for each newer
+                one skipped (empty, partial, tampered).
             **overrides: Settings to change, e.g. ``num_env_runners=0`` for an actor-free
                 restore.
+
+        Raises:
+            CheckpointError: If the checkpoint (or every checkpoint of the run) fails to verify.
         """
-        path = str(getattr(path, "path", path))
+        path = str(_resolve(str(getattr(path, "path", path))))
         contents = read_checkpoint(path)
         algo_cls = algorithm_class(str(contents.metadata["algorithm"]))
         config = algo_cls.get_default_config().update_from_dict(contents.config)
@@ -387,3 +411,11 @@ class Algorithm(Trainable, abc.ABC):
     def checkpoint_path(self) -> Path | None:  # pragma: no cover - convenience only
         """Unused; kept out of Tune's way."""
         return None
+
+
+def _resolve(path: str | Path) -> Path:
+    """A checkpoint directory as given, or a run directory's newest verifying checkpoint."""
+    resolved, skipped = resolve_checkpoint(path)
+    for item in skipped:
+        logger.warning("skipping checkpoint %s: %s", item.path, item.reason)
+    return resolved

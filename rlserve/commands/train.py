@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from rlserve.commands import LogLevel, console, guarded
+from rlserve.commands import LogLevel, console, err_console, guarded
 
 __all__ = ["command"]
 
@@ -61,7 +61,9 @@ def command(
         str | None,
         typer.Option(
             help="Continue training from this checkpoint (its config, weights, optimizer, "
-            "filter statistics and counters); --set still overrides settings."
+            "filter statistics and counters); --set still overrides settings. A run "
+            "directory (e.g. runs/latest) resumes from its newest checkpoint that verifies, "
+            "skipping newer empty, partial or tampered ones with a warning."
         ),
     ] = None,
 ) -> None:
@@ -93,4 +95,4 @@ def command(
         seed=seed,
         resume=resume,
     )
-    run_training(options, console)
+    run_training(options, console, err_console)

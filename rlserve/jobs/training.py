@@ -5,7 +5,9 @@ rich live display on a terminal and as one line per iteration elsewhere
 (:mod:`rlserve.jobs.progress`), writes every result to the run directory (``results.jsonl``,
 ``progress.csv`` and TensorBoard event files: :mod:`rlserve.jobs.results`), checkpoints periodically
 and at the end, and names the best checkpoint on its last line. Ctrl-C writes a final
-checkpoint and exits cleanly (exit status 0).
+checkpoint and exits cleanly (exit status 0). ``--resume`` takes a checkpoint directory or a
+run directory (its newest checkpoint that verifies; newer broken ones are skipped, with a
+warning each).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from rlserve.jobs.progress import TrainingProgress, metric
 from rlserve.jobs.results import ResultLogger
@@ -97,29 +100,58 @@ def build_config(options: TrainOptions) -> tuple[Any, dict[str, float]]:
     return config, stop
 
 
-def run_training(options: TrainOptions, console: Console) -> Path:
-    """Train until a stop criterion is met; return the best checkpoint's path."""
+def _resume(options: TrainOptions, source: str, console: Console, warnings: Console) -> Any:
+    """The algorithm ``--resume source`` names, rebuilt with ``--set``/``--seed`` applied."""
+    if options.config_file or options.env:
+        from training.config import ConfigError
+
+        raise ConfigError(
+            "--resume continues the checkpoint's own config and env; "
+            "change settings with --set instead of --config/--env"
+        )
+    from training import Algorithm
+    from training.checkpoints import resolve_checkpoint
+
+    # A run directory resumes from its newest checkpoint that verifies; newer ones that do
+    # not (a kill mid-save, tampering) are named, with why, and passed over.
+    checkpoint, skipped = resolve_checkpoint(source)
+    for item in skipped:
+        warnings.print(
+            f"[yellow]warning:[/] skipping checkpoint {escape(str(item.path))}: "
+            + escape(item.reason),
+            highlight=False,
+            soft_wrap=True,  # one line per skipped checkpoint, however long
+        )
+    if checkpoint != Path(source):
+        console.print(f"resuming from {escape(str(checkpoint))}", highlight=False)
+    # Weights, optimizer, filter statistics and counters come back; the stop criteria count
+    # from the checkpoint's lifetime totals.
+    overrides = dict(options.settings)
+    if options.seed is not None:
+        overrides["seed"] = options.seed
+    return Algorithm.from_checkpoint(checkpoint, **overrides)
+
+
+def run_training(options: TrainOptions, console: Console, warnings: Console | None = None) -> Path:
+    """Train until a stop criterion is met; return the best checkpoint's path.
+
+    Args:
+        options: What to train and how.
+        console: Progress and the final ``best checkpoint:`` line.
+        warnings: Where warnings go (one line each), e.g. a stderr console; default ``console``.
+
+    Raises:
+        CheckpointError: If ``--resume`` names a checkpoint that does not verify, or a run
+            directory none of whose checkpoints verifies.
+    """
     config, stop = build_config(options)
     run_dir = Path(options.checkpoint_dir)
+    resumed = None
     if options.resume:
-        if options.config_file or options.env:
-            from training.config import ConfigError
-
-            raise ConfigError(
-                "--resume continues the checkpoint's own config and env; "
-                "change settings with --set instead of --config/--env"
-            )
-        from training import Algorithm
-
-        # Weights, optimizer, filter statistics and counters come back; the stop criteria
-        # count from the checkpoint's lifetime totals.
-        overrides = dict(options.settings)
-        if options.seed is not None:
-            overrides["seed"] = options.seed
-        resumed = Algorithm.from_checkpoint(options.resume, **overrides)
+        resumed = _resume(options, options.resume, console, warnings or console)
         config = resumed.config
     run_dir.mkdir(parents=True, exist_ok=True)
-    algo = resumed if options.resume else config.build()
+    algo = resumed if resumed is not None else config.build()
     console.print(
         f"[bold]training[/] {algo.name} on {config.env} — stop when "
         + ", ".join(f"{k} >= {v:g}" for k, v in stop.items())
