@@ -1,10 +1,12 @@
-"""Algorithm checkpoints: layout, no pickle, verified round trips, tampering, atomic saves."""
+"""Algorithm checkpoints: layout, no pickle, verified round trips, tampering, atomic saves,
+and the newest verifying checkpoint of a run directory."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -19,6 +21,7 @@ import pytest
 import safetensors.torch
 
 from formats import safeio
+from formats.errors import RlserveError
 from formats.spaces import space_from_json, space_to_json
 from tests.helpers.configs import tiny_ppo
 from training import (
@@ -30,7 +33,14 @@ from training import (
     PPOConfig,
 )
 from training import metrics as m
-from training.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+from training.checkpoints import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    find_latest_checkpoint,
+    is_run_directory,
+    latest_checkpoint,
+    resolve_checkpoint,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD = (
@@ -505,4 +515,166 @@ def test_mean_std_filter_state_round_trip(algos: Algos, tmp_path: Path) -> None:
     np.testing.assert_array_equal(
         restored.compute_actions(obs, explore=False), algo.compute_actions(obs, explore=False)
     )
+    assert restored.train()[m.TRAINING_ITERATION] == 3
+
+
+# ----------------------------------------------------------------- saves outside Tune
+def test_crash_during_first_save_leaves_no_directory(
+    algos: Algos, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The target appears only complete: a save that dies never leaves it empty or partial."""
+    algo = algos.build()
+    run_dir = tmp_path / "run"
+    seen: list[bool] = []
+
+    def crashing_save_file(tensors: dict[str, Any], filename: str, *args: Any) -> None:
+        seen.append(os.path.lexists(run_dir / "checkpoint_000001"))
+        raise OSError("injected crash while writing " + Path(filename).name)
+
+    monkeypatch.setattr("training.checkpoints.save_file", crashing_save_file)
+    with pytest.raises(OSError, match="injected crash"):
+        algo.save(str(run_dir / "checkpoint_000001"))
+    assert seen == [False]  # not even created while its files were being written
+    assert list(run_dir.iterdir()) == []
+    monkeypatch.undo()
+    result = algo.save(str(run_dir / "checkpoint_000001"))
+    assert result.checkpoint.path == str(run_dir / "checkpoint_000001")
+    assert result.metrics[m.TRAINING_ITERATION] == 1  # Trainable.save's metrics, as before
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint_000001"]
+
+
+# ----------------------------------------------------------------- run directories
+@pytest.fixture
+def run_dir(algos: Algos, tmp_path: Path) -> Path:
+    """A run directory with good checkpoints at iterations 1 and 2 (as ``rlserve train``)."""
+    algo = algos.build()
+    root = tmp_path / "run"
+    algo.save(str(root / "checkpoint_000001"))
+    algo.train()
+    algo.save(str(root / "checkpoint_000002"))
+    return root
+
+
+def _copy(run_dir: Path, name: str, source: str = "checkpoint_000002") -> Path:
+    target = run_dir / name
+    shutil.copytree(run_dir / source, target)
+    return target
+
+
+def _claim_iteration(path: Path, iteration: int) -> None:
+    """Make a copied checkpoint claim a later iteration (metadata.json lists no own hash)."""
+    meta = _read_metadata(path)
+    meta["iteration"] = iteration
+    _write_metadata(path, meta)
+
+
+def test_latest_checkpoint_skips_empty_partial_and_tampered(
+    run_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (run_dir / "checkpoint_000003").mkdir()  # empty, as Trainable.save used to leave it
+    partial = _copy(run_dir, "checkpoint_000004")  # payload written, metadata not yet
+    (partial / "metadata.json").unlink()
+    truncated = _copy(run_dir, "checkpoint_000005")
+    _claim_iteration(truncated, 5)
+    with (truncated / "module.safetensors").open("r+b") as file:
+        file.truncate(100)
+    tampered = _copy(run_dir, "checkpoint_000006")
+    _claim_iteration(tampered, 6)
+    _flip_byte(tampered / "learner_state.safetensors", 200)
+    # Hidden siblings of the atomic writer are never candidates (nor warned about).
+    (run_dir / ".checkpoint_000007.tmp-0123456789ab").mkdir()
+    (run_dir / "results.jsonl").write_text("")
+
+    path, skipped = find_latest_checkpoint(run_dir)
+    assert path == run_dir / "checkpoint_000002"
+    assert [s.path.name for s in skipped] == [
+        "checkpoint_000006",
+        "checkpoint_000005",
+        "checkpoint_000004",
+        "checkpoint_000003",
+    ]
+    reasons = [s.reason for s in skipped]
+    assert "'learner_state.safetensors' has sha256" in reasons[0]
+    assert "'module.safetensors' is 100 bytes" in reasons[1]
+    assert "metadata.json is missing" in reasons[2] and "metadata.json is missing" in reasons[3]
+    assert all(str(run_dir) not in reason for reason in reasons)  # the path is named once
+
+    with caplog.at_level(logging.WARNING, logger="training.checkpoints"):
+        assert latest_checkpoint(run_dir) == run_dir / "checkpoint_000002"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 4
+    assert all("\n" not in line and line.startswith("skipping checkpoint ") for line in lines)
+    assert f"skipping checkpoint {run_dir / 'checkpoint_000003'}: " in lines[3]
+
+
+def test_latest_checkpoint_is_the_highest_iteration_that_verifies(run_dir: Path) -> None:
+    final = _copy(run_dir, "checkpoint_final")  # iteration 2, as the numbered one
+    later_ns = (run_dir / "checkpoint_000002").stat().st_mtime_ns + 10**9
+    os.utime(final, ns=(later_ns, later_ns))
+    assert find_latest_checkpoint(run_dir) == (final, [])  # a tie: the later-written one
+    shutil.rmtree(final)
+    later = _copy(run_dir, "checkpoint_final", source="checkpoint_000001")
+    _claim_iteration(later, 9)
+    assert find_latest_checkpoint(run_dir) == (later, [])  # by iteration, not by name
+    # A checkpoint_final that cannot say its iteration is tried first, and reported.
+    shutil.rmtree(later)
+    (run_dir / "checkpoint_final").mkdir()
+    path, skipped = find_latest_checkpoint(run_dir)
+    assert path == run_dir / "checkpoint_000002"
+    assert [s.path.name for s in skipped] == ["checkpoint_final"]
+
+
+def test_latest_checkpoint_reports_a_symlink_without_following_it(run_dir: Path) -> None:
+    (run_dir / "checkpoint_000009").symlink_to(run_dir / "checkpoint_000002")
+    path, skipped = find_latest_checkpoint(run_dir)
+    assert path == run_dir / "checkpoint_000002"
+    assert [(s.path.name, s.reason) for s in skipped] == [
+        ("checkpoint_000009", "is a symbolic link; links are not used")
+    ]
+
+
+def test_run_directory_without_a_verifying_checkpoint_is_one_error(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    (root / "checkpoint_000001").mkdir(parents=True)
+    (root / "checkpoint_000002").mkdir()
+    (root / "checkpoint_000002" / "metadata.json").write_text("{not json")
+    with pytest.raises(CheckpointError) as caught:
+        Algorithm.from_checkpoint(root)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"run directory {root}: no checkpoint verifies (")
+    assert "checkpoint_000002: cannot read metadata.json" in message
+    assert "checkpoint_000001: metadata.json is missing" in message
+    assert isinstance(caught.value, RlserveError)  # the CLI's error boundary: exit 2
+
+    shutil.rmtree(root / "checkpoint_000001")
+    shutil.rmtree(root / "checkpoint_000002")
+    with pytest.raises(CheckpointError, match="holds no checkpoint_"):
+        find_latest_checkpoint(root)
+    with pytest.raises(CheckpointError, match=r"metadata\.json is missing"):
+        Algorithm.from_checkpoint(root)  # no checkpoint_* inside: read as a checkpoint dir
+    with pytest.raises(CheckpointError, match="not a directory"):
+        find_latest_checkpoint(tmp_path / "nowhere")
+
+
+def test_from_checkpoint_and_restore_accept_a_run_directory(
+    run_dir: Path, algos: Algos, caplog: pytest.LogCaptureFixture
+) -> None:
+    (run_dir / "checkpoint_000003").mkdir()
+    assert is_run_directory(run_dir)
+    assert not is_run_directory(run_dir / "checkpoint_000002")
+    assert resolve_checkpoint(run_dir / "checkpoint_000003") == (
+        run_dir / "checkpoint_000003",
+        [],
+    )  # a checkpoint dir is taken as given (and fails to load as today)
+    with caplog.at_level(logging.WARNING, logger="training"):
+        restored = algos.restore(run_dir)
+    assert restored.iteration == 2
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        f"skipping checkpoint {run_dir / 'checkpoint_000003'}"
+    ]
+    other = algos.build(iterations=0)
+    other.restore(str(run_dir))
+    assert other.iteration == 2
+    _assert_same_weights(other.get_weights(), restored.get_weights())
     assert restored.train()[m.TRAINING_ITERATION] == 3
