@@ -1,14 +1,30 @@
 """``load_artifact``: the only way serving opens an exported policy.
 
 Before any runtime session exists it verifies ``manifest.json`` and every listed file (size
-and sha256, paths inside the directory, no symbolic links), rejects unknown future format
+and sha256, paths inside the directory), refuses symbolic links anywhere (the directory itself
+included) and any file or directory the manifest does not list, rejects unknown future format
 versions, and rejects ONNX models that reference external data. It imports nothing from
 ``training``: a serving replica needs only the artifact, onnxruntime and numpy.
+
+Identity: the version an artifact is served under (:attr:`Artifact.version`, every answer's
+``version`` and ``X-Policy-Version``) is recomputed here from the verified content
+(:func:`exporters.manifest.content_version`), never taken from the manifest. The manifest's own
+``version`` field is kept (people and tools read it) but must agree: a stored version that
+differs from the recomputed one is refused, naming both. Refusing rather than ignoring it
+catches the likeliest tampering — a file swapped and its hash rewritten, the version left as
+it was — loudly at load time instead of serving it quietly under another id, and it keeps
+``manifest.json`` true for anyone reading it without rlserve. Whoever rewrites the version too
+gets the artifact served under the *new* id, which is what identity asks: no content is ever
+served under the id of other content.
+
+Unlisted entries are refused rather than ignored because an artifact directory is written
+whole by the exporter and never added to: anything else in it was put there afterwards, and a
+file next to a model is not inert (ONNX resolves external data by relative path, for one).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +33,14 @@ import numpy as np
 from pydantic import ValidationError
 
 from exporters.errors import ArtifactError, ArtifactVersionError
-from exporters.manifest import ARTIFACT_FORMAT, ARTIFACT_VERSION, Manifest
+from exporters.manifest import ARTIFACT_FORMAT, ARTIFACT_VERSION, Manifest, content_version
 from formats.safeio import IntegrityError, verify_directory
 from formats.spaces import space_from_json
 
 __all__ = ["Artifact", "ArtifactError", "ArtifactVersionError", "OnnxPolicy", "load_artifact"]
+
+_UNHASHED_VERSION_FORMATS = frozenset({"1.0"})
+"""Format versions whose ``version`` hashed the module weights only (not content_version)."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +53,8 @@ class Artifact:
         files: The verified file table (name -> sha256 and size).
         observation_space: Re-created from the manifest.
         action_space: Re-created from the manifest.
+        version: The content-derived policy version, computed from ``manifest`` and ``files``
+            when the object is made (:func:`exporters.manifest.content_version`).
     """
 
     path: Path
@@ -41,11 +62,11 @@ class Artifact:
     files: dict[str, Any]
     observation_space: gym.Space[Any]
     action_space: gym.Space[Any]
+    version: str = field(init=False)
 
-    @property
-    def version(self) -> str:
-        """The content-derived policy version."""
-        return self.manifest.version
+    def __post_init__(self) -> None:
+        # Computed once here, not per call: serving reads it on every answer.
+        object.__setattr__(self, "version", content_version(self.manifest, self.files))
 
     def file(self, fmt: str) -> Path:
         """Path of an exported format's file (``onnx``, ``torchscript``, ``torch_export``).
@@ -87,17 +108,34 @@ def _check_onnx_has_no_external_data(path: Path) -> None:
             )
 
 
+def _check_stored_version(root: Path, manifest: Manifest, files: dict[str, Any]) -> None:
+    expected = content_version(manifest, files)
+    if manifest.version == expected:
+        return
+    hint = (
+        f"format {manifest.format_version} versions were not content-derived; export it again "
+        "with this rlserve"
+        if manifest.format_version in _UNHASHED_VERSION_FORMATS
+        else "a file or the manifest was changed after export"
+    )
+    raise ArtifactError(
+        f"artifact {root}: manifest.json version is {manifest.version!r}, expected "
+        f"{expected!r} (the hash of its files and manifest); {hint}"
+    )
+
+
 def load_artifact(path: str | Path) -> Artifact:
     """Verify an artifact directory completely, then describe it.
 
     Raises:
         ArtifactError: Naming the bad file or field (tampered, truncated, missing, outside the
-            directory, a symbolic link, ONNX external data, malformed manifest).
+            directory, a symbolic link, a file or directory the manifest does not list, ONNX
+            external data, a malformed manifest, a ``version`` that is not the content's).
         ArtifactVersionError: For a newer major format version.
     """
     root = Path(path)
     try:
-        data = verify_directory(root, metadata_name="manifest.json", kind="artifact")
+        data = verify_directory(root, metadata_name="manifest.json", kind="artifact", exact=True)
     except IntegrityError as err:
         raise ArtifactError(str(err)) from None
     if data.get("format") != ARTIFACT_FORMAT:
@@ -127,6 +165,7 @@ def load_artifact(path: str | Path) -> Artifact:
                 f"artifact {root}: format {fmt!r} names {entry.file!r}, which manifest.json "
                 "does not list with a hash"
             )
+    _check_stored_version(root, manifest, files)
     if "onnx" in manifest.formats:
         _check_onnx_has_no_external_data(root / manifest.formats["onnx"].file)
     try:

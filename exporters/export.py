@@ -3,13 +3,12 @@
 The artifact holds ``model.onnx`` (primary), ``model.ts`` (TorchScript, legacy: upstream has
 deprecated it) and ``model.pt2`` (``torch.export``), plus ``manifest.json``. Each exported
 graph is checked against the eager module on batches of two sizes before the directory is
-published (written beside the target and renamed into place, like checkpoints).
+published (written beside the target and renamed into place, like checkpoints). The manifest's
+``version`` is :func:`exporters.manifest.content_version` of the files as written.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,10 +19,10 @@ import torch
 
 from exporters.errors import ExportError
 from exporters.graph import OUTPUT_NAMES, InferenceGraph, example_inputs, input_specs
-from exporters.manifest import ARTIFACT_VERSION, FORMAT_FILES, FormatEntry, Manifest, TensorSpec
+from exporters.manifest import FORMAT_FILES, FormatEntry, Manifest, TensorSpec, content_version
 from exporters.upstream import upstream_warnings_silenced
 from formats.provenance import ARTIFACT_LIBRARIES, library_versions
-from formats.safeio import sha256_file, write_directory_atomically
+from formats.safeio import FileTable, sha256_file, write_directory_atomically
 from training.checkpoints import load_module
 
 __all__ = ["ExportError", "export_checkpoint"]
@@ -110,13 +109,6 @@ def _export_program(
     torch.export.save(program, str(path))
 
 
-def _version_id(module_sha256: str, manifest_core: dict[str, Any]) -> str:
-    digest = hashlib.sha256()
-    digest.update(module_sha256.encode())
-    digest.update(json.dumps(manifest_core, sort_keys=True).encode())
-    return digest.hexdigest()[:16]
-
-
 def export_checkpoint(
     checkpoint_path: str | Path,
     out_dir: str | Path,
@@ -169,21 +161,15 @@ def export_checkpoint(
         )
         for name in chosen
     }
-    core = {
-        "format_version": ARTIFACT_VERSION,
-        "observation_space": contents.metadata["observation_space"],
-        "action_space": contents.metadata["action_space"],
-        "formats": sorted(chosen),
-        "max_batch_size": max_batch_size,
-    }
     graph_contains = ["preprocessing", "policy_network", "deterministic_action"]
     if module.obs_filter.enabled:
         graph_contains.insert(1, "observation_filter")
     if isinstance(act_space, gym.spaces.Box):
         graph_contains.append("action_clipping")
-    manifest = Manifest(
+    # The version hashes the files written below: it is filled in once they exist.
+    draft = Manifest(
         policy_name=policy_name or algorithm.lower(),
-        version=_version_id(contents.metadata["files"]["module.safetensors"]["sha256"], core),
+        version="",
         algorithm=algorithm,
         source_checkpoint=str(Path(checkpoint_path).resolve()),
         source_metadata_sha256=sha256_file(Path(checkpoint_path) / "metadata.json"),
@@ -221,6 +207,10 @@ def export_checkpoint(
         with upstream_warnings_silenced():
             verify_against_eager(directory, chosen, graph, obs_space, names)
 
+    def manifest_for(files: FileTable) -> dict[str, Any]:
+        version = content_version(draft, files)
+        return draft.model_copy(update={"version": version}).model_dump(mode="json")
+
     return write_directory_atomically(
-        out_dir, write_files, metadata_name="manifest.json", metadata=manifest.model_dump()
+        out_dir, write_files, metadata_name="manifest.json", metadata=manifest_for
     )

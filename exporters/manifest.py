@@ -2,10 +2,18 @@
 
 Shared by the writer (:mod:`exporters.export`) and the loader (:mod:`exporters.artifact`);
 it imports nothing from ``training`` so a serving replica can read it.
+
+The version an artifact is served under is :func:`content_version`: a hash of what the
+artifact *is*, computed the same way by the exporter (which writes it into ``manifest.json``)
+and by the loader (which recomputes it from the verified files and refuses a manifest whose
+stored ``version`` disagrees).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,13 +22,16 @@ __all__ = [
     "ARTIFACT_FORMAT",
     "ARTIFACT_VERSION",
     "FORMAT_FILES",
+    "PROVENANCE_FIELDS",
     "FormatEntry",
     "Manifest",
     "TensorSpec",
+    "content_version",
 ]
 
 ARTIFACT_FORMAT = "rlserve-artifact"
-ARTIFACT_VERSION = "1.0"
+ARTIFACT_VERSION = "1.1"
+"""1.1: ``version`` is :func:`content_version` (1.0 hashed the module weights only)."""
 FORMAT_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "torch_export": "model.pt2"}
 """Export formats and the file each one writes."""
 
@@ -54,7 +65,7 @@ class Manifest(_Strict):
     format: Literal["rlserve-artifact"] = "rlserve-artifact"
     format_version: str = ARTIFACT_VERSION
     policy_name: str
-    version: str = Field(description="content-derived id: same checkpoint weights, same id")
+    version: str = Field(description="content_version(): any change to the content, a new id")
     algorithm: str
     source_checkpoint: str
     source_metadata_sha256: str
@@ -69,3 +80,62 @@ class Manifest(_Strict):
     max_batch_size: int
     formats: dict[str, FormatEntry]
     library_versions: dict[str, str]
+
+
+PROVENANCE_FIELDS = frozenset(
+    {
+        "policy_name",
+        "source_checkpoint",
+        "source_metadata_sha256",
+        "source_iteration",
+        "library_versions",
+    }
+)
+"""Manifest fields that say where an artifact came from, not what it computes.
+
+They are left out of :func:`content_version` so that the same policy gets the same id wherever
+it was exported from: a checkpoint copied to another path, or trained again with the same seed
+(its ``metadata.json`` records a new timestamp), exports to the same version. None of them is
+read by the loader or the server to run the policy, so leaving them out lets no change to what
+is served go unnoticed.
+"""
+
+
+def content_version(manifest: Manifest, files: Mapping[str, Mapping[str, Any]]) -> str:
+    """The artifact's version: a hash of its file table and its manifest's semantic core.
+
+    The digest covers the sha256 and size of every listed file (the graphs hold the weights,
+    the filter statistics and the preprocessing, so any change to any listed file changes the
+    version) and every manifest field except ``version`` itself and :data:`PROVENANCE_FIELDS`
+    (spaces, inputs and outputs, formats, batch limit, format version: what a client sees and
+    how the graph is fed). It is canonical JSON (sorted keys, no whitespace) so that exporting
+    the same graphs twice gives the same id. Export is byte-deterministic for ONNX and
+    ``torch.export``; TorchScript archives differ when a second export runs *in the same
+    process* (torch renames classes it has already compiled), so a re-export there gets a new
+    version while ``rlserve export`` run twice does not.
+
+    This is identity, not authenticity: whoever can rewrite the files can also rewrite the
+    hashes and the version, and the artifact then loads under a *new* version — never under the
+    old one. Proving who exported an artifact would take a signature.
+
+    Args:
+        manifest: The parsed manifest (its ``version`` is ignored).
+        files: The file table: name -> ``{"sha256", "size"}`` (other keys are ignored).
+
+    Returns:
+        16 hex digits (64 bits: matching a given version needs about 2**64 attempts).
+    """
+    core = manifest.model_dump(mode="json", exclude={"version", *PROVENANCE_FIELDS})
+    table = {
+        name: {"sha256": entry["sha256"], "size": entry["size"]}
+        for name, entry in sorted(files.items())
+    }
+    canonical = json.dumps(
+        {"files": table, "manifest": core},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        allow_nan=False,
+    )
+    digest = hashlib.sha256(b"rlserve-artifact-version\0" + canonical.encode("ascii"))
+    return digest.hexdigest()[:16]

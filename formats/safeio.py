@@ -27,6 +27,7 @@ from formats.errors import RlserveError
 
 __all__ = [
     "METADATA_MAX_BYTES",
+    "FileTable",
     "FormatVersionError",
     "IntegrityError",
     "read_json",
@@ -40,6 +41,10 @@ METADATA_MAX_BYTES = 16 * 1024 * 1024
 _CHUNK = 1024 * 1024
 _HEX = frozenset("0123456789abcdef")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_MAX_SHOWN = 10  # unlisted entries named in one error; the rest are counted
+
+FileTable = dict[str, dict[str, Any]]
+"""A directory's file table: relative POSIX path -> ``{"sha256": hex, "size": bytes}``."""
 
 
 class IntegrityError(RlserveError, ValueError):
@@ -121,7 +126,7 @@ def write_directory_atomically(
     write_files: Callable[[Path], None],
     *,
     metadata_name: str = "metadata.json",
-    metadata: Mapping[str, Any],
+    metadata: Mapping[str, Any] | Callable[[FileTable], Mapping[str, Any]],
 ) -> Path:
     """Write a directory beside ``target``, describe it in metadata, then rename it into place.
 
@@ -135,7 +140,9 @@ def write_directory_atomically(
         target: The directory to create or replace.
         write_files: Writes the payload files into the directory it is given.
         metadata_name: File name of the metadata JSON inside the directory.
-        metadata: JSON-serialisable metadata; it must not have a ``"files"`` entry.
+        metadata: JSON-serialisable metadata, or a function of the file table that returns it
+            (for fields derived from the content, such as an artifact's version); it must not
+            have a ``"files"`` entry.
 
     Returns:
         ``target`` as a ``Path``.
@@ -148,8 +155,8 @@ def write_directory_atomically(
     target = Path(target)
     if metadata_name in ("", ".", "..") or "/" in metadata_name or "\\" in metadata_name:
         raise ValueError(f"metadata_name must be a plain file name, got {metadata_name!r}")
-    if "files" in metadata:
-        raise ValueError("metadata must not contain 'files'; the file table is computed")
+    if not callable(metadata):
+        _no_files_entry(metadata)
     if os.path.lexists(target) and (target.is_symlink() or not target.is_dir()):
         raise IntegrityError(f"{target}: exists and is not a directory; refusing to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -157,13 +164,24 @@ def write_directory_atomically(
     try:
         write_files(tmp)
         table = _file_table(tmp, metadata_name)
-        write_json(tmp / metadata_name, {**metadata, "files": table})
+        fields = (
+            metadata({name: dict(entry) for name, entry in table.items()})
+            if callable(metadata)
+            else metadata
+        )
+        _no_files_entry(fields)
+        write_json(tmp / metadata_name, {**fields, "files": table})
         _fsync_tree(tmp)
         _swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _no_files_entry(metadata: Mapping[str, Any]) -> None:
+    if "files" in metadata:
+        raise ValueError("metadata must not contain 'files'; the file table is computed")
 
 
 def _new_sibling(target: Path, tag: str, *, create: bool) -> Path:
@@ -180,8 +198,8 @@ def _new_sibling(target: Path, tag: str, *, create: bool) -> Path:
         return candidate
 
 
-def _file_table(root: Path, metadata_name: str) -> dict[str, dict[str, Any]]:
-    table: dict[str, dict[str, Any]] = {}
+def _file_table(root: Path, metadata_name: str) -> FileTable:
+    table: FileTable = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in sorted(dirnames + filenames):
             full = Path(dirpath, name)
@@ -271,18 +289,26 @@ def verify_directory(
     metadata_name: str = "metadata.json",
     max_metadata_bytes: int = METADATA_MAX_BYTES,
     kind: str = "checkpoint",
+    exact: bool = False,
 ) -> dict[str, Any]:
     """Check every file listed in a directory's metadata, and return the metadata.
 
     Each listed path must be relative and stay inside the directory with no symlink on any
-    component, and name a regular file of the listed size and sha256. Files that are not
-    listed are allowed (and ignored).
+    component, and name a regular file of the listed size and sha256. By default files that
+    are not listed are allowed (and ignored): Ray Tune, for one, writes its own files into
+    checkpoint directories. With ``exact=True`` the directory must hold the listed files, the
+    metadata file and the directories above them and nothing else: the directory itself must
+    not be a symbolic link, and every unlisted entry (file, directory, symbolic link, socket…)
+    is refused by name. That is for directories nothing but their writer ever adds to, such as
+    exported artifacts, where an extra file is tampering or a mistake; it costs one ``scandir``
+    per directory.
 
     Args:
         path: The directory written by :func:`write_directory_atomically`.
         metadata_name: File name of the metadata JSON inside the directory.
         max_metadata_bytes: Size limit of the metadata file.
         kind: What the directory is (``"checkpoint"``, ``"artifact"``), for messages.
+        exact: Refuse symbolic links and anything the metadata does not list.
 
     Returns:
         The parsed metadata, including its ``"files"`` table.
@@ -292,6 +318,11 @@ def verify_directory(
     """
     root = Path(path)
     where = f"{kind} {root}"
+    if exact and root.is_symlink():
+        raise IntegrityError(
+            f"{where}: is a symbolic link (to {os.readlink(root)!r}); a {kind} must be opened "
+            "at its real path"
+        )
     if not root.is_dir():
         raise IntegrityError(f"{where}: not a directory (or it does not exist)")
     meta_path = root / metadata_name
@@ -315,6 +346,8 @@ def verify_directory(
         for rel, entry in meta["files"].items()
         if (problem := _check_entry(root, rel, entry, metadata_name)) is not None
     ]
+    if exact:
+        problems += _unlisted_entries(root, set(meta["files"]), metadata_name)
     if problems:
         raise IntegrityError(f"{where}: " + "; ".join(problems))
     return meta
@@ -371,3 +404,35 @@ def _check_content(full: Path, entry: dict[str, Any], metadata_name: str) -> str
             "the files are corrupt or were modified"
         )
     return None
+
+
+def _unlisted_entries(root: Path, listed: set[str], metadata_name: str) -> list[str]:
+    """What ``root`` holds besides the listed files, their directories and the metadata file.
+
+    Walks with ``scandir`` without following any link, so a link is reported, never entered.
+    """
+    needed_dirs = {
+        "/".join(rel.split("/")[:i]) for rel in listed for i in range(1, rel.count("/") + 1)
+    }
+    found: list[str] = []
+    pending = [(root, "")]
+    while pending:
+        directory, prefix = pending.pop()
+        with os.scandir(directory) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                rel = prefix + entry.name
+                if entry.is_symlink():
+                    if rel not in listed:  # a listed link is already reported by _check_entry
+                        found.append(f"{rel!r} is a symbolic link; links are not allowed")
+                elif entry.is_dir(follow_symlinks=False):
+                    if rel in needed_dirs:
+                        pending.append((Path(entry.path), rel + "/"))
+                    else:
+                        found.append(f"directory {rel + '/'!r} holds no file {metadata_name} lists")
+                elif rel not in listed and rel != metadata_name:
+                    what = "file" if entry.is_file(follow_symlinks=False) else "special file"
+                    found.append(f"{what} {rel!r} is not listed in {metadata_name}")
+    found.sort()
+    if len(found) > _MAX_SHOWN:
+        found[_MAX_SHOWN:] = [f"and {len(found) - _MAX_SHOWN} more unlisted entries"]
+    return found

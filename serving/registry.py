@@ -89,7 +89,7 @@ class PolicyRegistry:
         manifest = runtime.artifact.manifest
         return {
             "name": name,
-            "version": manifest.version,
+            "version": runtime.version,
             "algorithm": manifest.algorithm,
             "observation_space": manifest.observation_space,
             "action_space": manifest.action_space,

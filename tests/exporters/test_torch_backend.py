@@ -21,9 +21,9 @@ import torch
 from exporters import ArtifactError, export_checkpoint, load_artifact
 from exporters.torch_policy import TorchPolicy, check_pt2_archive
 from formats.leaves import obs_to_leaves
-from formats.safeio import sha256_file
 from serving import PolicyRegistry, create_app
 from serving.runtime import PolicyRuntime
+from tests.exporters.tamper import rehash
 from tests.helpers.policies import TinyPolicies
 
 FORMATS = ["onnx", "torch_export", "torchscript"]
@@ -172,7 +172,10 @@ class _Marker:
 
 
 def test_a_rehashed_hostile_archive_runs_no_pickle(all_formats: Path, tmp_path: Path) -> None:
-    """Hashes only prove the files match the manifest; the archive check stops the pickle."""
+    """Hashes only prove the files match the manifest; the archive check stops the pickle.
+
+    The attacker rewrites the file's hash and the version: it loads, under a new version.
+    """
     artifact_dir = tmp_path / "artifact"
     shutil.copytree(all_formats, artifact_dir)
     marker = tmp_path / "pwned"
@@ -181,10 +184,9 @@ def test_a_rehashed_hostile_archive_runs_no_pickle(all_formats: Path, tmp_path: 
     payload = buffer.getvalue()
     target = artifact_dir / "model.pt2"
     _rewrite(all_formats / "model.pt2", target, {"data/sample_inputs/model.pt": payload})
-    manifest = json.loads((artifact_dir / "manifest.json").read_text())
-    manifest["files"]["model.pt2"] = {"sha256": sha256_file(target), "size": target.stat().st_size}
-    (artifact_dir / "manifest.json").write_text(json.dumps(manifest))
+    version = rehash(artifact_dir, "model.pt2", version=True)
     artifact = load_artifact(artifact_dir)  # consistent hashes: verification passes
+    assert artifact.version == version != load_artifact(all_formats).version
     with pytest.raises(ArtifactError, match="pickled sample inputs"):
         TorchPolicy(artifact)
     assert not marker.exists()
