@@ -117,7 +117,71 @@ def test_missing_files_are_all_reported(tmp_path: Path) -> None:
 def test_unlisted_extra_files_are_allowed(tmp_path: Path) -> None:
     target = _write(tmp_path / "ckpt")
     (target / "README").write_text("added later", encoding="utf-8")
+    (target / "tune").mkdir()  # what Ray Tune may add to a checkpoint directory
+    (target / "tune" / "state.json").write_text("{}", encoding="utf-8")
+    (target / "latest").symlink_to(target / "note.txt")
     assert "README" not in verify_directory(target)["files"]
+
+
+def test_exact_accepts_exactly_the_listed_files(tmp_path: Path) -> None:
+    target = _write(tmp_path / "ckpt")  # has a subdirectory and an empty file
+    assert verify_directory(target, exact=True)["files"].keys() == {
+        "note.txt",
+        "state/empty.txt",
+        "state/optimizer.bin",
+        "weights.safetensors",
+    }
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda t: (t / "README").write_text("x"), r"file 'README' is not listed in metadata"),
+        (lambda t: (t / "state" / "x.bin").write_bytes(b""), r"file 'state/x\.bin' is not listed"),
+        (lambda t: (t / "extra").mkdir(), r"directory 'extra/' holds no file metadata\.json lists"),
+        (lambda t: (t / "link").symlink_to(t / "note.txt"), r"'link' is a symbolic link"),
+        (lambda t: (t / "state" / "up").symlink_to(t), r"'state/up' is a symbolic link"),
+        (lambda t: (t / "dangling").symlink_to(t / "nowhere"), r"'dangling' is a symbolic link"),
+        (lambda t: _fifo(t / "pipe"), r"special file 'pipe' is not listed"),
+        (lambda t: (t / "state" / "metadata.json").write_text("{}"), r"'state/metadata\.json'"),
+    ],
+    ids=[
+        "file",
+        "nested-file",
+        "directory",
+        "link",
+        "nested-link",
+        "dangling-link",
+        "fifo",
+        "meta",
+    ],
+)
+def test_exact_refuses_every_unlisted_entry_by_name(
+    tmp_path: Path, make: Callable[[Path], Any], expected: str
+) -> None:
+    target = _write(tmp_path / "ckpt")
+    make(target)
+    verify_directory(target)  # the default stays lenient (checkpoints)
+    with pytest.raises(IntegrityError, match=expected):
+        verify_directory(target, exact=True)
+
+
+def test_exact_refuses_a_symlinked_directory_and_counts_the_rest(tmp_path: Path) -> None:
+    target = _write(tmp_path / "ckpt")
+    link = tmp_path / "via-link"
+    link.symlink_to(target, target_is_directory=True)
+    assert verify_directory(link)["files"]  # lenient: the link is followed
+    with pytest.raises(IntegrityError, match=r"via-link: is a symbolic link"):
+        verify_directory(link, exact=True)
+    for i in range(15):
+        (target / f"extra{i:02d}").write_bytes(b"")
+    with pytest.raises(IntegrityError, match=r"extra09.*and 5 more unlisted entries") as info:
+        verify_directory(target, exact=True)
+    assert "extra10" not in str(info.value)
 
 
 def _rewrite_files(target: Path, change: Callable[[dict[str, Any]], None]) -> None:
@@ -306,3 +370,21 @@ def test_refuses_to_replace_a_file(tmp_path: Path) -> None:
 def test_version_error_is_a_checkpoint_error() -> None:
     assert issubclass(FormatVersionError, IntegrityError)
     assert issubclass(IntegrityError, ValueError)
+
+
+def test_metadata_derived_from_the_file_table(tmp_path: Path) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def derive(files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        seen.append(files)
+        return {"weights": files["weights.safetensors"]["sha256"]}
+
+    target = write_directory_atomically(tmp_path / "ckpt", _payload(), metadata=derive)
+    meta = verify_directory(target, exact=True)
+    assert meta["weights"] == hashlib.sha256(WEIGHTS).hexdigest()
+    assert seen == [meta["files"]]
+    with pytest.raises(ValueError, match="must not contain 'files'"):
+        write_directory_atomically(
+            tmp_path / "bad", _payload(), metadata=lambda files: {"files": files}
+        )
+    assert _siblings(tmp_path) == ["ckpt"]
