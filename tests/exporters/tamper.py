@@ -14,7 +14,14 @@ from typing import Any
 from exporters.manifest import Manifest, content_version
 from formats.safeio import sha256_file
 
-__all__ = ["copy_artifact", "flip_byte", "read_manifest", "rehash", "write_manifest"]
+__all__ = [
+    "change_onnx_weight",
+    "copy_artifact",
+    "flip_byte",
+    "read_manifest",
+    "rehash",
+    "write_manifest",
+]
 
 
 def copy_artifact(source: Path, target: Path) -> Path:
@@ -34,11 +41,27 @@ def write_manifest(artifact_dir: Path, data: dict[str, Any]) -> None:
     (artifact_dir / "manifest.json").write_text(json.dumps(data, indent=2))
 
 
-def flip_byte(path: Path, offset: int | None = None) -> None:
-    """Invert one byte of a file (its middle one by default), keeping its size."""
+def flip_byte(path: Path, offset: int | None = None, mask: int = 0xFF) -> None:
+    """Flip the ``mask`` bits of one byte (the middle one by default), keeping the size."""
     data = bytearray(path.read_bytes())
-    data[len(data) // 2 if offset is None else offset] ^= 0xFF
+    data[len(data) // 2 if offset is None else offset] ^= mask
     path.write_bytes(bytes(data))
+
+
+def change_onnx_weight(path: Path) -> None:
+    """Change one weight of an ONNX model in place: still a valid model, a different policy.
+
+    Flips the sign bit of the middle float of the largest initializer, found in the file's own
+    bytes, so that nothing else in the protobuf moves.
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    weights = max(model.graph.initializer, key=lambda t: len(t.raw_data)).raw_data
+    data = path.read_bytes()
+    start = data.find(weights)
+    assert len(weights) >= 8 and start >= 0 and data.find(weights, start + 1) < 0
+    flip_byte(path, start + (len(weights) // 8) * 4 + 3, mask=0x80)  # float32 LE: sign bit
 
 
 def rehash(artifact_dir: Path, *names: str, version: bool = False) -> str:
