@@ -257,3 +257,19 @@ def test_resume_continues_from_a_checkpoint(cartpole_checkpoint: Path, tmp_path:
         "train", "--resume", str(cartpole_checkpoint), "--env", "Pendulum-v1", cwd=tmp_path
     )
     assert refused.returncode == 2 and "--resume continues" in refused.stderr
+
+
+def test_resume_from_a_run_directory_without_a_valid_checkpoint(tmp_path: Path) -> None:
+    """A run directory none of whose checkpoints verifies: one line naming each, exit 2."""
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoint_000001").mkdir(parents=True)  # what a kill used to leave
+    (run_dir / "checkpoint_000002").mkdir()
+    (run_dir / "checkpoint_000002" / "metadata.json").write_text("{")
+    out = run("train", "--resume", str(run_dir), "--checkpoint-dir", str(run_dir), cwd=tmp_path)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith(f"error: run directory {run_dir}: no checkpoint verifies (")
+    assert "checkpoint_000001: metadata.json is missing" in line
+    assert "checkpoint_000002: cannot read metadata.json" in line
+    assert not (run_dir / "results.jsonl").exists()  # nothing started
