@@ -221,6 +221,23 @@ def _body_schema(model: type[BaseModel], npy: bool = False) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
+def _document_bearer(app: FastAPI) -> None:
+    """Say in the OpenAPI document that every ``/v1`` route needs the bearer token."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()  # FastAPI builds it once and caches it; this edit is idempotent
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes["bearer"] = {"type": "http", "scheme": "bearer"}
+        for path, operations in schema["paths"].items():
+            if path.startswith(wire.POLICIES):
+                for operation in operations.values():
+                    operation["security"] = [{"bearer": []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
+
+
 def create_app(
     registry: PolicyRegistry,
     settings: ServingSettings | None = None,
@@ -311,6 +328,8 @@ def create_app(
         responses=compute_responses(npy=True),
         openapi_extra=_body_schema(ComputeActionsRequest, npy=True) | npy_body(),
     )
+    if api.cfg.token is not None:
+        _document_bearer(app)
     # Ray Serve names every request's route by trying the app's routes in order: the compute
     # routes go first, before the documentation routes FastAPI added (paths do not overlap).
     app.router.routes.sort(key=lambda route: not getattr(route, "path", "").endswith(COMPUTE))
