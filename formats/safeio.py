@@ -13,6 +13,7 @@ from it. Only JSON and raw bytes are read here; nothing is ever unpickled.
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -160,6 +161,7 @@ def write_directory_atomically(
     if os.path.lexists(target) and (target.is_symlink() or not target.is_dir()):
         raise IntegrityError(f"{target}: exists and is not a directory; refusing to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
+    _clear_abandoned_siblings(target)
     tmp = _new_sibling(target, "tmp", create=True)
     try:
         write_files(tmp)
@@ -186,7 +188,9 @@ def _no_files_entry(metadata: Mapping[str, Any]) -> None:
 
 def _new_sibling(target: Path, tag: str, *, create: bool) -> Path:
     while True:
-        candidate = target.with_name(f".{target.name}.{tag}-{secrets.token_hex(6)}")
+        # The writer's pid is in the name, so a later write can tell what a killed one left.
+        name = f".{target.name}.{tag}-{os.getpid()}-{secrets.token_hex(6)}"
+        candidate = target.with_name(name)
         if not create:
             if not os.path.lexists(candidate):
                 return candidate
@@ -243,6 +247,37 @@ def _fsync_dir(path: Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def _clear_abandoned_siblings(target: Path) -> None:
+    """Remove what writers killed mid-write (SIGKILL, power loss) left beside ``target``.
+
+    A ``.{name}.tmp-<pid>-*`` of a dead writer is an unfinished payload: deleted. A
+    ``.{name}.old-<pid>-*`` is the previous complete version, renamed aside just before the
+    new one was moved in: deleted when ``target`` exists, else put back as ``target``. Writers
+    still alive (on this machine) are left alone. Without this, every kill during a save
+    leaves a payload-sized directory that nothing ever deletes.
+    """
+    for tag in ("tmp", "old"):
+        for sibling in target.parent.glob(f".{glob.escape(target.name)}.{tag}-*"):
+            pid = sibling.name.rsplit("-", 2)[-2]
+            if not pid.isdigit() or _pid_alive(int(pid)) or sibling.is_symlink():
+                continue
+            if tag == "old" and not os.path.lexists(target):
+                os.replace(sibling, target)
+                _fsync_dir(target.parent)
+            else:
+                shutil.rmtree(sibling, ignore_errors=True)
 
 
 def _swap_into_place(tmp: Path, target: Path) -> None:

@@ -388,3 +388,48 @@ def test_metadata_derived_from_the_file_table(tmp_path: Path) -> None:
             tmp_path / "bad", _payload(), metadata=lambda files: {"files": files}
         )
     assert _siblings(tmp_path) == ["ckpt"]
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_the_next_write_clears_what_a_killed_writer_left(tmp_path: Path) -> None:
+    target = tmp_path / "ckpt"
+    write_directory_atomically(target, _payload(), metadata={"v": 1})
+    dead = _dead_pid()
+    abandoned = tmp_path / f".ckpt.tmp-{dead}-abc123"
+    abandoned.mkdir()
+    (abandoned / "weights.bin").write_bytes(b"half")
+    live = tmp_path / f".ckpt.tmp-{os.getpid()}-def456"  # a writer still at work
+    live.mkdir()
+    stale_old = tmp_path / f".ckpt.old-{dead}-0a0a0a"
+    stale_old.mkdir()
+    write_directory_atomically(target, _payload(note="v2"), metadata={"v": 2})
+    assert not abandoned.exists() and not stale_old.exists()
+    assert live.exists()
+    assert verify_directory(target)["v"] == 2
+
+
+def test_a_kill_between_the_two_renames_gets_the_previous_version_back(tmp_path: Path) -> None:
+    target = tmp_path / "ckpt"
+    write_directory_atomically(target, _payload(), metadata={"v": 1})
+    # As if killed after moving the old version aside and before moving the new one in.
+    os.replace(target, tmp_path / f".ckpt.old-{_dead_pid()}-1b1b1b")
+    write_directory_atomically(tmp_path / "other", _payload(), metadata={"v": 0})
+    assert not target.exists()  # only a write to this target looks after its siblings
+    seen: list[Any] = []
+
+    def payload(directory: Path) -> None:
+        seen.append(verify_directory(target)["v"])  # the previous version is back in place
+        _payload(note="v2")(directory)
+
+    write_directory_atomically(target, payload, metadata={"v": 2})
+    assert seen == [1]
+    assert verify_directory(target)["v"] == 2
+    assert _siblings(tmp_path) == ["ckpt", "other"]
