@@ -13,7 +13,6 @@ from it. Only JSON and raw bytes are read here; nothing is ever unpickled.
 from __future__ import annotations
 
 import errno
-import glob
 import hashlib
 import json
 import os
@@ -262,22 +261,25 @@ def _pid_alive(pid: int) -> bool:
 def _clear_abandoned_siblings(target: Path) -> None:
     """Remove what writers killed mid-write (SIGKILL, power loss) left beside ``target``.
 
-    A ``.{name}.tmp-<pid>-*`` of a dead writer is an unfinished payload: deleted. A
-    ``.{name}.old-<pid>-*`` is the previous complete version, renamed aside just before the
-    new one was moved in: deleted when ``target`` exists, else put back as ``target``. Writers
-    still alive (on this machine) are left alone. Without this, every kill during a save
-    leaves a payload-sized directory that nothing ever deletes.
+    Every ``.{name}.tmp-<pid>-*`` of a dead writer in ``target``'s directory is an unfinished
+    payload: deleted. A ``.{name}.old-<pid>-*`` is the previous complete version of ``name``,
+    renamed aside just before its new one was moved in: deleted when ``name`` exists, else put
+    back as ``name``. Writers still alive (on this machine) are left alone. Without this, every
+    kill during a save leaves a payload-sized directory that nothing ever deletes.
     """
-    for tag in ("tmp", "old"):
-        for sibling in target.parent.glob(f".{glob.escape(target.name)}.{tag}-*"):
-            pid = sibling.name.rsplit("-", 2)[-2]
-            if not pid.isdigit() or _pid_alive(int(pid)) or sibling.is_symlink():
-                continue
-            if tag == "old" and not os.path.lexists(target):
-                os.replace(sibling, target)
-                _fsync_dir(target.parent)
-            else:
-                shutil.rmtree(sibling, ignore_errors=True)
+    for sibling in target.parent.glob(".*-*-*"):
+        head, pid, _ = sibling.name.rsplit("-", 2)
+        name, _, tag = head[1:].rpartition(".")
+        if tag not in ("tmp", "old") or not name or not pid.isdigit():
+            continue
+        if sibling.is_symlink() or _pid_alive(int(pid)):
+            continue
+        own = target.parent / name
+        if tag == "old" and not os.path.lexists(own):
+            os.replace(sibling, own)
+            _fsync_dir(target.parent)
+        else:
+            shutil.rmtree(sibling, ignore_errors=True)
 
 
 def _swap_into_place(tmp: Path, target: Path) -> None:

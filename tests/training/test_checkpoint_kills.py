@@ -202,6 +202,7 @@ def drive(run_dir: str, kills: int, seed: int) -> None:
         algo.train()  # it resumes: the next child forks from here
         assert algo.iteration == newest + 1
         figures["resumed"] += 1
+    algo.save(str(root / "checkpoint_final"))  # the next save clears what the kills left
     algo.stop()
     figures["leftover_dirs"] = len(_leftovers(root))
     figures["checkpoints"] = len(list(root.glob("checkpoint_*")))
@@ -235,6 +236,7 @@ def test_twenty_kills_during_saves(tmp_path: Path) -> None:
     # The kills really hit saves, and inside the atomic write (not only training between).
     assert figures["landed"]["write"] + figures["landed"]["save"] >= KILLS // 2, figures
     assert figures["kills_leaving_tmp"] >= 3, figures
+    assert figures["leftover_dirs"] == 0, figures  # and nothing of them piles up
 
 
 def test_kill_rlserve_train_then_resume_the_run(tmp_path: Path) -> None:
