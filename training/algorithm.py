@@ -27,13 +27,14 @@ from ray.tune import Checkpoint, Trainable
 
 from training import metrics as m
 from training.algorithms import algorithm_class
-from training.checkpoints import read_checkpoint, resolve_checkpoint, write_checkpoint
+from training.checkpoints import read_checkpoint, write_checkpoint
 from training.config import AlgorithmConfig
 from training.env_runner import EnvRunner, Fragment
 from training.env_runner_group import EnvRunnerGroup
 from training.policy import Policy
 from training.preprocessing import RunningStat
 from training.rl_module import RLModule
+from training.run_directory import resolve_checkpoint
 
 if TYPE_CHECKING:  # Python 3.10 has no typing.Self
     from typing_extensions import Self
@@ -353,7 +354,7 @@ class Algorithm(Trainable, abc.ABC):
         Args:
             checkpoint_path: A checkpoint directory, a ``ray.tune.Checkpoint``, the result of
                 :meth:`save`, or a run directory (its newest checkpoint that verifies, see
-                :func:`~training.checkpoints.latest_checkpoint`).
+                :func:`~training.run_directory.latest_checkpoint`).
         """
         target = getattr(checkpoint_path, "checkpoint", None) or checkpoint_path
         self.load_checkpoint(str(_resolve(str(getattr(target, "path", target)))))

@@ -110,7 +110,7 @@ def _resume(options: TrainOptions, source: str, console: Console, warnings: Cons
             "change settings with --set instead of --config/--env"
         )
     from training import Algorithm
-    from training.checkpoints import resolve_checkpoint
+    from training.run_directory import resolve_checkpoint
 
     # A run directory resumes from its newest checkpoint that verifies; newer ones that do
     # not (a kill mid-save, tampering) are named, with why, and passed over.

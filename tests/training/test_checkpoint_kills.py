@@ -31,7 +31,8 @@ from typing import Any
 
 import pytest
 
-from training.checkpoints import latest_checkpoint, verify_checkpoint
+from training.checkpoints import verify_checkpoint
+from training.run_directory import latest_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

@@ -33,9 +33,8 @@ from training import (
     PPOConfig,
 )
 from training import metrics as m
-from training.checkpoints import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
+from training.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+from training.run_directory import (
     find_latest_checkpoint,
     is_run_directory,
     latest_checkpoint,
@@ -599,7 +598,7 @@ def test_latest_checkpoint_skips_empty_partial_and_tampered(
     assert "metadata.json is missing" in reasons[2] and "metadata.json is missing" in reasons[3]
     assert all(str(run_dir) not in reason for reason in reasons)  # the path is named once
 
-    with caplog.at_level(logging.WARNING, logger="training.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="training.run_directory"):
         assert latest_checkpoint(run_dir) == run_dir / "checkpoint_000002"
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 4
