@@ -145,7 +145,8 @@ def _open_checkpoint(path: Path) -> PolicySource:
 def _open_artifact(path: Path) -> PolicySource:
     from exporters import load_artifact
 
-    manifest = load_artifact(path).manifest
+    artifact = load_artifact(path)
+    manifest = artifact.manifest
     env, env_config = _source_checkpoint_env(
         Path(manifest.source_checkpoint), manifest.source_metadata_sha256
     )
@@ -153,7 +154,7 @@ def _open_artifact(path: Path) -> PolicySource:
         "artifact",
         str(path),
         manifest.algorithm,
-        manifest.version,
+        artifact.version,  # recomputed from the verified content
         manifest.observation_space,
         manifest.action_space,
         env=env,
