@@ -25,6 +25,7 @@ from ray.serve.config import BackpressureConfig
 
 from exporters import load_artifact
 from serving.http_app import PolicyApi, ServingSettings, create_app
+from serving.ingress import IngressLimits
 from serving.registry import PolicyRegistry
 from serving.runtime import ActionBatch, Backend, PolicyRuntime
 
@@ -52,6 +53,8 @@ class ReplicaSettings(BaseModel):
         batch_wait_timeout_s: How long the first request of a batch waits for company.
         max_rows: Most observations in one ``compute_actions`` request.
         max_body_bytes: Largest request body.
+        body_timeout_s: Longest a request body may take to arrive (408 after it): a client
+            sending its body slowly holds a replica slot meanwhile.
         token: Bearer token required on ``/v1`` routes.
         num_cpus: CPUs per replica (also the inference thread count).
         num_gpus: GPUs per replica (fractions allowed): onnxruntime's CUDA provider or torch's
@@ -68,6 +71,7 @@ class ReplicaSettings(BaseModel):
     batch_wait_timeout_s: float = Field(default=0.002, ge=0.0, le=1.0)
     max_rows: int = Field(default=4096, ge=1)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    body_timeout_s: float = Field(default=10.0, gt=0.0, le=3600.0)
     token: str | None = None
     num_cpus: float = Field(default=1.0, gt=0)
     num_gpus: float = Field(default=0.0, ge=0)
@@ -94,7 +98,9 @@ class AppArgs(ReplicaSettings):
         artifacts: More policies: name -> artifact directory.
         num_replicas: Replicas (ignored when ``autoscaling`` is set).
         autoscaling: Ray Serve autoscaling config (``min_replicas``, ``max_replicas``, ...).
-        max_queued_requests: Requests queued per replica before answering 503 (-1: unbounded).
+        max_queued_requests: Requests queued per replica before answering 503 with
+            ``Retry-After``. ``None`` (default): as many as the replica works on at once (see
+            :meth:`queued_requests`); ``-1``: unbounded (overload then shows as latency).
         max_ongoing_requests: Requests a replica works on at once; raised to at least
             ``max_batch_size`` automatically (Serve never batches beyond it).
         retry_after_s: ``Retry-After`` seconds on the 503 answered when the queue is full.
@@ -108,7 +114,7 @@ class AppArgs(ReplicaSettings):
     artifacts: dict[str, str] = Field(default_factory=dict)
     num_replicas: int = Field(default=1, ge=1)
     autoscaling: dict[str, Any] | None = None
-    max_queued_requests: int = Field(default=-1, ge=-1)
+    max_queued_requests: int | None = Field(default=None, ge=-1)
     max_ongoing_requests: int = Field(default=256, ge=1)
     retry_after_s: float = Field(default=1.0, ge=0.0)
     access_log: bool = False
@@ -127,6 +133,30 @@ class AppArgs(ReplicaSettings):
         if self.artifact:
             paths[self.name] = self.artifact
         return paths
+
+    def ongoing_requests(self) -> int:
+        """Requests a replica works on at once: Serve never batches beyond it (ray#43288)."""
+        return max(self.max_ongoing_requests, self.max_batch_size)
+
+    def queued_requests(self) -> int:
+        """The queue bound per replica that ``max_queued_requests`` stands for.
+
+        By default the queue is as long as the work in progress: a queued request then waits
+        about one more service round, so accepted requests stay within about twice the loaded
+        latency, and a burst as large as the concurrency is absorbed without a 503. Past it,
+        waiting longer would only turn a fast 503 the client can act on into a slow answer.
+        """
+        if self.max_queued_requests is None:
+            return self.ongoing_requests()
+        return self.max_queued_requests
+
+    def ingress_limits(self) -> IngressLimits:
+        """What HAProxy enforces per replica for this application (``ingress_environment``)."""
+        return IngressLimits(
+            max_ongoing_requests=self.ongoing_requests(),
+            max_queued_requests=self.queued_requests(),
+            retry_after_s=self.retry_after_s,
+        )
 
     def replica_settings(self) -> dict[str, Any]:
         """The replica's constructor argument (artifacts travel in ``user_config``)."""
@@ -192,6 +222,7 @@ class PolicyDeployment:
             max_rows=self.args.max_rows,
             max_body_bytes=self.args.max_body_bytes,
             token=self.args.token,
+            body_timeout_s=self.args.body_timeout_s,
         )
         app = create_app(self.registry, settings, infer=self._infer, observer=self._observe)
         self._api = app.state.api
@@ -280,9 +311,10 @@ def build_app(args: AppArgs | dict[str, Any]) -> Application:
     settings = args.replica_settings()
     options: dict[str, Any] = {
         "user_config": {"artifacts": args.policy_paths()},
-        # Serve never batches beyond max_ongoing_requests (ray-project/ray#43288).
-        "max_ongoing_requests": max(args.max_ongoing_requests, args.max_batch_size),
-        "max_queued_requests": args.max_queued_requests,
+        "max_ongoing_requests": args.ongoing_requests(),
+        # Behind HAProxy the queue is HAProxy's (serving.ingress); this bound still holds for
+        # requests that reach the replica another way (Serve's proxy, its direct port).
+        "max_queued_requests": args.queued_requests(),
         "backpressure_config": BackpressureConfig(
             status_code=503, retry_after_s=args.retry_after_s
         ),
