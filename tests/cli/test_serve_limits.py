@@ -1,8 +1,10 @@
 """Overload (503 + Retry-After) and timeouts (408) through ``rlserve serve``'s HAProxy ingress.
 
 Slow clients make the replica's limits deterministic: a request whose body has not fully
-arrived holds its replica slot, so a few raw sockets that send headers and half a body fill
-``--max-ongoing-requests`` and ``--max-queued-requests`` exactly.
+arrived holds its replica slot, so a few raw sockets that send headers and most of a body fill
+``--max-ongoing-requests`` and ``--max-queued-requests`` exactly. The bodies are larger than
+HAProxy's 16 KiB buffer: HAProxy holds a smaller unfinished body itself (it never reaches a
+replica; see ``tests/cli/test_serve_overload.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ pytestmark = pytest.mark.integration
 
 ROUTE = "/v1/policies/cartpole/compute_action"
 BODY = json.dumps({"observation": [0.01, -0.02, 0.03, 0.04]}).encode()
+LARGE = BODY[:-1] + b" " * 20_000 + b"}"
+"""Valid JSON larger than HAProxy's buffer, so HAProxy forwards it before it is complete."""
 JSON = {"content-type": "application/json"}
 TIMEOUT_S = 4.0
 
@@ -46,19 +50,19 @@ def url(cartpole_artifact: Path, serve_dir: Path) -> Iterator[str]:
 
 
 class SlowClient:
-    """One request sent by hand: headers and half the body now, the rest on :meth:`finish`."""
+    """One request sent by hand: headers and most of the body now, the rest on :meth:`finish`."""
 
     def __init__(self, url: str) -> None:
         host, port = url.removeprefix("http://").split(":")
         self.sock = socket.create_connection((host, int(port)), timeout=30)
         head = (
             f"POST {ROUTE} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(BODY)}\r\n\r\n"
+            f"Content-Length: {len(LARGE)}\r\n\r\n"
         ).encode()
-        self.sock.sendall(head + BODY[:10])
+        self.sock.sendall(head + LARGE[:-10])
 
     def finish(self) -> None:
-        self.sock.sendall(BODY[10:])
+        self.sock.sendall(LARGE[-10:])
 
     def status(self) -> int:
         """The answer's status code (waits for it)."""
