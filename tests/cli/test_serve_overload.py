@@ -138,8 +138,10 @@ def test_slow_clients_cannot_lock_normal_clients_out(service: Service) -> None:
     # Slow headers, a byte a second: more than one address may hold (the rest are refused).
     dripping, refused = [], 0
     for _ in range(PER_CLIENT + 100):
-        sock = _connect(port)
+        sock = socket.socket()
         try:
+            sock.bind(("127.0.0.1", 0))
+            sock.connect(("127.0.0.1", port))
             sock.sendall(b"POST " + ROUTE.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             dripping.append(sock)
         except OSError:  # closed at once: over the per-address limit
