@@ -1,4 +1,11 @@
-"""``rlserve serve``: serve exported policies over HTTP until Ctrl-C."""
+"""``rlserve serve``: serve exported policies over HTTP until Ctrl-C.
+
+SIGINT and SIGTERM stop it at any moment, start-up included, with exit status 0 (a stop that
+was asked for): the handler is installed before anything starts, and everything started so far
+(Ray, HAProxy, the replicas) is ended before the command returns. A signal that arrives while
+Python is still importing the command (the first fraction of a second) ends the process the
+usual way; nothing has been started then.
+"""
 
 from __future__ import annotations
 
@@ -58,12 +65,12 @@ def command(
         ),
     ] = 256,
     max_queued_requests: Annotated[
-        int,
+        int | None,
         typer.Option(
             help="Requests waiting per replica beyond those; more are answered 503 with "
-            "Retry-After (-1: unbounded)."
+            "Retry-After (default: sized from --max-ongoing-requests; -1: unbounded)."
         ),
-    ] = -1,
+    ] = None,
     ingress: Annotated[
         str,
         typer.Option(
@@ -98,7 +105,7 @@ def command(
     log_level: LogLevel = None,
 ) -> None:
     """Serve exported policies over HTTP until Ctrl-C."""
-    from exporters import load_artifact
+    from rlserve.jobs.local_ray import StopSignals
     from rlserve.jobs.service import (
         ServiceOptions,
         run_config_file,
@@ -107,47 +114,49 @@ def command(
         stop_service,
     )
 
-    if config_file is not None:
+    if config_file is not None:  # Serve's runner in a child process: it forwards the signals
         if artifact_dirs:
             raise fail("give artifact directories or --config, not both")
         raise typer.Exit(run_config_file(config_file, ingress))
     if not artifact_dirs:
         raise fail("give at least one artifact directory (or --config FILE)")
-    try:
-        names = list(name or [])
-        if names and len(names) != len(artifact_dirs):
-            raise fail("give one --name per artifact directory, or none")
-        paths = {
-            names[i] if names else load_artifact(path).manifest.policy_name: path
-            for i, path in enumerate(artifact_dirs)
-        }
-        options = ServiceOptions(
-            paths,
-            host=host,
-            port=port,
-            token=token,
-            replicas=replicas,
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            backend=backend,
-            allow_torchscript=allow_torchscript,
-            max_batch_size=max_batch_size,
-            batch_wait_ms=batch_wait_ms,
-            request_timeout_s=request_timeout_s,
-            max_ongoing_requests=max_ongoing_requests,
-            max_queued_requests=max_queued_requests,
-            ingress=ingress,
-            address=address,
-            metrics_port=metrics_port,
-        )
-        url = start_service(options)
-    except BaseException:
-        stop_service()
-        raise
-    console.print(f"serving {', '.join(sorted(paths))} at {url}  (docs: {url}/docs; Ctrl-C stops)")
-    try:
-        serve_until_interrupted()
-    except KeyboardInterrupt:
-        console.print("stopping")
-    finally:
-        stop_service()
+    # Taken before anything starts; a stop signal at any later moment ends here in "stopping".
+    with StopSignals():
+        try:
+            from exporters import load_artifact
+
+            names = list(name or [])
+            if names and len(names) != len(artifact_dirs):
+                raise fail("give one --name per artifact directory, or none")
+            paths = {
+                names[i] if names else load_artifact(path).manifest.policy_name: path
+                for i, path in enumerate(artifact_dirs)
+            }
+            options = ServiceOptions(
+                paths,
+                host=host,
+                port=port,
+                token=token,
+                replicas=replicas,
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                backend=backend,
+                allow_torchscript=allow_torchscript,
+                max_batch_size=max_batch_size,
+                batch_wait_ms=batch_wait_ms,
+                request_timeout_s=request_timeout_s,
+                max_ongoing_requests=max_ongoing_requests,
+                max_queued_requests=max_queued_requests,
+                ingress=ingress,
+                address=address,
+                metrics_port=metrics_port,
+            )
+            url = start_service(options)
+            console.print(
+                f"serving {', '.join(sorted(paths))} at {url}  (docs: {url}/docs; Ctrl-C stops)"
+            )
+            serve_until_interrupted()
+        except KeyboardInterrupt:
+            console.print("stopping")
+        finally:
+            stop_service()

@@ -10,21 +10,39 @@ replicas (default, ~10x Serve's Python proxy) or Serve's proxy actor, runs the r
 normal priority (Ray's default for workers is nice 15), and collects Ray's metrics only when a
 metrics port is asked for. A Ray cluster reached with ``address`` keeps the settings its
 operator chose.
+
+Stopping: inside :class:`~rlserve.jobs.local_ray.StopSignals` (as ``rlserve serve`` runs it),
+SIGINT or SIGTERM at any moment of :func:`start_service` interrupts it, and
+:func:`stop_service` then ends everything it had started: a Ray interrupted before it served
+is shut down without Serve's graceful drain (nobody was served yet), and any process still
+carrying the service's runtime directory afterwards (an orphaned HAProxy, Ray's agents) is
+ended, SIGKILL after 2 s. Leftovers of a service that was SIGKILLed are removed by the next
+start (:func:`~rlserve.jobs.local_ray.clean_leftovers`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import logging
 import os
 import re
 import shutil
 import socket
-import tempfile
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from formats.errors import RlserveError
+from rlserve.jobs.local_ray import (
+    StopSignals,
+    clean_leftovers,
+    make_runtime_dir,
+    record_ray_session,
+    remove_runtime_dirs,
+    runtime_dirs,
+)
 
 __all__ = [
     "ServiceError",
@@ -34,6 +52,9 @@ __all__ = [
     "start_service",
     "stop_service",
 ]
+
+
+logger = logging.getLogger(__name__)
 
 
 class ServiceError(RlserveError, ValueError):
@@ -61,15 +82,23 @@ class ServiceOptions:
     batch_wait_ms: float = 2.0
     request_timeout_s: float | None = None
     max_ongoing_requests: int = 256
-    max_queued_requests: int = -1
+    max_queued_requests: int | None = None
+    """Requests queued per replica before 503; ``None``: the app's default, ``-1``: unbounded."""
     ingress: str = "haproxy"
     address: str | None = None
     metrics_port: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-_workdirs: list[str] = []
-"""HAProxy's private directory while a service started here runs."""
+_progress = {"deployed": False}
+"""How far :func:`start_service` got: what :func:`stop_service` has to undo."""
+
+
+def _checkpoint() -> None:
+    """A step of the start-up: stop here if a stop signal came (and its exception was lost)."""
+    guard = StopSignals.active()
+    if guard is not None:
+        guard.check()
 
 
 def _is_loopback(host: str) -> bool:
@@ -124,10 +153,12 @@ def start_service(options: ServiceOptions) -> str:
     _check_port(options.host, options.port)
     if options.metrics_port is not None:
         _check_port("127.0.0.1", options.metrics_port)
+    logger.info("checking the artifacts")
     from serving import build_app
 
     # Before Ray starts: build_app verifies every artifact and that it has the backend's format.
     application = build_app(_app_args(options))
+    _checkpoint()
     import ray
     from ray import serve
 
@@ -135,28 +166,37 @@ def start_service(options: ServiceOptions) -> str:
         if options.address is None:
             _prepare_ingress(options.ingress)
             os.environ.update(_serving_ray_environment(options))
+        _checkpoint()
+        logger.info("starting Ray" if options.address is None else "connecting to Ray")
+        guard = StopSignals.active()
         try:
-            ray.init(
-                address=options.address,
-                include_dashboard=False,
-                configure_logging=False,
-                log_to_driver=False,
-                _metrics_export_port=options.metrics_port if options.address is None else None,
-            )
+            with guard.ray_leaves_sigterm_alone() if guard else contextlib.nullcontext():
+                ray.init(
+                    address=options.address,
+                    include_dashboard=False,
+                    configure_logging=False,
+                    log_to_driver=False,
+                    _metrics_export_port=options.metrics_port if options.address is None else None,
+                )
         except (ConnectionError, RuntimeError) as err:  # an unreachable --address
             raise ServiceError(
                 f"cannot reach the Ray cluster at {options.address}: {err}"
             ) from None
         if options.address is None:  # a cluster given by --address may autoscale
+            record_ray_session()  # for the next start's clean-up, should this one be SIGKILLed
             _check_resources(options, ray.cluster_resources())  # type: ignore[no-untyped-call]
     http_options: dict[str, Any] = {"host": options.host, "port": options.port}
     if options.request_timeout_s is not None:  # Serve answers 408 past it
         http_options["request_timeout_s"] = options.request_timeout_s
+    _checkpoint()
+    logger.info("deploying")
     serve.start(http_options=http_options)
     try:
         serve.run(application, name="rlserve", route_prefix="/")
     except RuntimeError as err:  # a replica failed to start: Serve's message says why
         raise ServiceError(f"the policies could not be deployed: {_deploy_failure(err)}") from None
+    _progress["deployed"] = True
+    _checkpoint()
     shown = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
     return f"http://{shown}:{options.port}"
 
@@ -167,6 +207,11 @@ def _app_args(options: ServiceOptions) -> Any:
 
     from serving import AppArgs
 
+    # None: the app's own default (sized from max_ongoing_requests); left out rather than
+    # passed so that an AppArgs whose field takes no None still gets its default.
+    queued: dict[str, Any] = {}
+    if options.max_queued_requests is not None:
+        queued["max_queued_requests"] = options.max_queued_requests
     try:
         return AppArgs(
             artifacts=dict(options.artifacts),
@@ -178,7 +223,7 @@ def _app_args(options: ServiceOptions) -> Any:
             allow_torchscript=options.allow_torchscript,
             max_batch_size=options.max_batch_size,
             max_ongoing_requests=options.max_ongoing_requests,
-            max_queued_requests=options.max_queued_requests,
+            **queued,
             batch_wait_timeout_s=options.batch_wait_ms / 1000.0,
             **options.extra,
         )
@@ -241,27 +286,40 @@ def _prepare_ingress(ingress: str) -> None:
     """Put the ingress settings into the environment of the Ray about to start here."""
     from serving.ingress import apply_environment, ingress_environment
 
-    # Short path: it holds HAProxy's Unix sockets (107 bytes at most).
-    workdir = tempfile.mkdtemp(prefix="rlserve-", dir="/tmp")
-    _workdirs.append(workdir)
+    removed = clean_leftovers()  # of services that were SIGKILLed; live ones are left alone
+    if removed:
+        logger.info("removed leftovers of stopped services: %s", ", ".join(map(str, removed)))
+    workdir = make_runtime_dir()
     try:
         apply_environment(
-            ingress_environment("haproxy" if ingress == "haproxy" else "proxy", Path(workdir))
+            ingress_environment("haproxy" if ingress == "haproxy" else "proxy", workdir)
         )
     except FileNotFoundError as err:
         raise ServiceError(str(err)) from None
 
 
 def stop_service() -> None:
-    """Shut Serve and the Ray instance started here down."""
-    import ray
-    from ray import serve
+    """Shut Serve and the Ray instance started here down, however far the start-up got.
 
-    if ray.is_initialized():
-        serve.shutdown()  # type: ignore[no-untyped-call]
-        ray.shutdown()
-    while _workdirs:
-        shutil.rmtree(_workdirs.pop(), ignore_errors=True)
+    Inside :class:`~rlserve.jobs.local_ray.StopSignals`, stop signals during it are noted only.
+    """
+    guard = StopSignals.active()
+    with guard.stopping() if guard else contextlib.nullcontext():
+        if "ray" in sys.modules:  # not before: an import cut short by a signal is undone
+            import ray
+            from ray import serve
+
+            # Serve's graceful shutdown drains replicas that served; one that never served
+            # on a Ray started here ends with that Ray. A cluster given by --address keeps
+            # running, so what was deployed there is removed through Serve.
+            if ray.is_initialized() and (_progress["deployed"] or not runtime_dirs()):
+                serve.shutdown()  # type: ignore[no-untyped-call]
+            try:
+                ray.shutdown()  # also after an interrupted ray.init: it ends what it started
+            except Exception:  # a half-initialised Ray; the sweep below still ends its processes
+                logger.warning("ray.shutdown failed", exc_info=True)
+        _progress["deployed"] = False
+        remove_runtime_dirs()
 
 
 def _check_config_file(path: str) -> None:
@@ -301,7 +359,6 @@ def run_config_file(path: str, ingress: str = "haproxy") -> int:
     """
     import signal
     import subprocess
-    import sys
 
     if ingress not in ("haproxy", "proxy"):
         raise ServiceError(f"--ingress: expected haproxy or proxy, got {ingress!r}")
@@ -328,8 +385,7 @@ def run_config_file(path: str, ingress: str = "haproxy") -> int:
         signal.signal(signal.SIGTERM, previous)
         if process.poll() is None:
             process.kill()
-        while _workdirs:
-            shutil.rmtree(_workdirs.pop(), ignore_errors=True)
+        remove_runtime_dirs()
 
 
 def serve_until_interrupted() -> None:
@@ -337,9 +393,14 @@ def serve_until_interrupted() -> None:
     import signal
     import time
 
-    def _terminate(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C
+    guard = StopSignals.active()
+    if guard is None:
 
-    signal.signal(signal.SIGTERM, _terminate)
+        def _terminate(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C
+
+        signal.signal(signal.SIGTERM, _terminate)
     while True:
-        time.sleep(1.0)
+        if guard is not None:
+            guard.check()  # a signal that came during the start-up's last steps
+        time.sleep(0.5)
