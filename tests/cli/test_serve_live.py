@@ -27,13 +27,16 @@ TOKEN = "s3cret-token"
 Service = tuple[subprocess.Popen[str], str, int]
 
 
-def _listeners(root: psutil.Process) -> list[tuple[str, int, str]]:
-    """(address, port, process name) of every TCP socket listening in ``root``'s tree."""
+def _listeners(root: psutil.Process, udp: bool = False) -> list[tuple[str, int, str]]:
+    """(address, port, process name) of every TCP socket listening in ``root``'s tree.
+
+    With ``udp``, of every bound UDP socket instead (UDP has no listening state).
+    """
     found = []
     for proc in [root, *root.children(recursive=True)]:
         try:
-            for conn in proc.net_connections(kind="inet"):
-                if conn.status == psutil.CONN_LISTEN:
+            for conn in proc.net_connections(kind="udp" if udp else "tcp"):
+                if (udp and conn.laddr) or conn.status == psutil.CONN_LISTEN:
                     found.append((conn.laddr.ip, conn.laddr.port, proc.name()))
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -151,20 +154,28 @@ def test_metrics_are_exported_to_prometheus(service: Service) -> None:
     assert latency and all('policy="cartpole"' in line for line in latency), latency
 
 
+@pytest.mark.reliability
 def test_every_listener_of_the_service_is_on_loopback(
     service: Service,
 ) -> None:
-    proc, url, _ = service
-    listeners = _listeners(psutil.Process(proc.pid))
+    """Every TCP listener of the service's process tree (Ray, HAProxy, replicas) is loopback."""
+    proc, url, metrics_port = service
+    root = psutil.Process(proc.pid)
+    listeners = _listeners(root)
     names = {name for _, _, name in listeners}
     assert "haproxy" in names, listeners  # the default ingress really is HAProxy
-    assert int(url.rsplit(":", 1)[1]) in {port for _, port, _ in listeners}
+    ports = {port for _, port, _ in listeners}
+    assert {int(url.rsplit(":", 1)[1]), metrics_port} <= ports, listeners
+    assert {"gcs_server", "raylet"} <= names, listeners  # Ray's own listeners are in the list
     public = [item for item in listeners if not _is_loopback(item[0])]
     # Ray Serve 2.60 binds each replica's inter-deployment gRPC server to [::]:0, hard-coded
     # (ray/serve/_private/replica.py); no setting moves it. It is the one exception, and Ray's
     # cluster-token interceptor guards it: see the next test.
     upstream = [item for item in public if item[2].startswith("ray::ServeReplica")]
-    assert public == upstream and len(upstream) <= 1, public
+    # UDP has no listeners, but a socket bound beyond loopback is named in a failure too.
+    udp = [item for item in _listeners(root, udp=True) if not _is_loopback(item[0])]
+    report = f"TCP listeners beyond loopback: {public}; UDP sockets beyond loopback: {udp}"
+    assert public == upstream and len(upstream) <= 1, report
 
 
 def test_the_replica_grpc_port_refuses_calls_without_the_ray_cluster_token(
