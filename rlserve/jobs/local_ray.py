@@ -124,10 +124,15 @@ class StopSignals:
             raise KeyboardInterrupt
 
     def reinstall(self) -> None:
-        """Take SIGINT and SIGTERM back from code that replaced the handler."""
+        """Take SIGINT and SIGTERM back from code that replaced the handler.
+
+        Also below Python: Ray's core worker puts absl's failure-signal handler in front of
+        Python's at the C level (still reporting ours to ``signal.getsignal``). That one prints
+        a stack dump for a plain SIGTERM and made the process end with SIGABRT after a clean
+        stop; ``signal.signal`` puts Python's own handler back in its place.
+        """
         for signum in (signal.SIGINT, signal.SIGTERM):
-            if signal.getsignal(signum) != self._handle:
-                signal.signal(signum, self._handle)
+            signal.signal(signum, self._handle)
 
     @contextlib.contextmanager
     def stopping(self) -> Iterator[None]:

@@ -400,6 +400,8 @@ def serve_until_interrupted() -> None:
             raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C
 
         signal.signal(signal.SIGTERM, _terminate)
+    if guard is not None:
+        guard.reinstall()  # in front of anything Ray's threads installed meanwhile
     while True:
         if guard is not None:
             guard.check()  # a signal that came during the start-up's last steps
