@@ -62,6 +62,7 @@ class ServiceError(RlserveError, ValueError):
 
 
 if TYPE_CHECKING:
+    from serving.ingress import IngressLimits
     from serving.runtime import Backend
 
 
@@ -157,14 +158,16 @@ def start_service(options: ServiceOptions) -> str:
     from serving import build_app
 
     # Before Ray starts: build_app verifies every artifact and that it has the backend's format.
-    application = build_app(_app_args(options))
+    app_args = _app_args(options)
+    application = build_app(app_args)
     _checkpoint()
     import ray
     from ray import serve
 
     if not ray.is_initialized():
         if options.address is None:
-            _prepare_ingress(options.ingress)
+            # HAProxy enforces the replicas' limits itself: beyond them it answers 503 at once.
+            _prepare_ingress(options.ingress, app_args.ingress_limits())
             os.environ.update(_serving_ray_environment(options))
         _checkpoint()
         logger.info("starting Ray" if options.address is None else "connecting to Ray")
@@ -282,8 +285,13 @@ def _serving_ray_environment(options: ServiceOptions) -> dict[str, str]:
     }
 
 
-def _prepare_ingress(ingress: str) -> None:
-    """Put the ingress settings into the environment of the Ray about to start here."""
+def _prepare_ingress(ingress: str, limits: IngressLimits | None = None) -> None:
+    """Put the ingress settings into the environment of the Ray about to start here.
+
+    Args:
+        ingress: ``haproxy`` or ``proxy``.
+        limits: Per-replica limits for HAProxy (``None``: its defaults, as for a config file).
+    """
     from serving.ingress import apply_environment, ingress_environment
 
     removed = clean_leftovers()  # of services that were SIGKILLed; live ones are left alone
@@ -292,7 +300,9 @@ def _prepare_ingress(ingress: str) -> None:
     workdir = make_runtime_dir()
     try:
         apply_environment(
-            ingress_environment("haproxy" if ingress == "haproxy" else "proxy", workdir)
+            ingress_environment(
+                "haproxy" if ingress == "haproxy" else "proxy", workdir, limits=limits
+            )
         )
     except FileNotFoundError as err:
         raise ServiceError(str(err)) from None
