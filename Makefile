@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 # installing the project first would let pip pick a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint format typecheck pytest bench clean help
+.PHONY: demo test lint format typecheck pytest reliability bench clean help
 
 help:
 	@echo "make demo       set up .venv and run the main job"
@@ -17,6 +17,7 @@ help:
 	@echo "make format     ruff format + ruff check --fix"
 	@echo "make typecheck  mypy"
 	@echo "make pytest     pytest only (all tiers); PYTEST_ARGS=... to narrow"
+	@echo "make reliability  the reliability suite only (also part of make test)"
 	@echo "make bench      run the benchmarks in bench/ (with an SB3 yardstick in .venv-bench)"
 	@echo "make clean      remove .venv and caches"
 
@@ -57,6 +58,11 @@ pytest: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The reliability suite alone (it is part of `make test` too): bad input, schemathesis, slow
+# clients, overload, kills, signals, listeners.
+reliability: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m reliability $(PYTEST_ARGS)
 
 # The SB3 yardstick lives in its own virtualenv: it is never a project dependency.
 BENCH_VENV ?= .venv-bench

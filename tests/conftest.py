@@ -17,6 +17,19 @@ if TYPE_CHECKING:
 # Keep Ray quiet and local: no usage stats upload attempts, no dashboard, loopback only
 # (set before anything imports ray).
 keep_ray_on_loopback()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The reliability suite is a sub-tier of integration: ``-m "not integration"`` skips it."""
+    loose = [
+        item.nodeid
+        for item in items
+        if item.get_closest_marker("reliability") and not item.get_closest_marker("integration")
+    ]
+    if loose:
+        raise pytest.UsageError(f"reliability tests must also be marked integration: {loose}")
+
+
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
