@@ -105,14 +105,14 @@ def command(
     log_level: LogLevel = None,
 ) -> None:
     """Serve exported policies over HTTP until Ctrl-C."""
-    from rlserve.jobs.local_ray import StopSignals
+    from rlserve.jobs.config_file import run_config_file
     from rlserve.jobs.service import (
         ServiceOptions,
-        run_config_file,
         serve_until_interrupted,
         start_service,
         stop_service,
     )
+    from rlserve.jobs.stop_signals import StopSignals
 
     if config_file is not None:  # Serve's runner in a child process: it forwards the signals
         if artifact_dirs:

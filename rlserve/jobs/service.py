@@ -11,13 +11,13 @@ normal priority (Ray's default for workers is nice 15), and collects Ray's metri
 metrics port is asked for. A Ray cluster reached with ``address`` keeps the settings its
 operator chose.
 
-Stopping: inside :class:`~rlserve.jobs.local_ray.StopSignals` (as ``rlserve serve`` runs it),
+Stopping: inside :class:`~rlserve.jobs.stop_signals.StopSignals` (as ``rlserve serve`` runs it),
 SIGINT or SIGTERM at any moment of :func:`start_service` interrupts it, and
 :func:`stop_service` then ends everything it had started: a Ray interrupted before it served
 is shut down without Serve's graceful drain (nobody was served yet), and any process still
 carrying the service's runtime directory afterwards (an orphaned HAProxy, Ray's agents) is
 ended, SIGKILL after 2 s. Leftovers of a service that was SIGKILLed are removed by the next
-start (:func:`~rlserve.jobs.local_ray.clean_leftovers`).
+start (:func:`~rlserve.jobs.runtime_dirs.clean_leftovers`).
 """
 
 from __future__ import annotations
@@ -27,27 +27,27 @@ import ipaddress
 import logging
 import os
 import re
-import shutil
 import socket
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from formats.errors import RlserveError
-from rlserve.jobs.local_ray import (
-    StopSignals,
+from rlserve.jobs.runtime_dirs import (
     clean_leftovers,
     make_runtime_dir,
     record_ray_session,
     remove_runtime_dirs,
     runtime_dirs,
 )
+from rlserve.jobs.stop_signals import StopSignals
 
 __all__ = [
     "ServiceError",
     "ServiceOptions",
-    "run_config_file",
+    "free_port",
+    "is_loopback",
+    "prepare_ingress",
     "serve_until_interrupted",
     "start_service",
     "stop_service",
@@ -102,7 +102,8 @@ def _checkpoint() -> None:
         guard.check()
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback address (this machine only)."""
     if host == "localhost":
         return True
     try:
@@ -135,7 +136,7 @@ def start_service(options: ServiceOptions) -> str:
         ServiceError: For a non-loopback host without a token or a port already in use.
         exporters.ArtifactError: For an artifact that fails verification.
     """
-    if not _is_loopback(options.host) and not options.token:
+    if not is_loopback(options.host) and not options.token:
         raise ServiceError(
             f"--host {options.host} exposes the API beyond this machine: a --token is required"
         )
@@ -167,7 +168,7 @@ def start_service(options: ServiceOptions) -> str:
     if not ray.is_initialized():
         if options.address is None:
             # HAProxy enforces the replicas' limits itself: beyond them it answers 503 at once.
-            _prepare_ingress(options.ingress, app_args.ingress_limits())
+            prepare_ingress(options.ingress, app_args.ingress_limits())
             os.environ.update(_serving_ray_environment(options))
         _checkpoint()
         logger.info("starting Ray" if options.address is None else "connecting to Ray")
@@ -285,7 +286,7 @@ def _serving_ray_environment(options: ServiceOptions) -> dict[str, str]:
     }
 
 
-def _prepare_ingress(ingress: str, limits: IngressLimits | None = None) -> None:
+def prepare_ingress(ingress: str, limits: IngressLimits | None = None) -> None:
     """Put the ingress settings into the environment of the Ray about to start here.
 
     Args:
@@ -311,7 +312,7 @@ def _prepare_ingress(ingress: str, limits: IngressLimits | None = None) -> None:
 def stop_service() -> None:
     """Shut Serve and the Ray instance started here down, however far the start-up got.
 
-    Inside :class:`~rlserve.jobs.local_ray.StopSignals`, stop signals during it are noted only.
+    Inside :class:`~rlserve.jobs.stop_signals.StopSignals`, stop signals during it are noted only.
     """
     guard = StopSignals.active()
     with guard.stopping() if guard else contextlib.nullcontext():
@@ -329,72 +330,6 @@ def stop_service() -> None:
             except Exception:  # a half-initialised Ray; the sweep below still ends its processes
                 logger.warning("ray.shutdown failed", exc_info=True)
         _progress["deployed"] = False
-        remove_runtime_dirs()
-
-
-def _check_config_file(path: str) -> None:
-    """Refuse a Serve config file that cannot work or would expose the API without a token."""
-    import yaml
-
-    try:
-        config = yaml.safe_load(Path(path).read_text())
-    except OSError as err:
-        raise ServiceError(f"--config {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ServiceError(f"--config {path}: not YAML: {err}") from None
-    apps = config.get("applications") if isinstance(config, dict) else None
-    if not isinstance(apps, list) or not apps:
-        raise ServiceError(f"--config {path}: expected a Serve config with an 'applications' list")
-    host = str((config.get("http_options") or {}).get("host", "127.0.0.1"))
-    for app in apps:
-        args = app.get("args") if isinstance(app, dict) else None
-        if not _is_loopback(host) and not (isinstance(args, dict) and args.get("token")):
-            raise ServiceError(
-                f"--config {path}: http_options.host {host} exposes the API beyond this "
-                "machine: every application needs args.token"
-            )
-
-
-def run_config_file(path: str, ingress: str = "haproxy") -> int:
-    """Run a Ray Serve config file (``serve run FILE``) in the foreground until Ctrl-C.
-
-    The file is checked first; Serve's own runner then starts a private Ray with this module's
-    settings (loopback listeners, the chosen ingress) and deploys every application in it.
-
-    Returns:
-        The runner's exit code (0 after Ctrl-C or SIGTERM).
-
-    Raises:
-        ServiceError: For a missing or malformed file, or a public host without a token.
-    """
-    import signal
-    import subprocess
-
-    if ingress not in ("haproxy", "proxy"):
-        raise ServiceError(f"--ingress: expected haproxy or proxy, got {ingress!r}")
-    _check_config_file(path)
-    runner = shutil.which("serve", path=str(Path(sys.executable).parent)) or shutil.which("serve")
-    if runner is None:
-        raise ServiceError("Ray Serve's `serve` command is not installed (pip install ray[serve])")
-    _prepare_ingress(ingress)
-    process = subprocess.Popen([runner, "run", path])
-
-    def _forward(signum: int, frame: object) -> None:
-        process.send_signal(signal.SIGINT)
-
-    previous = signal.signal(signal.SIGTERM, _forward)
-    try:
-        while True:
-            try:
-                code = process.wait()
-                break
-            except KeyboardInterrupt:
-                process.send_signal(signal.SIGINT)
-        return 0 if code in (0, -signal.SIGINT, 130) else code
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if process.poll() is None:
-            process.kill()
         remove_runtime_dirs()
 
 

@@ -26,8 +26,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rlserve.jobs.local_ray import StopSignals, clean_leftovers, processes_of
+from rlserve.jobs.runtime_dirs import clean_leftovers, processes_of
 from rlserve.jobs.service import free_port
+from rlserve.jobs.stop_signals import StopSignals
 
 STOP_BOUND_S = 20.0
 """How long after the signal the command may take to exit, everything it started included."""

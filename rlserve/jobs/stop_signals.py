@@ -1,0 +1,102 @@
+"""Stop signals for a service that ``rlserve`` runs: SIGINT and SIGTERM stop it at any moment.
+
+:class:`StopSignals` turns SIGINT and SIGTERM into ``KeyboardInterrupt`` at any moment of a
+service's life, start-up included, and keeps Ray's drivers from replacing that handler
+(``ray.init`` installs ``sys.exit`` on SIGTERM, and its node object a drain-then-exit(1) handler,
+which left a start-up half done).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from types import FrameType
+
+__all__ = ["StopSignals"]
+
+
+class StopSignals:
+    """SIGINT and SIGTERM raise ``KeyboardInterrupt`` in the main thread, from start-up to stop.
+
+    Use it as a context manager around start, serve and stop, installed before anything starts.
+    A signal raises at once wherever the main thread is; in case code it interrupts swallows
+    the exception, :meth:`check` raises again at the next step of the start-up. Once
+    :meth:`stopping` is entered, further signals are only noted, so that the clean-up itself is
+    not interrupted (it is bounded; see :func:`~rlserve.jobs.runtime_dirs.end_processes`).
+    """
+
+    _active: StopSignals | None = None
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        """The first stop signal's number, or ``None``."""
+        self._stopping = False
+        self._previous: dict[int, object] = {}
+
+    @classmethod
+    def active(cls) -> StopSignals | None:
+        """The guard installed in this process, if any."""
+        return cls._active
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signum
+        if not self._stopping:
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Raise ``KeyboardInterrupt`` if a stop signal came and the stop has not begun."""
+        if self.received is not None and not self._stopping:
+            raise KeyboardInterrupt
+
+    def reinstall(self) -> None:
+        """Take SIGINT and SIGTERM back from code that replaced the handler.
+
+        Also below Python: Ray's core worker puts absl's failure-signal handler in front of
+        Python's at the C level (still reporting ours to ``signal.getsignal``). That one prints
+        a stack dump for a plain SIGTERM and made the process end with SIGABRT after a clean
+        stop; ``signal.signal`` puts Python's own handler back in its place.
+        """
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    @contextlib.contextmanager
+    def stopping(self) -> Iterator[None]:
+        """While inside, signals are noted but raise nothing (the clean-up runs to its end)."""
+        self._stopping = True
+        yield
+
+    @contextlib.contextmanager
+    def ray_leaves_sigterm_alone(self) -> Iterator[None]:
+        """Keep ``ray.init`` from installing its own SIGTERM handlers while it runs.
+
+        Ray installs them through ``ray._private.utils.set_sigterm_handler`` (a private
+        function: if a Ray version renames it, :meth:`reinstall` after ``ray.init`` still
+        takes the handler back, and only a signal inside ``ray.init`` goes to Ray's handler).
+        """
+        try:
+            import ray._private.utils as ray_utils
+        except ImportError:  # pragma: no cover - another Ray layout
+            yield
+            return
+        original = getattr(ray_utils, "set_sigterm_handler", None)
+        if original is not None:
+            ray_utils.set_sigterm_handler = lambda handler: None
+        try:
+            yield
+        finally:
+            if original is not None:
+                ray_utils.set_sigterm_handler = original
+            self.reinstall()
+
+    def __enter__(self) -> StopSignals:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        StopSignals._active = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        StopSignals._active = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)  # type: ignore[arg-type]
