@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 __all__ = ["StopSignals"]
 
@@ -33,6 +35,7 @@ class StopSignals:
         """The first stop signal's number, or ``None``."""
         self._stopping = False
         self._previous: dict[int, object] = {}
+        self._previous_hook = sys.unraisablehook
 
     @classmethod
     def active(cls) -> StopSignals | None:
@@ -44,6 +47,15 @@ class StopSignals:
             self.received = signum
         if not self._stopping:
             raise KeyboardInterrupt
+
+    def _unraisable(self, unraisable: Any) -> None:
+        # A signal can land inside a callback whose exceptions Python cannot propagate (the
+        # logging module's fork hook while ray.init forks, a finaliser): the interrupt is then
+        # "ignored" with a traceback on stderr. The stop itself is not lost (check() raises it
+        # again at the next step), so the traceback is noise; anything else is reported.
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and self.received is not None:
+            return
+        self._previous_hook(unraisable)
 
     def check(self) -> None:
         """Raise ``KeyboardInterrupt`` if a stop signal came and the stop has not begun."""
@@ -93,10 +105,13 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._previous[signum] = signal.signal(signum, self._handle)
+        self._previous_hook = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
         StopSignals._active = self
         return self
 
     def __exit__(self, *exc: object) -> None:
         StopSignals._active = None
+        sys.unraisablehook = self._previous_hook
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -261,3 +262,24 @@ def test_stop_signals_raise_once_until_the_stop_begins() -> None:
             guard.check()
     assert StopSignals.active() is None
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_stop_raised_where_python_cannot_propagate_it_prints_no_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reported: list[BaseException] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda args: reported.append(args.exc_value))
+    hook = sys.unraisablehook
+
+    def unraisable(error: BaseException) -> None:  # as Python reports a finaliser's error
+        sys.unraisablehook(SimpleNamespace(exc_value=error))
+
+    with StopSignals() as guard:
+        unraisable(KeyboardInterrupt())  # no stop signal yet: reported as usual
+        guard.received = signal.SIGTERM
+        unraisable(KeyboardInterrupt())  # the stop is pending (check() raises it): silent
+        unraisable(ValueError("a real problem"))  # anything else is still reported
+        with pytest.raises(KeyboardInterrupt):
+            guard.check()
+    assert [type(e) for e in reported] == [KeyboardInterrupt, ValueError]
+    assert sys.unraisablehook is hook
