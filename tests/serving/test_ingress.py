@@ -50,23 +50,8 @@ listen stats
 
 
 def test_the_wrapper_binds_loopback_marks_requests_and_haproxy_accepts_it(tmp_path: Path) -> None:
-    env = ingress_environment("haproxy", tmp_path)
+    env, ray_config, rewritten = _rewrite(tmp_path)
     stats, metrics = env["RAY_SERVE_HAPROXY_STATS_PORT"], env["RAY_SERVE_HAPROXY_METRICS_PORT"]
-    ray_config = RAY_CONFIG.format(
-        metrics=metrics, stats=stats, http=18999, log=env["RAY_SERVE_HAPROXY_LOG_TARGET"]
-    )
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(ray_config)
-    # `-c` makes HAProxy check the (rewritten) configuration and exit without listening.
-    check = subprocess.run(
-        [env["RAY_SERVE_HAPROXY_BINARY_PATH"], "-c", "-f", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
-    rewritten = (tmp_path / "haproxy.cfg.loopback").read_text()
     assert f"    bind 127.0.0.1:{metrics}\n" in rewritten
     assert f"  bind 127.0.0.1:{stats}\n" in rewritten
     assert "bind *:" not in rewritten and f"bind :{metrics}" not in rewritten
@@ -78,7 +63,7 @@ def test_the_wrapper_binds_loopback_marks_requests_and_haproxy_accepts_it(tmp_pa
     assert env["RAY_SERVE_HAPROXY_LOG_TARGET"] == str(tmp_path / "log.sock")
     # Successful requests are not logged; errors and aborts still are.
     assert "    option httplog\n    option dontlog-normal\n" in rewritten
-    assert config.read_text() == ray_config
+    assert (tmp_path / "haproxy.cfg").read_text() == ray_config  # Ray's file is left as it was
     assert env["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"] == str(CLIENT_IDLE_TIMEOUT_S) == "60"
     assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == str(REPLICA_DRAIN_S) == "2.0"
 
@@ -93,17 +78,20 @@ def test_the_proxy_mode_keeps_serves_python_proxy(tmp_path: Path) -> None:
         ingress_environment("nginx", tmp_path)  # type: ignore[arg-type]
 
 
-def _rewritten(tmp_path: Path, limits: IngressLimits | None = None) -> str:
+def _rewrite(
+    tmp_path: Path, limits: IngressLimits | None = None
+) -> tuple[dict[str, str], str, str]:
+    """The environment, Ray's configuration and the wrapper's rewrite, checked by HAProxy."""
     env = ingress_environment("haproxy", tmp_path, limits)
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(
-        RAY_CONFIG.format(
-            metrics=env["RAY_SERVE_HAPROXY_METRICS_PORT"],
-            stats=env["RAY_SERVE_HAPROXY_STATS_PORT"],
-            http=18999,
-            log=env["RAY_SERVE_HAPROXY_LOG_TARGET"],
-        )
+    ray_config = RAY_CONFIG.format(
+        metrics=env["RAY_SERVE_HAPROXY_METRICS_PORT"],
+        stats=env["RAY_SERVE_HAPROXY_STATS_PORT"],
+        http=18999,
+        log=env["RAY_SERVE_HAPROXY_LOG_TARGET"],
     )
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(ray_config)
+    # `-c` makes HAProxy check the (rewritten) configuration and exit without listening.
     check = subprocess.run(
         [env["RAY_SERVE_HAPROXY_BINARY_PATH"], "-c", "-f", str(config)],
         capture_output=True,
@@ -112,7 +100,11 @@ def _rewritten(tmp_path: Path, limits: IngressLimits | None = None) -> str:
         check=False,
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    return (tmp_path / "haproxy.cfg.loopback").read_text()
+    return env, ray_config, (tmp_path / "haproxy.cfg.loopback").read_text()
+
+
+def _rewritten(tmp_path: Path, limits: IngressLimits | None = None) -> str:
+    return _rewrite(tmp_path, limits)[2]
 
 
 def test_haproxy_bounds_slow_clients_and_the_replicas_queue(tmp_path: Path) -> None:
