@@ -46,8 +46,10 @@ def main(
 ) -> None:
     """Train reinforcement-learning policies on Ray, export them, and serve them over HTTP."""
     from rlserve.jobs.local_ray import keep_ray_on_loopback
+    from rlserve.jobs.stop_signals import take_stop_signals_back
 
     keep_ray_on_loopback()  # before any command imports ray
+    take_stop_signals_back()  # Ctrl-C and SIGTERM stop every command, however we were started
 
 
 for _module in (train, export, serve, evaluate, demo, tune, bench):

@@ -15,7 +15,26 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-__all__ = ["StopSignals"]
+__all__ = ["StopSignals", "take_stop_signals_back"]
+
+_STOP = (signal.SIGINT, signal.SIGTERM)
+
+
+def take_stop_signals_back() -> None:
+    """Undo what a parent process may have done to SIGINT and SIGTERM before starting us.
+
+    A process inherits ignored signals and its blocked-signal mask through ``exec``: a shell
+    without job control starts background jobs (``rlserve train &``) with SIGINT ignored, and
+    a parent that blocked signals in the thread that forked passes the mask on. Python then
+    installs no Ctrl-C handler at all, and ``kill -INT`` is silently dropped. The CLI calls this
+    first thing, so that a stop signal always stops it.
+    """
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class StopSignals:

@@ -283,3 +283,30 @@ def test_a_stop_raised_where_python_cannot_propagate_it_prints_no_traceback(
             guard.check()
     assert [type(e) for e in reported] == [KeyboardInterrupt, ValueError]
     assert sys.unraisablehook is hook
+
+
+def test_the_cli_takes_back_stop_signals_its_parent_ignored_or_blocked() -> None:
+    def ignore_and_block() -> None:  # as a shell's background job, or a thread that blocks them
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+    code = (
+        "import os, signal, time\n"
+        "from rlserve.jobs.stop_signals import take_stop_signals_back\n"
+        "assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN\n"
+        "take_stop_signals_back()\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(5)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('stopped')\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        preexec_fn=ignore_and_block,  # single-threaded enough for a test
+        check=False,
+    )
+    assert run.stdout.strip() == "stopped", run.stderr
