@@ -11,14 +11,23 @@ runtime directory is removed once it has ended.
 
 from __future__ import annotations
 
+import logging
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-from rlserve.jobs.runtime_dirs import remove_runtime_dirs
+from rlserve.jobs.runtime_dirs import end_processes, processes_of, remove_runtime_dirs, runtime_dirs
 from rlserve.jobs.service import ServiceError, is_loopback, prepare_ingress
 
-__all__ = ["run_config_file"]
+__all__ = ["STOP_GRACE_S", "run_config_file"]
+
+STOP_GRACE_S = 30.0
+"""How long Serve's runner gets to stop after a forwarded Ctrl-C before it is killed."""
+
+logger = logging.getLogger(__name__)
 
 
 def _check_config_file(path: str) -> None:
@@ -56,9 +65,6 @@ def run_config_file(path: str, ingress: str = "haproxy") -> int:
     Raises:
         ServiceError: For a missing or malformed file, or a public host without a token.
     """
-    import signal
-    import subprocess
-
     if ingress not in ("haproxy", "proxy"):
         raise ServiceError(f"--ingress: expected haproxy or proxy, got {ingress!r}")
     _check_config_file(path)
@@ -67,21 +73,37 @@ def run_config_file(path: str, ingress: str = "haproxy") -> int:
         raise ServiceError("Ray Serve's `serve` command is not installed (pip install ray[serve])")
     prepare_ingress(ingress)
     process = subprocess.Popen([runner, "run", path])
+    asked: list[float] = []  # when a stop was first forwarded
+    killed = False
 
     def _forward(signum: int, frame: object) -> None:
+        asked.append(time.monotonic())
         process.send_signal(signal.SIGINT)
 
     previous = signal.signal(signal.SIGTERM, _forward)
     try:
         while True:
             try:
-                code = process.wait()
+                code = process.wait(timeout=1.0)
                 break
             except KeyboardInterrupt:
-                process.send_signal(signal.SIGINT)
-        return 0 if code in (0, -signal.SIGINT, 130) else code
+                _forward(signal.SIGINT, None)
+            except subprocess.TimeoutExpired:
+                if asked and time.monotonic() - asked[0] > STOP_GRACE_S:
+                    # Serve's runner did not stop in time (its shutdown can hang): end it and
+                    # what can be found of its processes; the runtime directory stays, so the
+                    # next start removes the rest as a SIGKILL's leftovers.
+                    logger.warning("serve run did not stop within %g s: killing it", STOP_GRACE_S)
+                    killed = True
+                    process.kill()
+                    process.wait()
+                    for directory in runtime_dirs():
+                        end_processes(processes_of(directory, mine=True))
+                    return 0
+        return 0 if code in (0, -signal.SIGINT, 130) or asked else code
     finally:
         signal.signal(signal.SIGTERM, previous)
         if process.poll() is None:
             process.kill()
-        remove_runtime_dirs()
+        if not killed:
+            remove_runtime_dirs()

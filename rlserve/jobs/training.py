@@ -4,8 +4,8 @@ Shows progress (iteration, env steps, mean return, steps/s, ETA to the stop crit
 rich live display on a terminal and as one line per iteration elsewhere
 (:mod:`rlserve.jobs.progress`), writes every result to the run directory (``results.jsonl``,
 ``progress.csv`` and TensorBoard event files: :mod:`rlserve.jobs.results`), checkpoints periodically
-and at the end, and names the best checkpoint on its last line. Ctrl-C writes a final
-checkpoint and exits cleanly (exit status 0). ``--resume`` takes a checkpoint directory or a
+and at the end, and names the best checkpoint on its last line. Ctrl-C (or SIGTERM) writes a
+final checkpoint and exits cleanly (exit status 0). ``--resume`` takes a checkpoint directory or a
 run directory (its newest checkpoint that verifies; newer broken ones are skipped, with a
 warning each).
 """
@@ -23,6 +23,7 @@ from rich.markup import escape
 
 from rlserve.jobs.progress import TrainingProgress, metric
 from rlserve.jobs.results import ResultLogger
+from rlserve.jobs.stop_signals import StopSignals
 from training.metrics import (
     EPISODE_RETURN_MEAN_PATH,
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
@@ -158,27 +159,33 @@ def run_training(options: TrainOptions, console: Console, warnings: Console | No
     )
     best_return, best_path = -math.inf, None
     last: dict[str, Any] = {}
-    try:
-        with ResultLogger(run_dir) as results, TrainingProgress(console, stop) as progress:
-            while True:
-                last = algo.train()
-                results.log(last)
-                progress.update(last)
-                ret = metric(last, EPISODE_RETURN_MEAN_PATH)
-                every = options.checkpoint_every
-                if every and algo.iteration % every == 0:
-                    path = algo.save(str(run_dir / f"checkpoint_{algo.iteration:06d}"))
-                    if ret > best_return:
-                        best_return, best_path = ret, Path(path.checkpoint.path)
-                if any(metric(last, k) >= v for k, v in stop.items()):
-                    break
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted: writing a final checkpoint[/]")
-    finally:
+    # Ctrl-C and SIGTERM (docker stop) both end training with a final checkpoint. A signal
+    # that lands inside Ray's C++ calls can be swallowed there; check() raises it again after
+    # the iteration, so a stop is never lost.
+    with StopSignals() as guard:
         try:
-            final = Path(algo.save(str(run_dir / "checkpoint_final")).checkpoint.path)
+            with ResultLogger(run_dir) as results, TrainingProgress(console, stop) as progress:
+                while True:
+                    last = algo.train()
+                    results.log(last)
+                    progress.update(last)
+                    guard.check()
+                    ret = metric(last, EPISODE_RETURN_MEAN_PATH)
+                    every = options.checkpoint_every
+                    if every and algo.iteration % every == 0:
+                        path = algo.save(str(run_dir / f"checkpoint_{algo.iteration:06d}"))
+                        if ret > best_return:
+                            best_return, best_path = ret, Path(path.checkpoint.path)
+                    if any(metric(last, k) >= v for k, v in stop.items()):
+                        break
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted: writing a final checkpoint[/]")
         finally:
-            algo.stop()
+            with guard.stopping():  # a second signal must not cut the final save short
+                try:
+                    final = Path(algo.save(str(run_dir / "checkpoint_final")).checkpoint.path)
+                finally:
+                    algo.stop()
     final_return = metric(last, EPISODE_RETURN_MEAN_PATH)
     if best_path is None or not final_return < best_return:
         best_path = final
