@@ -11,7 +11,7 @@ from tests.helpers.configs import tiny_dqn
 from training import DQN, Algorithm, ConfigError, DQNConfig
 from training import metrics as m
 from training.algorithms.dqn.module import linear_epsilon
-from training.algorithms.dqn.replay_buffer import ReplayBuffer, n_step_transitions
+from training.replay_buffers import ReplayBuffer, n_step_transitions
 
 
 def test_n_step_transitions_stop_at_episode_ends_and_bootstrap_truncation() -> None:

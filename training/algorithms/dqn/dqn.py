@@ -12,9 +12,9 @@ from training.algorithm import Algorithm
 from training.algorithms.dqn.config import DQNConfig
 from training.algorithms.dqn.learner import DQNLearner
 from training.algorithms.dqn.module import DQNModule, linear_epsilon
-from training.algorithms.dqn.replay_buffer import ReplayBuffer, n_step_transitions
 from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
 from training.config import AlgorithmConfig
+from training.replay_buffers import ReplayBuffer, n_step_transitions
 from training.rl_module import RLModule
 
 __all__ = ["DQN"]

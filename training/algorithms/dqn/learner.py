@@ -10,8 +10,8 @@ import torch.nn.functional as F  # noqa: N812 - the usual alias
 
 from training.algorithms.dqn.config import DQNTrainingSection
 from training.algorithms.dqn.module import DQNModule
-from training.algorithms.dqn.replay_buffer import ReplayBatch
 from training.optim import clip_gradients, make_adam
+from training.replay_buffers import ReplayBatch
 
 __all__ = ["DQNLearner", "TorchReplayBatch"]
 
