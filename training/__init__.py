@@ -13,6 +13,7 @@ from training import registry as _registry
 from training.algorithm import Algorithm
 from training.algorithms.dqn import DQN, DQNConfig
 from training.algorithms.ppo import PPO, PPOConfig
+from training.algorithms.sac import SAC, SACConfig
 from training.checkpoints import CheckpointError, CheckpointVersionError
 from training.config import AlgorithmConfig, ConfigError
 from training.env_runner_group import EnvRunnerFailedError
@@ -23,6 +24,7 @@ _registry.register_algorithms()  # tune.Tuner("PPO", ...) works after `import tr
 __all__ = [
     "DQN",
     "PPO",
+    "SAC",
     "Algorithm",
     "AlgorithmConfig",
     "CheckpointError",
@@ -31,5 +33,6 @@ __all__ = [
     "DQNConfig",
     "EnvRunnerFailedError",
     "PPOConfig",
+    "SACConfig",
     "UnknownEnvError",
 ]

@@ -4,6 +4,9 @@
 * Box actions: diagonal Gaussian; ``action_dist_inputs`` = ``concat(mean, log_std)`` as RLlib
   lays it out. Samples are unclipped (their log-probability is exact); the env receives them
   clipped into the action space.
+* Box actions, SAC: :class:`SquashedGaussian`, ``low + (tanh(u) + 1) / 2 * (high - low)`` with
+  ``u ~ N(mean, std)`` (Haarnoja et al., 2018, appendix C): always inside the bounds, with the
+  change-of-variables correction in its log-probability. Same ``action_dist_inputs`` layout.
 
 Sampling takes an optional ``torch.Generator`` so each EnvRunner has its own reproducible
 stream independent of the learner's.
@@ -19,7 +22,9 @@ import torch
 from torch import Tensor
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-__all__ = ["ActionDistribution", "dist_inputs_size"]
+__all__ = ["ActionDistribution", "SquashedGaussian", "dist_inputs_size"]
+
+LOG_2 = math.log(2.0)
 
 
 def dist_inputs_size(action_space: gym.Space[Any]) -> int:
@@ -99,3 +104,77 @@ class ActionDistribution:
     def kl(self, other: ActionDistribution) -> Tensor:
         """``KL(self || other)`` per row."""
         return torch.distributions.kl_divergence(self.dist, other.dist)
+
+
+class SquashedGaussian:
+    """A batch of tanh-squashed diagonal Gaussians rescaled into a Box's bounds.
+
+    ``action_dist_inputs`` are ``concat(mean, log_std)`` of the Gaussian *before* the squash.
+    Sampling is reparameterised (``rsample``), so the actor's loss differentiates through it.
+
+    Args:
+        inputs: ``(batch, 2 * action_dim)`` tensor.
+        low: ``(action_dim,)`` lower bounds (finite).
+        high: ``(action_dim,)`` upper bounds (finite).
+        action_shape: The Box's shape; actions are returned in it.
+    """
+
+    def __init__(
+        self, inputs: Tensor, low: Tensor, high: Tensor, action_shape: tuple[int, ...]
+    ) -> None:
+        self.inputs = inputs
+        self.mean, log_std = torch.chunk(inputs, 2, dim=-1)
+        self.std = log_std.exp()
+        self.low, self.high = low, high
+        self.half_range = (high - low) / 2.0
+        self.action_shape = action_shape
+        # log |d action / d tanh(u)|, the same for every row: the rescale into the bounds.
+        self._log_scale = torch.log(self.half_range).sum()
+
+    def _to_space(self, squashed: Tensor) -> Tensor:
+        actions = self.low + (squashed + 1.0) * self.half_range
+        return actions.reshape(actions.shape[0], *self.action_shape)
+
+    def normalize(self, actions: Tensor) -> Tensor:
+        """Actions in the space's layout -> flat ``(batch, action_dim)`` in ``[-1, 1]``."""
+        flat = actions.reshape(actions.shape[0], -1).to(self.mean.dtype)
+        return (flat - self.low) / self.half_range - 1.0
+
+    def _log_prob_u(self, u: Tensor, noise: Tensor) -> Tensor:
+        # log N(u; mean, std) from the standard-normal draw, then the tanh correction
+        # log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u)), stable for large |u|.
+        gaussian = -0.5 * noise.pow(2) - self.std.log() - 0.5 * math.log(2.0 * math.pi)
+        correction = 2.0 * (LOG_2 - u - torch.nn.functional.softplus(-2.0 * u))
+        return (gaussian - correction).sum(dim=-1) - self._log_scale
+
+    def rsample(self, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Reparameterised actions (in the space's layout, in bounds) and their log-probs."""
+        noise = torch.randn(
+            self.mean.shape, generator=generator, dtype=self.mean.dtype, device=self.mean.device
+        )
+        u = self.mean + self.std * noise
+        return self._to_space(torch.tanh(u)), self._log_prob_u(u, noise)
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """Actions in the space's layout, inside the bounds."""
+        with torch.no_grad():
+            return self.rsample(generator)[0]
+
+    def rsample_normalized(self, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Like :meth:`rsample` but the actions flat and in ``[-1, 1]`` (what critics take)."""
+        noise = torch.randn(
+            self.mean.shape, generator=generator, dtype=self.mean.dtype, device=self.mean.device
+        )
+        u = self.mean + self.std * noise
+        return torch.tanh(u), self._log_prob_u(u, noise)
+
+    def deterministic(self) -> Tensor:
+        """The squashed mean, rescaled into the bounds (SAC's evaluation action)."""
+        return self._to_space(torch.tanh(self.mean))
+
+    def log_prob(self, actions: Tensor) -> Tensor:
+        """Log-density of actions in the space's layout (kept off the bounds for ``atanh``)."""
+        squashed = self.normalize(actions)
+        eps = torch.finfo(squashed.dtype).eps
+        u = torch.atanh(squashed.clamp(-1.0 + eps, 1.0 - eps))
+        return self._log_prob_u(u, (u - self.mean) / self.std)

@@ -2,7 +2,8 @@
 
 As in RLlib's "Accessing Model State" examples, it exposes the preprocessed (and filtered)
 observation, the action distribution for a batch, the value estimate (PPO) and the Q-values
-(DQN). Actions use exactly the training-time preprocessing and the frozen filter.
+(DQN: every action's; SAC: each critic's for given actions). Actions use exactly the
+training-time preprocessing and the frozen filter.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import Tensor
 
 from formats.leaves import flatten_leaves, obs_to_leaves
 from training import columns as cols
-from training.distributions import ActionDistribution
+from training.distributions import ActionDistribution, SquashedGaussian
 from training.rl_module import RLModule
 
 __all__ = ["Policy"]
@@ -105,10 +106,15 @@ class Policy:
         return result
 
     @torch.no_grad()
-    def action_distribution(self, observations: Any) -> ActionDistribution:
-        """The action distribution for a batch (categorical / Gaussian / Q-value greedy)."""
+    def action_distribution(self, observations: Any) -> ActionDistribution | SquashedGaussian:
+        """The action distribution for a batch: categorical / Gaussian / squashed Gaussian (SAC).
+
+        For DQN it is the categorical over the Q-values taken as logits.
+        """
         inputs = self.model.forward_inference(self._leaves(observations, batched=True))
-        return ActionDistribution(self.action_space, inputs[cols.ACTION_DIST_INPUTS])
+        distribution: ActionDistribution | SquashedGaussian
+        distribution = self.model.get_action_distribution(inputs[cols.ACTION_DIST_INPUTS])
+        return distribution
 
     @torch.no_grad()
     def value_function(self, observations: Any) -> np.ndarray:
@@ -120,12 +126,27 @@ class Policy:
         return result
 
     @torch.no_grad()
-    def q_values(self, observations: Any) -> np.ndarray:
-        """Q-values ``Q(s, a)`` for every action (DQN)."""
+    def q_values(self, observations: Any, actions: Any = None) -> np.ndarray:
+        """Q-values of a batch.
+
+        Args:
+            observations: A batch of observations.
+            actions: SAC only: a batch of actions (the space's layout); ``None`` takes the
+                deterministic ones.
+
+        Returns:
+            DQN: ``(batch, num_actions)``, every action's. SAC: ``(batch, num_q)``, each Q
+            network's value of the actions (two columns with ``twin_q``).
+        """
         compute = getattr(self.model, "compute_q_values", None)
         if compute is None:
             raise AttributeError(f"{type(self.model).__name__} has no Q-values")
-        result: np.ndarray = compute(self._leaves(observations, batched=True)).cpu().numpy()
+        leaves = self._leaves(observations, batched=True)
+        if actions is None:
+            result: np.ndarray = compute(leaves).cpu().numpy()
+            return result
+        action_tensor = torch.as_tensor(np.asarray(actions), device=self.device)
+        result = compute(leaves, action_tensor).cpu().numpy()
         return result
 
     def get_weights(self) -> dict[str, np.ndarray]:

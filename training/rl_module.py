@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from training.config_sections import ModelConfig
+from training.distributions import ActionDistribution
 from training.preprocessing import ObservationFilter, ObservationPreprocessor, PreprocessedObs
 
 __all__ = ["ACTIVATIONS", "Encoder", "RLModule", "orthogonal_init"]
@@ -139,6 +140,13 @@ class RLModule(nn.Module, abc.ABC):
         flat = actions.reshape(actions.shape[0], -1)
         clipped = torch.clamp(flat, self.action_low, self.action_high)
         return clipped.reshape(actions.shape)
+
+    def get_action_distribution(self, dist_inputs: Tensor) -> Any:
+        """The action distribution of a batch of ``action_dist_inputs``.
+
+        Categorical or diagonal Gaussian here; SAC's module returns a squashed Gaussian.
+        """
+        return ActionDistribution(self.action_space, dist_inputs)
 
     @abc.abstractmethod
     def forward_inference(self, leaves: list[Tensor]) -> dict[str, Tensor]:

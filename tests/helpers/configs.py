@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from training import DQNConfig, PPOConfig
+from training import DQNConfig, PPOConfig, SACConfig
 
-__all__ = ["tiny_dqn", "tiny_ppo"]
+__all__ = ["tiny_dqn", "tiny_ppo", "tiny_sac"]
 
 
 def tiny_ppo(
@@ -41,6 +41,30 @@ def tiny_dqn(env: Any = "CartPole-v1", **settings: Any) -> DQNConfig:
             min_sample_timesteps_per_iteration=64,
             target_network_update_freq=32,
             n_step=3,
+        )
+        .debugging(seed=0)
+    )
+    if settings:
+        config.update_from_dict(settings)
+    return config
+
+
+def tiny_sac(
+    env: Any = "Pendulum-v1", *, env_config: dict[str, Any] | None = None, **settings: Any
+) -> SACConfig:
+    """SAC, 2 envs in the driver, 16-16 networks, batches of 32, learning after 64 steps."""
+    small = {"fcnet_hiddens": [16, 16], "fcnet_activation": "relu"}
+    config = (
+        SACConfig()
+        .environment(env, env_config=env_config or {})
+        .env_runners(num_envs_per_env_runner=2)
+        .training(
+            train_batch_size=32,
+            num_steps_sampled_before_learning_starts=64,
+            min_sample_timesteps_per_iteration=128,
+            replay_buffer_config={"capacity": 1000},
+            model=small,
+            q_model=small,
         )
         .debugging(seed=0)
     )

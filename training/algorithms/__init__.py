@@ -17,6 +17,7 @@ __all__ = ["ALGORITHMS", "algorithm_class"]
 ALGORITHMS: dict[str, str] = {
     "PPO": "training.algorithms.ppo.ppo:PPO",
     "DQN": "training.algorithms.dqn.dqn:DQN",
+    "SAC": "training.algorithms.sac.sac:SAC",
 }
 """Algorithm names recorded in checkpoints, and where their classes live."""
 
