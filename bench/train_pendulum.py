@@ -193,8 +193,10 @@ def main() -> None:
         figures["sb3"] = run_sb3(args.sb3_python, args.seeds, threads, args)
     ours = {str(s): measure(args.example, s, args) for s in args.seeds}
     figures["rlserve"] = {"num_gpus": args.num_gpus, "seeds": ours}
-    figures["seeds_reached"] = {
-        "rlserve": sum(r["reached"] is not None for r in ours.values()),
+    figures["seeds_reached"] = {  # within --max-steps (our last iteration may end past it)
+        "rlserve": sum(
+            bool(r["reached"] and r["reached"]["within_max_steps"]) for r in ours.values()
+        ),
         "of": len(ours),
     }
     if "sb3" in figures:

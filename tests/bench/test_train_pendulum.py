@@ -19,17 +19,23 @@ from training.tuned_examples import load_tuned_example
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# A tiny example: 200 env steps per iteration, one cheap epoch; it never learns, it only runs.
+# A tiny SAC example: about 200 env steps per iteration, small networks and batches; it never
+# learns in these few steps, it only runs.
 TINY_EXAMPLE = """\
-algo: PPO
+algo: SAC
 env: Pendulum-v1
 config:
   num_env_runners: 0
   num_envs_per_env_runner: 1
-  train_batch_size: 200
-  minibatch_size: 100
-  num_epochs: 1
+  rollout_fragment_length: 1
+  train_batch_size: 32
+  num_steps_sampled_before_learning_starts: 100
+  min_sample_timesteps_per_iteration: 200
+  replay_buffer_config:
+    capacity: 2000
   model:
+    fcnet_hiddens: [16, 16]
+  q_model:
     fcnet_hiddens: [16, 16]
 """
 
@@ -66,12 +72,15 @@ def test_both_sides_derive_the_same_evaluation_seeds(ours: ModuleType, sb3: Modu
     assert len(set(seeds)) == 5
 
 
-def test_sb3_evaluation_replays_algorithm_evaluate(ours: ModuleType, sb3: ModuleType) -> None:
+def test_sb3_evaluation_replays_algorithm_evaluate(
+    ours: ModuleType, sb3: ModuleType, tiny: str
+) -> None:
     """The SB3 side's episodes are rlserve's: same initial states, same deterministic returns."""
     seed, episodes = 7, 3
-    config = load_tuned_example("pendulum_ppo").config
+    config = load_tuned_example(tiny).config
     config.debugging(seed=seed).evaluation(evaluation_duration=episodes)
     with config.build() as algo:
+        algo.train()  # weights away from their initial values: the actions depend on the states
         evaluation = algo.evaluate()["env_runners"]
 
         def act(obs: np.ndarray) -> Any:
@@ -90,17 +99,17 @@ def test_sb3_evaluation_replays_algorithm_evaluate(ours: ModuleType, sb3: Module
 def test_measure_evaluates_on_the_cadence_and_stops_at_the_step_budget(
     ours: ModuleType, tiny: str
 ) -> None:
-    # Iterations of 200 rows (about 200 env steps: an episode's autoreset row is no step),
-    # evaluation every 500 steps: after the third iteration and at the 1000-step budget.
+    # Iterations of about 200 env steps, evaluation every 250: after the second iteration (the
+    # first at or past 250 steps), and at the 600-step budget.
     args = ours.parse_args(
-        ["--max-steps", "1000", "--eval-every", "500", "--eval-episodes", "1", "--target", "0"]
+        ["--max-steps", "600", "--eval-every", "250", "--eval-episodes", "1", "--target", "0"]
     )
     result = ours.measure(tiny, 0, args)
     assert result["reached"] is None
-    assert 1000 <= result["env_steps"] < 1200
-    assert result["iterations"] == 6
+    assert 600 <= result["env_steps"] < 800
+    assert result["iterations"] == 3
     (first, _), (last, _) = result["curve"]
-    assert 500 <= first < 700
+    assert 250 <= first < 500
     assert last == result["env_steps"]
     assert all(mean < 0 for _, mean in result["curve"])
     assert result["train_s"] > 0
