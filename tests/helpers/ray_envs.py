@@ -14,11 +14,12 @@ class FlakyCartPole(gym.Wrapper[Any, Any, Any, Any]):
     """CartPole whose ``step`` raises once, in whichever runner first claims a marker file.
 
     ``env_config["fail_marker"]`` names a file; the first env that manages to delete it raises
-    ``RuntimeError`` from that step. Without the file, it behaves like CartPole-v1.
+    ``RuntimeError`` from that step. Without the file, it behaves like CartPole-v1 (or like
+    ``env_config["env"]``, e.g. ``"Pendulum-v1"`` for continuous actions).
     """
 
     def __init__(self, env_config: dict[str, Any]) -> None:
-        super().__init__(gym.make("CartPole-v1"))
+        super().__init__(gym.make(env_config.get("env", "CartPole-v1")))
         self.marker = Path(env_config["fail_marker"])
         self.steps = 0
         self.fail_after = int(env_config.get("fail_after", 5))
