@@ -1,6 +1,6 @@
 """``Algorithm``: a ``ray.tune.Trainable`` that samples with EnvRunners and updates a module.
 
-Subclasses (PPO, DQN) provide ``get_default_config``, ``build_module``, ``setup_learner``,
+Subclasses (PPO, DQN, SAC) provide ``get_default_config``, ``build_module``, ``setup_learner``,
 ``training_step`` and their learner state for checkpoints. The rest — runners, filter merging,
 weight broadcast, metrics, evaluation, checkpoints and action computation — is shared here.
 """
@@ -46,7 +46,7 @@ SMOOTHING_EPISODES = 100
 
 
 class Algorithm(Trainable, abc.ABC):
-    """Base of PPO and DQN. Build one with ``PPOConfig().environment(...).build()``.
+    """Base of PPO, DQN and SAC. Build one with ``PPOConfig().environment(...).build()``.
 
     Args:
         config: An ``AlgorithmConfig`` (or its ``to_dict()`` form, as Ray Tune passes it).

@@ -7,16 +7,22 @@ Two buffers share one numpy ring storage: :class:`ReplayBuffer` samples uniforml
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from training.env_runner import Fragment
 
 __all__ = [
     "PrioritizedReplayBuffer",
     "ReplayBatch",
     "ReplayBuffer",
+    "add_fragments",
     "make_replay_buffer",
     "n_step_transitions",
+    "updates_per_round",
 ]
 
 
@@ -353,3 +359,34 @@ def make_replay_buffer(
     if prioritized:
         return PrioritizedReplayBuffer(capacity, alpha=alpha, beta=beta, seed=seed)
     return ReplayBuffer(capacity, seed=seed)
+
+
+def add_fragments(
+    buffer: ReplayBuffer, fragments: Iterable[Fragment], gamma: float, n_step: int
+) -> None:
+    """Add the n-step transitions of sampled fragments to ``buffer``."""
+    for f in fragments:
+        buffer.add(
+            n_step_transitions(
+                f.obs,
+                f.next_obs,
+                f.actions,
+                f.rewards,
+                f.terminated,
+                f.truncated,
+                f.valid,
+                gamma,
+                n_step,
+            )
+        )
+
+
+def updates_per_round(sampled: int, training_intensity: float | None, batch_size: int) -> int:
+    """Gradient steps after a sampling round of ``sampled`` env steps.
+
+    ``training_intensity`` is trained transitions per sampled env step (RLlib's meaning);
+    ``None`` is one gradient step per round, RLlib's "natural" ratio.
+    """
+    if training_intensity is None:
+        return 1
+    return max(1, round(sampled * training_intensity / batch_size))

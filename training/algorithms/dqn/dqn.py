@@ -14,7 +14,7 @@ from training.algorithms.dqn.learner import DQNLearner
 from training.algorithms.dqn.module import DQNModule, linear_epsilon
 from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
 from training.config import AlgorithmConfig
-from training.replay_buffers import ReplayBuffer, n_step_transitions
+from training.replay_buffers import ReplayBuffer, add_fragments, updates_per_round
 from training.rl_module import RLModule
 
 __all__ = ["DQN"]
@@ -52,13 +52,6 @@ class DQN(Algorithm):
         self.replay_buffer = ReplayBuffer(self.config.replay_buffer_capacity, seed=self.config.seed)
         self._last_target_update = 0
 
-    def _updates_per_round(self, sampled: int) -> int:
-        """Gradient steps after a sampling round of ``sampled`` env steps."""
-        intensity: float | None = self.config.training_intensity
-        if intensity is None:
-            return 1
-        return max(1, round(sampled * intensity / int(self.config.train_batch_size)))
-
     def training_step(self) -> dict[str, float]:
         """Sampling rounds with updates until ``min_sample_timesteps_per_iteration`` steps."""
         cfg = self.config
@@ -69,23 +62,11 @@ class DQN(Algorithm):
             fragments = self.sample_fragments(1)
             sampled = sum(f.num_env_steps for f in fragments)
             sampled_this_iter += sampled
-            for f in fragments:
-                self.replay_buffer.add(
-                    n_step_transitions(
-                        f.obs,
-                        f.next_obs,
-                        f.actions,
-                        f.rewards,
-                        f.terminated,
-                        f.truncated,
-                        f.valid,
-                        cfg.gamma,
-                        cfg.n_step,
-                    )
-                )
+            add_fragments(self.replay_buffer, fragments, cfg.gamma, cfg.n_step)
             lifetime = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
             if lifetime >= cfg.num_steps_sampled_before_learning_starts:
-                for _ in range(self._updates_per_round(sampled)):
+                rounds = updates_per_round(sampled, cfg.training_intensity, cfg.train_batch_size)
+                for _ in range(rounds):
                     batch = self.replay_buffer.sample(cfg.train_batch_size)
                     for key, value in self.learner.update(batch).items():
                         stats[key] = stats.get(key, 0.0) + value

@@ -121,28 +121,36 @@ class SACLearner:
         """One gradient step on each loss, then the target update."""
         module, b = self.module, self._tensors(batch)
         alpha = self.log_alpha.detach().exp()
-        obs = module.encode_inputs(b.obs)
-        next_obs = module.encode_inputs(b.next_obs)
+        rows = len(b.rewards)
+        # s and s' go through the preprocessing and the actor as one batch: the actor is not
+        # updated until step 2, so pi(.|s') for the target and pi(.|s) for the actor loss
+        # come from the same weights either way, at the cost of one forward pass, not two.
+        both = module.encode_inputs(
+            [torch.cat(pair) for pair in zip(b.obs, b.next_obs, strict=True)]
+        )
+        obs = PreprocessedObs(both.flat[:rows], [image[:rows] for image in both.images])
+        next_obs = PreprocessedObs(both.flat[rows:], [image[rows:] for image in both.images])
+        new_actions, new_logp = module.distribution(module.dist_inputs(both)).rsample_normalized()
+        actions, logp = new_actions[:rows], new_logp[:rows]
 
         # 1. Critics: J_Q = E[1/2 (Q_i(s, a) - y)^2] with the soft target
         #    y = r + gamma^k (1 - terminated) (min_i Q_targ_i(s', a') - alpha log pi(a'|s')),
         #    a' ~ pi(.|s') drawn fresh (not the replayed next action).
         with torch.no_grad():
-            next_dist = module.distribution(module.dist_inputs(next_obs))
-            next_actions, next_logp = next_dist.rsample_normalized()
-            next_q = self._min_q(self.target_q_networks, next_obs, next_actions)
+            next_actions, next_logp = new_actions[rows:].detach(), new_logp[rows:].detach()
+            next_q = self.target_q_networks(next_obs, next_actions).min(dim=1).values
             target = b.rewards + b.discounts * b.not_terminated * (next_q - alpha * next_logp)
         q_taken = module.q_values(obs, b.actions)  # (B, num_q)
         td_errors = q_taken - target.unsqueeze(1)
         critic_loss = 0.5 * (b.weights.unsqueeze(1) * td_errors.pow(2)).mean(dim=0).sum()
         critic_norm = self._step(self.critic_optimizer, critic_loss, self.critic_params)
 
-        # 2. Actor: J_pi = E[alpha log pi(a~|s) - min_i Q_i(s, a~)], a~ reparameterised.
-        #    The critics are frozen so the backward pass skips their weight gradients.
+        # 2. Actor: J_pi = E[alpha log pi(a~|s) - min_i Q_i(s, a~)], a~ reparameterised,
+        #    against the critics just updated. They are frozen here so the backward pass
+        #    skips their weight gradients.
         module.q_networks.requires_grad_(False)
         try:
-            actions, logp = module.distribution(module.dist_inputs(obs)).rsample_normalized()
-            q_new = self._min_q(module.q_networks, obs, actions)
+            q_new = module.q_values(obs, actions).min(dim=1).values
             actor_loss = (b.weights * (alpha * logp - q_new)).mean()
             actor_norm = self._step(self.actor_optimizer, actor_loss, self.actor_params)
         finally:
@@ -175,13 +183,6 @@ class SACLearner:
             metrics["actor_gradients_global_norm"] = actor_norm
         # The first critic's errors drive prioritized replay (as RLlib does).
         return UpdateResult(metrics, td_errors.detach()[:, 0].cpu().numpy())
-
-    @staticmethod
-    def _min_q(
-        networks: torch.nn.ModuleList, obs: PreprocessedObs, actions: torch.Tensor
-    ) -> torch.Tensor:
-        values = [q(obs, actions) for q in networks]
-        return values[0] if len(values) == 1 else torch.minimum(values[0], values[1])
 
     @torch.no_grad()
     def update_targets(self, tau: float) -> None:

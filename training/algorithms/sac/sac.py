@@ -14,7 +14,7 @@ from training.algorithms.sac.learner import SACLearner
 from training.algorithms.sac.module import SACModule
 from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
 from training.config import AlgorithmConfig
-from training.replay_buffers import make_replay_buffer, n_step_transitions
+from training.replay_buffers import add_fragments, make_replay_buffer, updates_per_round
 from training.rl_module import RLModule
 
 __all__ = ["SAC"]
@@ -61,13 +61,6 @@ class SAC(Algorithm):
             seed=self.config.seed,
         )
 
-    def _updates_per_round(self, sampled: int) -> int:
-        """Gradient steps after a sampling round of ``sampled`` env steps."""
-        intensity: float | None = self.config.training_intensity
-        if intensity is None:
-            return 1
-        return max(1, round(sampled * intensity / int(self.config.train_batch_size)))
-
     def training_step(self) -> dict[str, float]:
         """Sampling rounds, each followed by updates, until the iteration's env steps."""
         cfg = self.config
@@ -78,23 +71,11 @@ class SAC(Algorithm):
             fragments = self.sample_fragments(1)
             sampled = sum(f.num_env_steps for f in fragments)
             sampled_this_iter += sampled
-            for f in fragments:
-                self.replay_buffer.add(
-                    n_step_transitions(
-                        f.obs,
-                        f.next_obs,
-                        f.actions,
-                        f.rewards,
-                        f.terminated,
-                        f.truncated,
-                        f.valid,
-                        cfg.gamma,
-                        cfg.n_step,
-                    )
-                )
+            add_fragments(self.replay_buffer, fragments, cfg.gamma, cfg.n_step)
             lifetime = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
             if lifetime >= cfg.num_steps_sampled_before_learning_starts:
-                for _ in range(self._updates_per_round(sampled)):
+                rounds = updates_per_round(sampled, cfg.training_intensity, cfg.train_batch_size)
+                for _ in range(rounds):
                     batch = self.replay_buffer.sample(cfg.train_batch_size)
                     result = self.learner.update(batch)
                     if batch.indices is not None:
