@@ -19,7 +19,14 @@ import torch
 
 from exporters.errors import ExportError
 from exporters.graph import OUTPUT_NAMES, InferenceGraph, example_inputs, input_specs
-from exporters.manifest import FORMAT_FILES, FormatEntry, Manifest, TensorSpec, content_version
+from exporters.manifest import (
+    FORMAT_FILES,
+    ActionDistribution,
+    FormatEntry,
+    Manifest,
+    TensorSpec,
+    content_version,
+)
 from exporters.upstream import upstream_warnings_silenced
 from formats.provenance import ARTIFACT_LIBRARIES, library_versions
 from formats.safeio import FileTable, sha256_file, write_directory_atomically
@@ -30,9 +37,12 @@ __all__ = ["ExportError", "export_checkpoint"]
 DEFAULT_OPSET = 18
 
 
-def _distribution(algorithm: str, action_space: gym.Space[Any]) -> str:
+def _distribution(algorithm: str, action_space: gym.Space[Any]) -> ActionDistribution:
+    """What ``action_dist_inputs`` holds, so serving samples as training did."""
     if algorithm == "DQN":
         return "q_values"
+    if algorithm == "SAC":  # Box only (SAC refuses other spaces at build())
+        return "squashed_gaussian"
     return "diag_gaussian" if isinstance(action_space, gym.spaces.Box) else "categorical"
 
 
@@ -176,7 +186,7 @@ def export_checkpoint(
         source_iteration=int(contents.metadata["iteration"]),
         observation_space=contents.metadata["observation_space"],
         action_space=contents.metadata["action_space"],
-        action_distribution=_distribution(algorithm, act_space),  # type: ignore[arg-type]
+        action_distribution=_distribution(algorithm, act_space),
         inputs=inputs,
         outputs=_outputs(graph, examples),
         graph_contains=graph_contains,

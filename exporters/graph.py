@@ -4,6 +4,12 @@ Everything between the env's observation and the action is inside: preprocessing
 flattening, image scaling), the frozen observation filter, the policy network, the
 deterministic action and, for Box actions, clipping into the bounds. Sampling stays outside
 (serving samples from the distribution inputs).
+
+The graph clips Box actions itself, whatever the module did: SAC's squashed mean
+``low + (tanh(mean) + 1) / 2 * (high - low)`` lands one float32 ulp above ``high`` for about one
+bound in seven once ``tanh`` saturates to 1 (``|mean|`` > 9), and a served action outside the
+space is a bug a client sees (``Box.contains`` fails). For PPO, whose module already clips, the
+second clip is a no-op (bit-identical actions) costing one elementwise op per call.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ class InferenceGraph(nn.Module):
     def forward(self, *leaves: Tensor) -> tuple[Tensor, Tensor]:
         """Run the whole inference path on a batch of raw observation leaves."""
         out = self.module.forward_inference(list(leaves))
-        return out["action_dist_inputs"], out["actions"]
+        return out["action_dist_inputs"], self.module.clip_actions(out["actions"])
 
 
 def _leaf_dtype(space: gym.Space[Any]) -> np.dtype[Any]:

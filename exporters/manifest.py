@@ -23,6 +23,7 @@ __all__ = [
     "ARTIFACT_VERSION",
     "FORMAT_FILES",
     "PROVENANCE_FIELDS",
+    "ActionDistribution",
     "FormatEntry",
     "Manifest",
     "TensorSpec",
@@ -30,8 +31,23 @@ __all__ = [
 ]
 
 ARTIFACT_FORMAT = "rlserve-artifact"
-ARTIFACT_VERSION = "1.1"
-"""1.1: ``version`` is :func:`content_version` (1.0 hashed the module weights only)."""
+ARTIFACT_VERSION = "1.2"
+"""The format this rlserve writes; the loader reads every ``1.x`` and refuses a newer major.
+
+* 1.1: ``version`` is :func:`content_version` (1.0 hashed the module weights only).
+* 1.2: ``action_distribution`` may be ``"squashed_gaussian"`` (SAC). A minor bump: every 1.1
+  artifact reads unchanged, and a 1.1 reader still reads every 1.2 artifact of the old kinds; it
+  refuses a SAC one at that field (the manifest model is strict) rather than sampling an
+  unsquashed Gaussian from it. Like any format change it gives re-exported artifacts new ids
+  (``format_version`` is part of :func:`content_version`).
+"""
+ActionDistribution = Literal["categorical", "diag_gaussian", "squashed_gaussian", "q_values"]
+"""``action_distribution``: what ``action_dist_inputs`` holds and how serving samples it.
+
+``categorical``: logits. ``diag_gaussian``: ``concat(mean, log_std)``, samples clipped into the
+Box (PPO). ``squashed_gaussian``: ``concat(mean, log_std)`` before a tanh squash rescaled into the
+Box (SAC). ``q_values``: one Q-value per action, epsilon-greedy (DQN).
+"""
 FORMAT_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "torch_export": "model.pt2"}
 """Export formats and the file each one writes."""
 
@@ -72,7 +88,7 @@ class Manifest(_Strict):
     source_iteration: int
     observation_space: dict[str, Any]
     action_space: dict[str, Any]
-    action_distribution: Literal["categorical", "diag_gaussian", "q_values"]
+    action_distribution: ActionDistribution
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     graph_contains: list[str]

@@ -43,7 +43,9 @@ class ActionAnswer(BaseModel):
     policy: str
     version: str = Field(description="The content-derived version of the policy that answered.")
     action_dist_inputs: list[float] | None = Field(
-        default=None, description="The action distribution's inputs (when asked for)."
+        default=None,
+        description="The action distribution's inputs (when asked for); see the policy's "
+        "action_distribution.",
     )
 
 
@@ -77,7 +79,12 @@ class PolicyDescription(BaseModel):
     algorithm: str
     observation_space: dict[str, Any] = Field(description="The space as rlserve's space JSON.")
     action_space: dict[str, Any]
-    action_distribution: str
+    action_distribution: str = Field(
+        description="What action_dist_inputs holds and how explore=true samples it: "
+        "categorical (logits), diag_gaussian (mean and log-std; samples clipped into the Box), "
+        "squashed_gaussian (SAC: mean and log-std before tanh, rescaled into the Box), or "
+        "q_values (epsilon-greedy)."
+    )
     inputs: list[TensorSpec]
     formats: list[str]
     backend: str

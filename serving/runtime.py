@@ -5,8 +5,10 @@ or the legacy ``"torchscript"`` when explicitly allowed), on CPU or CUDA.
 
 Deterministic actions come straight from the graph. ``explore=True`` samples from the
 distribution inputs outside the graph: categorical (Gumbel-max over logits), diagonal Gaussian
-(clipped into the action space), or epsilon-greedy over Q-values. A ``seed`` makes one
-request's sample reproducible; without one, a fresh generator is used.
+(clipped into the action space), squashed Gaussian (SAC: ``low + (tanh(u) + 1) / 2 *
+(high - low)``, ``u ~ N(mean, std)``, as :class:`training.distributions.SquashedGaussian`
+samples in training), or epsilon-greedy over Q-values. A ``seed`` makes one request's sample
+reproducible; without one, a fresh generator is used.
 """
 
 from __future__ import annotations
@@ -97,6 +99,16 @@ class PolicyRuntime:
             )
         self.epsilon = epsilon
         self.distribution = artifact.manifest.action_distribution
+        space = artifact.action_space
+        # Flat float32 bounds, as the module holds them: training rescales with exactly these.
+        self._box_bounds = (
+            (
+                np.asarray(space.low, dtype=np.float32).reshape(-1),
+                np.asarray(space.high, dtype=np.float32).reshape(-1),
+            )
+            if isinstance(space, gym.spaces.Box)
+            else None
+        )
 
     @classmethod
     def from_path(cls, path: str | Path, **kwargs: Any) -> PolicyRuntime:
@@ -138,6 +150,13 @@ class PolicyRuntime:
         ]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
+    def _squash(self, u: np.ndarray) -> np.ndarray:
+        """``(batch, action_dim)`` Gaussian draws -> the Box, in float32 as training computes it."""
+        assert self._box_bounds is not None
+        low, high = self._box_bounds
+        squashed: np.ndarray = low + (np.tanh(u) + np.float32(1.0)) * ((high - low) / 2)
+        return squashed
+
     def sample(self, dist_inputs: np.ndarray, greedy: np.ndarray, seed: int | None) -> np.ndarray:
         """Exploratory actions drawn from the distribution inputs (reproducible with a seed)."""
         return self._sample(dist_inputs, greedy, np.random.default_rng(seed))
@@ -146,11 +165,15 @@ class PolicyRuntime:
         self, dist_inputs: np.ndarray, greedy: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
         space = self.action_space
-        if self.distribution == "diag_gaussian":
+        if self.distribution in ("diag_gaussian", "squashed_gaussian"):
             assert isinstance(space, gym.spaces.Box)
             mean, log_std = np.split(dist_inputs, 2, axis=-1)
             sample = mean + np.exp(log_std) * rng.standard_normal(mean.shape, dtype=np.float32)
+            if self.distribution == "squashed_gaussian":
+                sample = self._squash(sample)
             sample = sample.reshape(greedy.shape)
+            # For the squashed Gaussian the clip only catches float rounding: the rescale of a
+            # saturated tanh lands an ulp past ``high`` for some bounds.
             clipped: np.ndarray = np.clip(sample, space.low, space.high).astype(space.dtype)
             return clipped
         assert isinstance(space, gym.spaces.Discrete)

@@ -107,3 +107,40 @@ class StructuredEnv(gym.Env[Any, Any]):
         self.steps += 1
         self._obs = self.observation_space.sample()
         return self._obs, reward, False, self.steps >= 20, {}
+
+
+class AsymmetricBoxEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Box observations of shape (3,) and Box actions of shape (3,) with asymmetric bounds.
+
+    The action bounds are ``[-1, 3]``, ``[-0.2, 0.9]`` and ``[-3, -2]`` (two ranges straddling
+    zero off-centre, one wholly negative), so a rescale that assumed ``[-1, 1]`` or symmetric
+    bounds shows. ``[-0.2, 0.9]`` is one where ``low + 2 * ((high - low) / 2)`` rounds one
+    float32 ulp above ``high``: a saturated squash lands outside unless clipped. The reward is
+    highest at the action ``(2, 0.5, -2.5)``; observations are uniform in ``[-1, 1]``; episodes
+    are truncated after 10 steps.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 - gymnasium's own attribute
+    LOW = np.array([-1.0, -0.2, -3.0], np.float32)
+    HIGH = np.array([3.0, 0.9, -2.0], np.float32)
+    TARGET = np.array([2.0, 0.5, -2.5], np.float32)
+
+    def __init__(self, env_config: dict[str, Any] | None = None) -> None:
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(self.LOW, self.HIGH, dtype=np.float32)
+        self.steps = 0
+
+    def _obs(self) -> np.ndarray:
+        return self.np_random.uniform(-1.0, 1.0, 3).astype(np.float32)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self.steps = 0
+        return self._obs(), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        self.steps += 1
+        reward = -float(np.sum((np.asarray(action) - self.TARGET) ** 2))
+        return self._obs(), reward, False, self.steps >= 10, {}
