@@ -1,14 +1,16 @@
 """Benchmark: inference latency of an exported policy in every format, batch 1, 32 and 1024.
 
-Exports a checkpoint (``--checkpoint``, or a freshly trained 2-iteration CartPole PPO policy)
-and times ``action_dist_inputs`` + deterministic actions per call for onnxruntime (one
-intra-op thread), TorchScript, ``torch.export`` (the graph with lifted weights, as serving runs
-it, and ``ExportedProgram.module()`` for comparison) and eager torch, all single-threaded, in
-the same process; plus the serving runtime's whole graph call (numpy in and out) per backend.
+Exports a checkpoint (``--checkpoint``, or a tuned example trained for two iterations:
+``--example cartpole_ppo``, the default, or ``pendulum_sac`` for SAC's squashed-Gaussian
+actor, ``pendulum_ppo``, ``cartpole_dqn``) and times ``action_dist_inputs`` + deterministic
+actions per call for onnxruntime (one intra-op thread), TorchScript, ``torch.export`` (the
+graph with lifted weights, as serving runs it, and ``ExportedProgram.module()`` for
+comparison) and eager torch, all single-threaded, in the same process; plus the serving
+runtime's whole graph call (numpy in and out) per backend.
 Prints one JSON line: per format and batch, microseconds per call (median of repeated timed
 blocks) and rows per second.
 
-    python bench/export_latency.py [--checkpoint DIR] [--seconds 0.5]
+    python bench/export_latency.py [--checkpoint DIR | --example NAME] [--seconds 0.5]
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from training.tuned_examples import load_tuned_example
 BATCHES = (1, 32, 1024)
 
 
-def _checkpoint(root: Path) -> Path:
-    config = load_tuned_example("cartpole_ppo").config.debugging(seed=0)
+def _checkpoint(root: Path, example: str) -> Path:
+    # Latency does not depend on how well the policy acts: two iterations give real weights.
+    config = load_tuned_example(example).config.debugging(seed=0)
     with config.build() as algo:
         algo.train()
         algo.train()
@@ -81,13 +84,17 @@ def _onnx_call(policy: Any, leaves: list[np.ndarray]) -> Callable[[], Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", help="checkpoint directory (default: train a small one)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", help="checkpoint directory (default: train an example)")
+    source.add_argument(
+        "--example", default="cartpole_ppo", help="tuned example to train (default cartpole_ppo)"
+    )
     parser.add_argument("--seconds", type=float, default=0.5, help="time budget per measurement")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        checkpoint = Path(args.checkpoint) if args.checkpoint else _checkpoint(root)
+        checkpoint = Path(args.checkpoint) if args.checkpoint else _checkpoint(root, args.example)
         artifact = load_artifact(export_checkpoint(checkpoint, root / "artifact"))
         onnx_policy = artifact.onnx_policy(intra_op_num_threads=1)
         scripted = load_torch_format("torchscript", artifact.file("torchscript"))
@@ -100,7 +107,13 @@ def main() -> None:
         eager = InferenceGraph(load_module(checkpoint)[0])
         space = artifact.observation_space
         space.seed(0)
-        figures: dict[str, Any] = {"bench": "export_latency", "policy": artifact.manifest.algorithm}
+        manifest = artifact.manifest
+        figures: dict[str, Any] = {
+            "bench": "export_latency",
+            "policy": manifest.algorithm,
+            "example": None if args.checkpoint else args.example,
+            "action_distribution": manifest.action_distribution,
+        }
         for batch in BATCHES:
             observations = [space.sample() for _ in range(batch)]
             per_obs = [obs_to_leaves(space, o) for o in observations]
