@@ -13,7 +13,7 @@ __all__ = ["command"]
 
 @guarded
 def command(
-    algo: Annotated[str, typer.Option(help="Algorithm: PPO or DQN.")] = "PPO",
+    algo: Annotated[str, typer.Option(help="Algorithm: PPO, DQN or SAC (any case).")] = "PPO",
     env: Annotated[
         str | None,
         typer.Option(help="Gymnasium id or 'module:Class' (default: from --config, else none)."),
@@ -28,7 +28,11 @@ def command(
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override a setting: --set lr=0.001 (repeatable; JSON values)."),
+        typer.Option(
+            "--set",
+            help="Override a setting: --set lr=0.001 (repeatable; JSON values; SAC has "
+            "actor_lr, critic_lr, alpha_lr instead of lr).",
+        ),
     ] = None,
     num_env_runners: Annotated[
         int | None, typer.Option(help="Remote EnvRunner actors (0 samples in this process).")

@@ -13,14 +13,17 @@ __all__ = ["command"]
 
 @guarded
 def command(
-    algo: Annotated[str, typer.Option(help="Algorithm: PPO or DQN.")] = "PPO",
+    algo: Annotated[str, typer.Option(help="Algorithm: PPO, DQN or SAC (any case).")] = "PPO",
     env: Annotated[str | None, typer.Option(help="Gymnasium id or 'module:Class'.")] = None,
     config: Annotated[
         str | None, typer.Option("--config", help="Tuned-example YAML/JSON as the base config.")
     ] = None,
     grid: Annotated[
         list[str] | None,
-        typer.Option("--grid", help="Sweep a setting: --grid lr=0.01,0.001 (repeatable)."),
+        typer.Option(
+            "--grid",
+            help="Sweep a setting: --grid lr=0.01,0.001 (repeatable; SAC: actor_lr, critic_lr).",
+        ),
     ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Fix a setting: --set gamma=0.98.")

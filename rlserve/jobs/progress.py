@@ -1,15 +1,20 @@
 """Training progress for ``rlserve train``: a rich live display on a terminal, lines elsewhere.
 
 On a terminal the display is redrawn four times a second: a headline (iteration, env steps,
-mean return, steps/s, elapsed time) and one bar per stop criterion with its current value, its
-target and an estimate of the time left to reach it. Training stops at the first criterion
-met, so the overall estimate is the smallest of them. When output goes to a file or a pipe (CI,
+mean return, the evaluation's mean return when the iteration evaluated, steps/s, elapsed
+time) and one bar per stop criterion with its current value, its target and an estimate of
+the time left to reach it. Training stops at the first criterion met, so the overall
+estimate is the smallest of them. When output goes to a file or a pipe (CI,
 ``tee``, a log collector) the same figures are printed as one plain line per iteration, since a
 live display would only show its last frame there.
 
-Estimates: iteration and env-step criteria extrapolate the rate since the start; the return
-criterion extrapolates the least-squares slope of the mean return over the last few iterations
+Estimates: iteration and env-step criteria extrapolate the rate since the start; a return
+criterion (training's or the evaluation's ``.../episode_return_mean``, as SAC's tuned examples
+stop on) extrapolates the least-squares slope of that return over the last few iterations
 (marked ``~``: learning curves are not straight lines) and shows ``—`` while it is not rising.
+A return bar fills as ``value / target`` for a positive target; for a target at or below zero
+(Pendulum's -200, where returns start near -1500) it fills with the share of the way from the
+first return seen to the target.
 """
 
 from __future__ import annotations
@@ -29,19 +34,28 @@ from rich.table import Table
 from rich.text import Text
 
 from training.metrics import (
+    EPISODE_RETURN_MEAN,
     EPISODE_RETURN_MEAN_PATH,
+    EVALUATION_RESULTS,
     NUM_ENV_STEPS_SAMPLED,
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
     TRAINING_ITERATION,
     lookup,
+    path,
 )
 
 __all__ = ["TrainingProgress", "metric"]
 
 RETURN = EPISODE_RETURN_MEAN_PATH
+EVAL_RETURN = path(EVALUATION_RESULTS, EPISODE_RETURN_MEAN_PATH)
 STEPS = NUM_ENV_STEPS_SAMPLED_LIFETIME
 ITERATION = TRAINING_ITERATION
-_LABELS = {RETURN: "mean return", STEPS: "env steps", ITERATION: "iterations"}
+_LABELS = {
+    RETURN: "mean return",
+    EVAL_RETURN: "eval return",
+    STEPS: "env steps",
+    ITERATION: "iterations",
+}
 _SLOPE_WINDOW = 5
 
 
@@ -92,7 +106,13 @@ class TrainingProgress:
         self._first_iteration = math.nan
         self._result: dict[str, Any] = {}
         self._elapsed = 0.0
-        self._returns: deque[tuple[float, float]] = deque(maxlen=_SLOPE_WINDOW)
+        # Per return criterion (and the training return): recent (elapsed, return) points
+        # for the slope, and the first return seen (the start of a bar to a target <= 0).
+        return_keys = {RETURN, *(key for key in self.stop if _is_return(key))}
+        self._returns: dict[str, deque[tuple[float, float]]] = {
+            key: deque(maxlen=_SLOPE_WINDOW) for key in return_keys
+        }
+        self._first_return: dict[str, float] = {}
         self._display: Live | None = None
 
     def __enter__(self) -> TrainingProgress:
@@ -127,9 +147,11 @@ class TrainingProgress:
             iter_steps = metric(result, NUM_ENV_STEPS_SAMPLED)
             self._start_steps = steps - iter_steps if math.isfinite(iter_steps) else 0.0
             self._first_iteration = metric(result, ITERATION)
-        ret = metric(result, RETURN)
-        if math.isfinite(ret):
-            self._returns.append((self._elapsed, ret))
+        for key, points in self._returns.items():
+            ret = metric(result, key)
+            if math.isfinite(ret):
+                points.append((self._elapsed, ret))
+                self._first_return.setdefault(key, ret)
         if self._display is not None:
             self._display.refresh()
         else:
@@ -163,10 +185,10 @@ class TrainingProgress:
 
     def _criterion(self, key: str, target: float) -> CriterionStatus:
         value = metric(self._result, key)
-        if key == RETURN:
-            fraction = value / target if math.isfinite(value) and target > 0 else 0.0
+        if _is_return(key):
+            fraction = self._return_fraction(key, value, target)
             return CriterionStatus(
-                key, value, target, _clip(fraction), self._return_eta(target), True
+                key, value, target, fraction, self._return_eta(key, target), True
             )
         fraction = value / target if math.isfinite(value) and target > 0 else 0.0
         eta = None
@@ -179,16 +201,27 @@ class TrainingProgress:
                 eta = max(0.0, target - value) * self._elapsed / done_here
         return CriterionStatus(key, value, target, _clip(fraction), eta, False)
 
-    def _return_eta(self, target: float) -> float | None:
-        if not self._returns:
+    def _return_fraction(self, key: str, value: float, target: float) -> float:
+        if not math.isfinite(value):
+            return 0.0
+        if value >= target:
+            return 1.0
+        if target > 0:
+            return _clip(value / target)
+        first = self._first_return.get(key, value)
+        return _clip((value - first) / (target - first)) if target > first else 0.0
+
+    def _return_eta(self, key: str, target: float) -> float | None:
+        points = self._returns[key]
+        if not points:
             return None
-        now_r = self._returns[-1][1]
+        now_r = points[-1][1]
         if now_r >= target:
             return 0.0
-        if len(self._returns) < 2:
+        if len(points) < 2:
             return None
-        ts = [t for t, _ in self._returns]
-        rs = [r for _, r in self._returns]
+        ts = [t for t, _ in points]
+        rs = [r for _, r in points]
         t_mean, r_mean = sum(ts) / len(ts), sum(rs) / len(rs)
         var = sum((t - t_mean) ** 2 for t in ts)
         if var <= 0:
@@ -200,10 +233,12 @@ class TrainingProgress:
         """One plain line with the latest figures (what a non-terminal gets per iteration)."""
         result = self._result
         eta_text = f"  eta {self._eta_text()}" if self.next_met() else ""
+        evaluated = metric(result, EVAL_RETURN)
+        eval_text = f"  eval {evaluated:8.2f}" if math.isfinite(evaluated) else ""
         return (
             f"iter {int(_finite(metric(result, ITERATION))):4d}  "
             f"steps {int(_finite(metric(result, STEPS))):8d}  "
-            f"return {metric(result, RETURN):8.2f}  {self.steps_per_s:7.0f} steps/s  "
+            f"return {metric(result, RETURN):8.2f}{eval_text}  {self.steps_per_s:7.0f} steps/s  "
             f"{self._elapsed:6.1f}s{eta_text}"
         )
 
@@ -211,17 +246,23 @@ class TrainingProgress:
         """The live display: headline figures and a bar per stop criterion."""
         elapsed = self._clock() - self._start
         result = self._result
-        head = Table.grid(padding=(0, 3))
-        for _ in range(6):
-            head.add_column()
-        head.add_row(
+        fields = [
             _field("iteration", f"{int(_finite(metric(result, ITERATION)))}"),
             _field("env steps", f"{int(_finite(metric(result, STEPS))):,}"),
             _field("return", f"{metric(result, RETURN):.1f}" if result else "—"),
+        ]
+        evaluated = metric(result, EVAL_RETURN)
+        if math.isfinite(evaluated):
+            fields.append(_field("eval return", f"{evaluated:.1f}"))
+        fields += [
             _field("steps/s", f"{self.steps_per_s:,.0f}"),
             _field("elapsed", _duration(elapsed)),
             _field("ETA", self._eta_text()),
-        )
+        ]
+        head = Table.grid(padding=(0, 3))
+        for _ in fields:
+            head.add_column()
+        head.add_row(*fields)
         bars = Table.grid(padding=(0, 2))
         bars.add_column(min_width=12)
         bars.add_column(width=32)
@@ -237,6 +278,11 @@ class TrainingProgress:
                 f"eta {eta}",
             )
         return Group(head, bars)
+
+
+def _is_return(key: str) -> bool:
+    """Whether ``key`` names a mean return (training's, the evaluation's, any prefix)."""
+    return key.rsplit("/", 1)[-1] == EPISODE_RETURN_MEAN
 
 
 def _field(label: str, value: str) -> Text:

@@ -2,12 +2,14 @@
 
 ``--grid lr=0.01,0.001`` becomes ``tune.grid_search([0.01, 0.001])`` for that setting (values
 are JSON when they parse); several ``--grid`` options multiply. Each trial is an algorithm
-built from the same base config; the trial table and the best checkpoint are printed.
+built from the same base config (any registered algorithm: ``--grid actor_lr=...`` for SAC,
+which has no single ``lr``); the trial table and the best checkpoint are printed.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +61,23 @@ def run_sweep(
     """Run the sweep; print the trial table; return the best trial's checkpoint directory.
 
     Raises:
-        SweepError: When every trial failed (naming the first failure).
+        ConfigError: For a grid value the config refuses (checked before Ray starts).
+        SweepError: When every trial failed (naming the first failure), or none reported
+            ``metric``.
     """
+    import ray
     from ray import tune
 
     for key, values in grid.items():
+        for candidate in values:
+            # Each value is checked here, before Ray starts: a bad one (SAC's lr, a gamma of
+            # 2) is one ConfigError now rather than a failed trial after a minute of start-up.
+            config.copy().update_from_dict({key: candidate})
         config.update_from_dict({key: tune.grid_search(values)})
+    if not ray.is_initialized():
+        # Tune's own ray.init would also start the dashboard: seconds of start-up on a loaded
+        # 2-core machine, and a listener nothing here uses.
+        ray.init(include_dashboard=False, configure_logging=False)
     tuner = tune.Tuner(
         config.algo_class,
         param_space=config,
@@ -98,7 +111,23 @@ def run_sweep(
     console.print(table)
     if results.num_errors == len(results):
         raise SweepError(f"every trial failed; the first: {results[0].error}")
+    if not any(_finite(results[i].metrics or {}, metric) for i in range(len(results))):
+        # Tune's own get_best_result raises a RuntimeError here: with no finished episode
+        # (a Pendulum episode is 200 steps, SAC samples 1000 per iteration) no trial is best.
+        raise SweepError(
+            f"no trial reported {metric} (no episode finished before the stop criteria); "
+            "train longer, e.g. --stop-timesteps or --stop-iters"
+        )
     best = results.get_best_result(metric=metric, mode="max")
     if best.checkpoint is None:
         return None
     return Path(best.checkpoint.path)
+
+
+def _finite(metrics: dict[str, Any], path: str) -> bool:
+    """Whether ``metrics`` holds a finite number at ``path``."""
+    try:
+        value = lookup(metrics, path)
+    except KeyError:
+        return False
+    return isinstance(value, int | float) and math.isfinite(value)
