@@ -1,7 +1,8 @@
 """``rlserve train`` and ``rlserve evaluate`` with SAC, and the progress figures SAC's runs show.
 
 One tiny SAC run through the console script (a module fixture) is shared: it must write a
-checkpoint that loads as SAC and evaluates through ``rlserve evaluate``. The tuned example runs
+checkpoint that loads as SAC, evaluates through ``rlserve evaluate`` and exports through
+``rlserve export`` into an artifact that evaluates the same. The tuned example runs
 in-process through the same CLI (typer's runner) with its own settings and a short stop.
 """
 
@@ -102,6 +103,31 @@ def test_evaluate_plays_the_sac_checkpoint_deterministically(sac_run: tuple[Path
     returns = [episode["return"] for episode in first["episodes"]]
     assert len(returns) == 2 and all(-2000.0 < r < 0.0 for r in returns)
     assert returns == [episode["return"] for episode in second["episodes"]]  # squashed mean
+
+
+@pytest.mark.integration
+def test_the_exported_sac_artifact_evaluates_as_the_checkpoint(
+    sac_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    """``rlserve export`` then ``rlserve evaluate``: the ONNX graph plays the same episodes."""
+    checkpoint = sac_run[0] / "checkpoint_final"
+    artifact = tmp_path / "artifact"
+    exported = runner.invoke(
+        app, ["export", str(checkpoint), "--out", str(artifact), "--format", "onnx"]
+    )
+    assert exported.exit_code == 0, exported.stderr
+    assert "exported SAC policy" in exported.stdout
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["algorithm"] == "SAC"
+    assert manifest["action_distribution"] == "squashed_gaussian"
+    returns = []
+    for source in (checkpoint, artifact):
+        result = runner.invoke(
+            app, ["evaluate", str(source), "--episodes", "2", "--num-workers", "0", "--json"]
+        )
+        assert result.exit_code == 0, result.stderr
+        returns.append([e["return"] for e in json.loads(result.stdout)["episodes"]])
+    assert returns[1] == pytest.approx(returns[0], rel=1e-3)
 
 
 @pytest.mark.integration
