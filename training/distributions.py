@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-__all__ = ["ActionDistribution", "SquashedGaussian", "dist_inputs_size"]
+__all__ = ["ActionDistribution", "SquashedGaussian", "dist_inputs_size", "squash_into_bounds"]
 
 LOG_2 = math.log(2.0)
 
@@ -106,6 +106,15 @@ class ActionDistribution:
         return torch.distributions.kl_divergence(self.dist, other.dist)
 
 
+def squash_into_bounds(u: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    """``low + (tanh(u) + 1) / 2 * (high - low)``, clamped into ``[low, high]``.
+
+    The clamp matters: a saturated ``tanh`` can land one float32 step past a bound after the
+    rescale (e.g. ``0.9 + 6e-8`` for a bound of 0.9), which ``Box.contains`` refuses.
+    """
+    return torch.clamp(low + (torch.tanh(u) + 1.0) * ((high - low) / 2.0), low, high)
+
+
 class SquashedGaussian:
     """A batch of tanh-squashed diagonal Gaussians rescaled into a Box's bounds.
 
@@ -131,8 +140,8 @@ class SquashedGaussian:
         # log |d action / d tanh(u)|, the same for every row: the rescale into the bounds.
         self._log_scale = torch.log(self.half_range).sum()
 
-    def _to_space(self, squashed: Tensor) -> Tensor:
-        actions = self.low + (squashed + 1.0) * self.half_range
+    def _to_space(self, u: Tensor) -> Tensor:
+        actions = squash_into_bounds(u, self.low, self.high)
         return actions.reshape(actions.shape[0], *self.action_shape)
 
     def normalize(self, actions: Tensor) -> Tensor:
@@ -153,7 +162,7 @@ class SquashedGaussian:
             self.mean.shape, generator=generator, dtype=self.mean.dtype, device=self.mean.device
         )
         u = self.mean + self.std * noise
-        return self._to_space(torch.tanh(u)), self._log_prob_u(u, noise)
+        return self._to_space(u), self._log_prob_u(u, noise)
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         """Actions in the space's layout, inside the bounds."""
@@ -170,7 +179,7 @@ class SquashedGaussian:
 
     def deterministic(self) -> Tensor:
         """The squashed mean, rescaled into the bounds (SAC's evaluation action)."""
-        return self._to_space(torch.tanh(self.mean))
+        return self._to_space(self.mean)
 
     def log_prob(self, actions: Tensor) -> Tensor:
         """Log-density of actions in the space's layout (kept off the bounds for ``atanh``)."""

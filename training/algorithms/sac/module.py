@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from training import columns as cols
 from training.config_sections import ModelConfig
 from training.config_validation import ConfigError
-from training.distributions import SquashedGaussian
+from training.distributions import SquashedGaussian, squash_into_bounds
 from training.preprocessing import PreprocessedObs
 from training.rl_module import ACTIVATIONS, Encoder, RLModule, orthogonal_init
 
@@ -236,7 +236,10 @@ class SACModule(RLModule):
     def forward_inference(self, leaves: list[Tensor]) -> dict[str, Tensor]:
         """The squashed mean (in bounds) and the distribution inputs."""
         dist_inputs = self.dist_inputs(self.encode_inputs(leaves))
-        actions = self.distribution(dist_inputs).deterministic()
+        # The distribution's mode, computed directly: the exported graph keeps only these ops.
+        mean = dist_inputs[:, : self.action_dim]
+        actions = squash_into_bounds(mean, self.action_low, self.action_high)
+        actions = actions.reshape(actions.shape[0], *self.action_shape)
         return {cols.ACTION_DIST_INPUTS: dist_inputs, cols.ACTIONS: actions}
 
     def forward_exploration(
