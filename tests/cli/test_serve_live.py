@@ -214,7 +214,8 @@ def test_the_replica_grpc_port_refuses_calls_without_the_ray_cluster_token(
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+# SIGINT (Ctrl-C) here; SIGTERM of a service at each start-up moment is in test_serve_signals.
+@pytest.mark.parametrize("signum", [signal.SIGINT])
 def test_a_stop_signal_stops_the_service_and_everything_it_started(
     cartpole_artifact: Path, tmp_path: Path, signum: int
 ) -> None:

@@ -65,7 +65,31 @@ def service(cartpole_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -
     ]
     env = {"RAY_SERVE_HAPROXY_MAXCONN": str(MAXCONN)}
     with serving(args, tmp_path_factory.mktemp("serve_overload"), env) as proc:
+        _wait_for_a_settled_ingress(proc)
         yield f"http://127.0.0.1:{port}", port, proc
+
+
+def _wait_for_a_settled_ingress(service: subprocess.Popen[str], quiet_s: float = 3.0) -> None:
+    """Until the service's HAProxy processes have stayed the same for ``quiet_s``.
+
+    Ray Serve reloads HAProxy (a new process, a fresh stick table) when replicas join; a
+    reload in the middle of a test splits the per-address connection count across two
+    processes, so the limit seems not to hold.
+    """
+    deadline = time.monotonic() + 30.0
+    seen: set[int] = set()
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        now = set()
+        for child in psutil.Process(service.pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                if child.name() == "haproxy":
+                    now.add(child.pid)
+        if now != seen or not now:
+            seen, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.2)
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -59,31 +59,6 @@ def test_tune_sweeps_a_grid_and_names_a_loadable_best_checkpoint(tmp_path: Path)
         assert algo.config.lr in (0.001, 0.0001)
 
 
-def test_tune_sweeps_sacs_learning_rates(tmp_path: Path) -> None:
-    """SAC through Tune: a grid over ``actor_lr`` (SAC has no single ``lr``), tiny settings."""
-    out = subprocess.run(
-        [RLSERVE, "tune", "--algo", "SAC", "--env", "Pendulum-v1",
-         "--grid", "actor_lr=0.001,0.0003",
-         "--set", "min_sample_timesteps_per_iteration=200",  # one whole episode: a return
-         "--set", "num_steps_sampled_before_learning_starts=150",
-         "--set", "train_batch_size=32",
-         "--set", 'model={"fcnet_hiddens": [16]}', "--set", 'q_model={"fcnet_hiddens": [16]}',
-         "--stop-iters", "1", "--storage", str(tmp_path / "tune")],
-        capture_output=True, text=True, timeout=240, cwd=tmp_path, check=False,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-2000:]
-    table = out.stdout[out.stdout.index("trials") :]
-    assert "actor_lr" in table and "0.0003" in table and "0.001" in table
-    assert table.count(" ok ") == 2
-    lines = [line for line in out.stdout.splitlines() if line.startswith("best checkpoint: ")]
-    assert len(lines) == 1
-    with Algorithm.from_checkpoint(lines[0].removeprefix("best checkpoint: ").strip()) as algo:
-        assert algo.name == "SAC"
-        assert algo.iteration == 1
-        assert algo.config.actor_lr in (0.001, 0.0003)
-        assert algo.config.model.fcnet_hiddens == [16]
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.helpers.configs import tiny_ppo
+from tests.helpers.configs import tiny_ppo, tiny_sac
 from training import Algorithm, EnvRunnerFailedError, PPOConfig
 from training import metrics as m
 
@@ -165,14 +165,20 @@ def test_tune_sweep_of_two_trials_and_best_checkpoint(ray_session: Any, tmp_path
         assert algo.compute_single_action(np.zeros(4, np.float32), explore=False) in (0, 1)
 
 
-def test_algorithms_are_registered_with_tune_by_name(ray_session: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["PPO", "SAC"])
+def test_algorithms_are_registered_with_tune_by_name(
+    ray_session: Any, tmp_path: Path, name: str
+) -> None:
     from ray import tune
 
+    config = (
+        tiny_ppo()
+        if name == "PPO"
+        else tiny_sac(min_sample_timesteps_per_iteration=200, actor_lr=tune.grid_search([1e-3]))
+    )
     tuner = tune.Tuner(
-        "PPO",
-        param_space=PPOConfig()  # type: ignore[arg-type]  # Tune takes any _Config
-        .environment("CartPole-v1")
-        .training(train_batch_size=64, minibatch_size=32, num_epochs=1),
+        name,
+        param_space=config,  # type: ignore[arg-type]  # Tune takes any _Config
         run_config=tune.RunConfig(
             storage_path=str(tmp_path), stop={"training_iteration": 1}, verbose=0
         ),
@@ -180,6 +186,9 @@ def test_algorithms_are_registered_with_tune_by_name(ray_session: Any, tmp_path:
     results = tuner.fit()
     assert results.num_errors == 0
     assert results[0].metrics is not None
+    trial_config = results[0].config
+    assert trial_config is not None
+    assert trial_config["actor_lr" if name == "SAC" else "lr"] in (1e-3, 3e-4)
     assert results[0].metrics[m.TRAINING_ITERATION] == 1
 
 
