@@ -16,7 +16,7 @@ help:
 	@echo "make lint       ruff check + ruff format --check"
 	@echo "make format     ruff format + ruff check --fix"
 	@echo "make typecheck  mypy"
-	@echo "make pytest     pytest only (all tiers); PYTEST_ARGS=... to narrow"
+	@echo "make pytest     pytest only (all tiers, 2 workers then the serial tests); PYTEST_MARK=... / PYTEST_ARGS=... to narrow"
 	@echo "make reliability  the reliability suite only (also part of make test)"
 	@echo "make bench      run the benchmarks in bench/ (with an SB3 yardstick in .venv-bench)"
 	@echo "make clean      remove .venv and caches"
@@ -54,8 +54,18 @@ format: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
+# Two phases: every test not marked serial on PYTEST_WORKERS processes (a test file stays on
+# one worker, so its module fixtures start once), then the serial ones (the reliability suite,
+# overload timings) alone: they must not compete with another test for the CPU.
+# PYTEST_MARK narrows both phases (e.g. PYTEST_MARK="not learning"); a phase left with no test
+# (pytest's exit status 5) is not a failure.
+PYTEST_WORKERS ?= 2
+PYTEST_MARK ?=
+_and_mark = $(if $(PYTEST_MARK),($(PYTEST_MARK)) and ,)
 pytest: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "$(_and_mark)not serial" \
+		$(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -m "$(_and_mark)serial" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test: lint typecheck pytest
 

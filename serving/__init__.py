@@ -3,7 +3,8 @@
 A serving replica needs only the exported artifact: this package never imports ``training``.
 
 Every name is imported on first use, so ``from serving import PolicyClient`` loads the client
-alone (httpx and numpy), not Ray Serve, FastAPI or onnxruntime.
+alone (httpx and numpy), and ``from serving import PolicySession`` the session client (websockets
+and numpy), not Ray Serve, FastAPI or onnxruntime.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ if TYPE_CHECKING:  # the real imports happen on first use (see __getattr__)
     from serving.observations import ObservationError, actions_to_json, observations_to_leaves
     from serving.registry import PolicyRegistry
     from serving.runtime import ActionBatch, PolicyRuntime
+    from serving.session_client import (
+        AsyncPolicySession,
+        PolicySession,
+        SessionClosedError,
+        play_session_episodes,
+    )
+    from serving.sessions import SessionSettings
 
 _MODULES = {
     "serving.app": ("AppArgs", "build_app"),
@@ -52,6 +60,13 @@ _MODULES = {
     "serving.observations": ("ObservationError", "actions_to_json", "observations_to_leaves"),
     "serving.registry": ("PolicyRegistry",),
     "serving.runtime": ("ActionBatch", "PolicyRuntime"),
+    "serving.session_client": (
+        "AsyncPolicySession",
+        "PolicySession",
+        "SessionClosedError",
+        "play_session_episodes",
+    ),
+    "serving.sessions": ("SessionSettings",),
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
@@ -62,6 +77,7 @@ __all__ = [
     "ApiError",
     "AppArgs",
     "AsyncPolicyClient",
+    "AsyncPolicySession",
     "ComputeActionRequest",
     "ComputeActionsRequest",
     "ObservationError",
@@ -69,12 +85,16 @@ __all__ = [
     "PolicyError",
     "PolicyRegistry",
     "PolicyRuntime",
+    "PolicySession",
     "ServingSettings",
+    "SessionClosedError",
+    "SessionSettings",
     "actions_to_json",
     "build_app",
     "create_app",
     "observations_to_leaves",
     "play_episodes",
+    "play_session_episodes",
 ]
 
 

@@ -28,6 +28,7 @@ from serving.http_app import PolicyApi, ServingSettings, create_app
 from serving.ingress import IngressLimits
 from serving.registry import PolicyRegistry
 from serving.runtime import ActionBatch, Backend, PolicyRuntime
+from serving.sessions import SessionServer, SessionSettings
 
 __all__ = ["AppArgs", "PolicyDeployment", "ReplicaSettings", "build_app"]
 
@@ -63,6 +64,13 @@ class ReplicaSettings(BaseModel):
         backend: ``onnx`` (onnxruntime, default), ``torch_export`` or ``torchscript`` (torch).
         allow_torchscript: Required for ``backend=torchscript``: TorchScript archives are
             unpickled when loaded, so only serve ones you built yourself.
+        max_sessions: WebSocket sessions a replica holds at once (:mod:`serving.sessions`);
+            each holds one request slot for its whole life, so the replica's slots are
+            ``max_ongoing_requests`` plus these. The next handshake is answered 503.
+        session_window: Messages a session may send before reading their answers.
+        session_idle_timeout_s: A session that sends nothing for this long is closed.
+        message_timeout_s: Longest a session message's answer may take (408 on the socket);
+            ``rlserve serve`` sets it to ``--request-timeout-s``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -78,6 +86,10 @@ class ReplicaSettings(BaseModel):
     epsilon: float = Field(default=0.05, ge=0.0, le=1.0)
     backend: Backend = "onnx"
     allow_torchscript: bool = False
+    max_sessions: int = Field(default=256, ge=0, le=65536)
+    session_window: int = Field(default=64, ge=1, le=4096)
+    session_idle_timeout_s: float = Field(default=30.0, gt=0.0, le=86400.0)
+    message_timeout_s: float | None = Field(default=None, gt=0.0, le=3600.0)
 
     @model_validator(mode="after")
     def _torchscript_allowed(self) -> ReplicaSettings:
@@ -135,8 +147,12 @@ class AppArgs(ReplicaSettings):
         return paths
 
     def ongoing_requests(self) -> int:
-        """Requests a replica works on at once: Serve never batches beyond it (ray#43288)."""
-        return max(self.max_ongoing_requests, self.max_batch_size)
+        """Request slots per replica: HTTP requests plus the sessions, each holding one.
+
+        The HTTP share is at least ``max_batch_size``: Serve never batches beyond its slots
+        (ray#43288).
+        """
+        return max(self.max_ongoing_requests, self.max_batch_size) + self.max_sessions
 
     def queued_requests(self) -> int:
         """The queue bound per replica that ``max_queued_requests`` stands for.
@@ -182,6 +198,13 @@ class PolicyDeployment:
             boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096],
             tag_keys=("policy",),
         )
+        self._sessions_open = metrics.Gauge(
+            "rlserve_sessions_open",
+            description="WebSocket sessions open on the replica, by policy.",
+            tag_keys=("policy",),
+        )
+        self._gauged: set[str] = set()
+        """Policies whose session gauge was set (set back to 0 when their last one closes)."""
         self._latency = metrics.Histogram(
             "rlserve_inference_latency_ms",
             description="Wall time of one (batched) inference call.",
@@ -196,6 +219,7 @@ class PolicyDeployment:
         self._counts: Counter[tuple[str, str, str]] = Counter()
         self._flusher: asyncio.Task[None] | None = None
         self._api: PolicyApi | None = None
+        self._sessions: SessionServer | None = None
         # serve.batch's tuning hooks are attached at run time (untyped upstream).
         self._batched_infer.set_max_batch_size(self.args.max_batch_size)  # type: ignore[attr-defined]
         self._batched_infer.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)  # type: ignore[attr-defined]
@@ -224,12 +248,26 @@ class PolicyDeployment:
             token=self.args.token,
             body_timeout_s=self.args.body_timeout_s,
         )
-        app = create_app(self.registry, settings, infer=self._infer, observer=self._observe)
+        sessions = SessionSettings(
+            max_sessions=self.args.max_sessions,
+            window=self.args.session_window,
+            idle_timeout_s=self.args.session_idle_timeout_s,
+            message_timeout_s=self.args.message_timeout_s,
+        )
+        app = create_app(
+            self.registry, settings, infer=self._infer, observer=self._observe, sessions=sessions
+        )
         self._api = app.state.api
+        self._sessions = app.state.sessions
+        self._sessions.on_open = self._start_flusher  # the flush sets the open-sessions gauge
         return app
 
     def _observe(self, policy: str, version: str, status: int) -> None:
         self._counts[(policy, version, str(status))] += 1
+        if self._flusher is None:
+            self._start_flusher()
+
+    def _start_flusher(self) -> None:
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
 
@@ -243,6 +281,11 @@ class PolicyDeployment:
         counts, self._counts = self._counts, Counter()
         for (policy, version, status), count in counts.items():
             self._requests.inc(count, tags={"policy": policy, "version": version, "status": status})
+        if self._sessions is not None:
+            open_now = dict(self._sessions.open)
+            for policy in self._gauged | set(open_now):
+                self._sessions_open.set(open_now.get(policy, 0), tags={"policy": policy})
+            self._gauged = set(open_now)
 
     async def _infer(
         self, runtime: PolicyRuntime, leaves: list[np.ndarray], explore: bool, seed: int | None

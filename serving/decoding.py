@@ -110,8 +110,11 @@ _DECODER = json.JSONDecoder(parse_int=_bounded_int)
 """One decoder, built once (``json.loads`` with keywords builds a new one per call, ~2 us)."""
 
 
-def decode_json(body: bytes) -> Any:
+def decode_json(body: bytes | str) -> Any:
     """``body`` parsed as JSON within the limits above.
+
+    ``body`` is the raw bytes of an HTTP body, or the text of a WebSocket text frame (which the
+    WebSocket server has already checked to be UTF-8).
 
     Raises:
         DecodeError: 400 for bytes that are not JSON (bad UTF-8 included) or nest deeper than
@@ -120,15 +123,19 @@ def decode_json(body: bytes) -> Any:
     """
     # Nesting can only exceed the limit when there are more brackets than the limit: a count
     # in C first, so a small body pays ~1 us and the scan runs only for large batches.
-    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH:
-        depth = _nesting_depth(body)
+    if isinstance(body, str):
+        brackets = body.count("[") + body.count("{")
+    else:
+        brackets = body.count(b"[") + body.count(b"{")
+    if brackets > MAX_JSON_DEPTH:
+        depth = _nesting_depth(body.encode("utf-8") if isinstance(body, str) else body)
         if depth > MAX_JSON_DEPTH:
             raise DecodeError(
                 400, f"malformed JSON: nested {depth} deep; at most {MAX_JSON_DEPTH} levels"
             )
     try:
         # Strict UTF-8, the only encoding JSON may have on the wire (RFC 8259).
-        return _DECODER.decode(body.decode("utf-8"))
+        return _DECODER.decode(body if isinstance(body, str) else body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DecodeError(400, f"malformed JSON: {err}") from None
     except RecursionError:  # unreachable after the depth check; kept as the last guard
@@ -154,8 +161,10 @@ def find_boolean(value: Any, where: str) -> str | None:
     return None
 
 
-def count_boolean_tokens(body: bytes) -> int:
+def count_boolean_tokens(body: bytes | str) -> int:
     """How many ``true``/``false`` tokens ``body`` may hold (an upper bound, counted in C)."""
+    if isinstance(body, str):
+        return body.count("true") + body.count("false")
     return body.count(b"true") + body.count(b"false")
 
 

@@ -53,6 +53,7 @@ from serving.openapi import (
 )
 from serving.registry import PolicyRegistry
 from serving.runtime import ActionBatch, PolicyRuntime
+from serving.sessions import SessionServer, SessionSettings
 
 __all__ = [
     "ApiError",
@@ -112,7 +113,8 @@ class PolicyApi:
     def _authorize(self, request: Request) -> None:
         authorize(request, self.cfg.token)
 
-    def _runtime(self, name: str) -> PolicyRuntime:
+    def runtime(self, name: str) -> PolicyRuntime:
+        """The runtime serving ``name``; 404 naming the served policies if there is none."""
         runtime = self.registry.get(name)
         if runtime is None:
             raise ApiError(404, f"unknown policy {name!r}; serving {sorted(self.registry.names())}")
@@ -138,7 +140,7 @@ class PolicyApi:
     async def policy(self, name: str, request: Request) -> dict[str, Any]:
         """A policy's manifest summary: spaces, version, formats, batching limits."""
         self._authorize(request)
-        self._runtime(name)
+        self.runtime(name)
         return self.registry.describe(name, self.cfg.max_rows)
 
     async def compute_action(self, name: str, request: Request) -> Response:
@@ -159,7 +161,7 @@ class PolicyApi:
 
     async def _compute_action(self, name: str, request: Request) -> Response:
         self._authorize(request)
-        runtime = self._runtime(name)
+        runtime = self.runtime(name)
         if content_type(request) != wire.JSON:
             raise ApiError(415, f"expected Content-Type: {wire.JSON}")
         body = await read_body(request, self.cfg.max_body_bytes, self.cfg.body_timeout_s)
@@ -177,7 +179,7 @@ class PolicyApi:
 
     async def _compute_actions(self, name: str, request: Request) -> Response:
         self._authorize(request)
-        runtime = self._runtime(name)
+        runtime = self.runtime(name)
         kind = content_type(request)
         if kind not in (wire.JSON, wire.NPY):
             raise ApiError(415, f"expected Content-Type: {wire.JSON} or {wire.NPY}")
@@ -243,6 +245,7 @@ def create_app(
     settings: ServingSettings | None = None,
     infer: Infer | None = None,
     observer: Observer | None = None,
+    sessions: SessionSettings | None = None,
 ) -> FastAPI:
     """Build the FastAPI app around a policy registry.
 
@@ -251,7 +254,9 @@ def create_app(
         settings: Limits and auth.
         infer: How a validated batch reaches the model (default: a direct call; the Ray Serve
             deployment passes its ``@serve.batch`` method).
-        observer: Called with ``(policy, version, status)`` for every policy request (metrics).
+        observer: Called with ``(policy, version, status)`` for every policy request and
+            session message (metrics).
+        sessions: Limits of the WebSocket sessions (:mod:`serving.sessions`).
     """
     api = PolicyApi(registry, settings or ServingSettings(), infer or _direct_infer)
     app = FastAPI(
@@ -328,10 +333,13 @@ def create_app(
         responses=compute_responses(npy=True),
         openapi_extra=_body_schema(ComputeActionsRequest, npy=True) | npy_body(),
     )
+    session_server = SessionServer(api, sessions or SessionSettings(), api.run, observer)
+    app.add_api_websocket_route(wire.SESSION_ROUTE, session_server.serve, name="session")
     if api.cfg.token is not None:
         _document_bearer(app)
     # Ray Serve names every request's route by trying the app's routes in order: the compute
     # routes go first, before the documentation routes FastAPI added (paths do not overlap).
     app.router.routes.sort(key=lambda route: not getattr(route, "path", "").endswith(COMPUTE))
     app.state.api = api
+    app.state.sessions = session_server
     return app

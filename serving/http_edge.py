@@ -24,7 +24,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, HTTPConnection
 
 from formats.errors import RlserveError
 from serving import wire
@@ -37,10 +37,12 @@ __all__ = [
     "ServingSettings",
     "authorize",
     "content_type",
+    "deadline",
     "error_response",
     "json_answer",
     "parse_json",
     "read_body",
+    "validate_request",
 ]
 
 
@@ -94,8 +96,8 @@ class ComputeActionsRequest(_Request):
     observations: list[Any]
 
 
-def authorize(request: Request, token: str | None) -> None:
-    """Refuse (401) a request without the bearer ``token`` (``None``: no auth)."""
+def authorize(request: HTTPConnection, token: str | None) -> None:
+    """Refuse (401) a request or handshake without the bearer ``token`` (``None``: no auth)."""
     if token is None:
         return
     scheme, _, given = request.headers.get(wire.AUTHORIZATION, "").partition(" ")
@@ -123,7 +125,7 @@ async def read_body(request: Request, limit: int, timeout_s: float | None = None
     try:
         # One timer per request (asyncio.timeout cancels this task at the deadline), no extra
         # task: the usual body is one message the server has already buffered.
-        async with _timeout(timeout_s):
+        async with deadline(timeout_s):
             return await _read_chunks(request, limit)
     except TimeoutError:
         raise ApiError(
@@ -149,11 +151,13 @@ async def _read_chunks(request: Request, limit: int) -> bytes:
 
 
 if sys.version_info >= (3, 11):
-    _timeout = asyncio.timeout
+    deadline = asyncio.timeout
+    """``async with deadline(seconds)``: ``TimeoutError`` past it (one timer, no extra task)."""
 else:  # pragma: no cover - Python 3.10 has no asyncio.timeout
 
     @contextlib.asynccontextmanager
-    async def _timeout(delay: float) -> AsyncIterator[None]:
+    async def deadline(delay: float) -> AsyncIterator[None]:
+        """``asyncio.timeout`` for Python 3.10."""
         task = asyncio.current_task()
         assert task is not None
         fired = False
@@ -186,6 +190,15 @@ def parse_json(model: type[_Request], body: bytes) -> Any:
         data = decode_json(body)
     except DecodeError as err:
         raise ApiError(err.status, err.message) from None
+    return validate_request(model, data, body)
+
+
+def validate_request(model: type[_Request], data: Any, body: bytes | str) -> Any:
+    """Decoded JSON ``data`` (of ``body``) validated as ``model``.
+
+    Raises:
+        ApiError: 422 naming each schema error and any boolean inside the observations.
+    """
     try:
         request = model.model_validate(data)
     except ValidationError as err:

@@ -22,11 +22,16 @@ __all__ = [
     "POLICY_HEADER",
     "POLICY_ROUTE",
     "READYZ",
+    "SESSION",
+    "SESSION_PROTOCOL",
+    "SESSION_ROUTE",
     "VERSION_HEADER",
+    "CloseCode",
     "action_path",
     "actions_path",
     "bearer",
     "policy_path",
+    "session_path",
 ]
 
 JSON = "application/json"
@@ -50,6 +55,29 @@ COMPUTE_ACTIONS = "compute_actions"
 POLICY_ROUTE = POLICIES + "/{name}"
 ACTION_ROUTE = f"{POLICY_ROUTE}/{COMPUTE_ACTION}"
 ACTIONS_ROUTE = f"{POLICY_ROUTE}/{COMPUTE_ACTIONS}"
+SESSION = "session"
+SESSION_ROUTE = f"{POLICY_ROUTE}/{SESSION}"
+"""A WebSocket: a JSON or ``.npy`` message per observation (or batch) while it is open."""
+SESSION_PROTOCOL = "rlserve.session.v1"
+"""The session protocol's name and version, offered as the WebSocket subprotocol (optional:
+a client that offers none gets this one)."""
+
+
+class CloseCode:
+    """The WebSocket close codes a session ends with (RFC 6455, section 7.4.1)."""
+
+    NORMAL = 1000
+    """The client closed, or the session was idle longer than the server's timeout."""
+    GOING_AWAY = 1001
+    """The replica is stopping: reconnect (another replica, or this one after a restart)."""
+    PROTOCOL_ERROR = 1002
+    """A broken frame."""
+    INVALID_DATA = 1007
+    """A text frame that is not UTF-8."""
+    TOO_BIG = 1009
+    """A message over the size limit."""
+    RESTART = 1012
+    """The service restarts: reconnect."""
 
 
 def policy_path(name: str) -> str:
@@ -65,6 +93,11 @@ def action_path(name: str) -> str:
 def actions_path(name: str) -> str:
     """``/v1/policies/{name}/compute_actions``: a batch's actions."""
     return ACTIONS_ROUTE.format(name=name)
+
+
+def session_path(name: str) -> str:
+    """``/v1/policies/{name}/session``: a policy's WebSocket session."""
+    return SESSION_ROUTE.format(name=name)
 
 
 def bearer(token: str) -> str:

@@ -20,7 +20,16 @@ keep_ray_on_loopback()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The reliability suite is a sub-tier of integration: ``-m "not integration"`` skips it."""
+    """Check the tiers, mark the serial tests, and run the slowest files first.
+
+    The reliability suite is a sub-tier of integration (``-m "not integration"`` skips it) and
+    is serial: its overload, slow-client and signal timings must not share the CPU.
+
+    Files with learning tests go first, then integration files, then the unit files (each
+    file's own order kept): on ``pytest -n 2 --dist loadfile`` (``make test``) the long files
+    start at once and the short ones fill in behind them, instead of a learning file starting
+    last on one worker while the other has nothing left to do.
+    """
     loose = [
         item.nodeid
         for item in items
@@ -28,6 +37,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ]
     if loose:
         raise pytest.UsageError(f"reliability tests must also be marked integration: {loose}")
+    for item in items:
+        if item.get_closest_marker("reliability"):
+            item.add_marker(pytest.mark.serial)
+    rank: dict[str, int] = {}
+    for item in items:
+        tier = 0 if item.get_closest_marker("learning") else 1
+        tier = tier if tier == 0 or item.get_closest_marker("integration") else 2
+        path = item.nodeid.split("::", 1)[0]
+        rank[path] = min(rank.get(path, tier), tier)
+    items.sort(key=lambda item: rank[item.nodeid.split("::", 1)[0]])  # stable
 
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")

@@ -22,7 +22,9 @@ import pytest
 from rlserve.jobs.service import free_port
 from tests.helpers.serve_process import serving
 
-pytestmark = pytest.mark.integration
+# Serial: filling a replica with slow requests and timing its 503s must not compete with
+# another test for the CPU (``make test`` runs serial tests alone, after the parallel phase).
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 ROUTE = "/v1/policies/cartpole/compute_action"
 BODY = json.dumps({"observation": [0.01, -0.02, 0.03, 0.04]}).encode()

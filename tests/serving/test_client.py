@@ -240,7 +240,14 @@ def test_play_episodes_resets_episode_i_with_seed_plus_i() -> None:
 LIGHT = ("ray", "fastapi", "starlette", "onnxruntime", "gymnasium", "torch", "pydantic")
 
 
-@pytest.mark.parametrize("statement", ["import serving.client", "from serving import PolicyClient"])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import serving.client",
+        "from serving import PolicyClient",
+        "from serving import PolicySession, AsyncPolicySession",
+    ],
+)
 def test_the_client_imports_alone(statement: str) -> None:
     """A game or robot imports the client without Ray, the server stack or the model runtimes."""
     code = f"import sys; {statement}; print(sorted(m for m in {LIGHT!r} if m in sys.modules))"

@@ -1,0 +1,427 @@
+"""WebSocket sessions: ``/v1/policies/{name}/session``, one connection for many observations.
+
+A game server or robot controller asks for an action every tick. Over unary HTTP each
+observation pays Ray Serve's whole per-request stack; over a session it pays that once per
+connection, and each message then costs a WebSocket frame and the inference.
+
+The protocol (``rlserve.session.v1``, offered as the WebSocket subprotocol):
+
+- A **text frame** holds one JSON object: ``{"id": <optional JSON scalar>, "observation": <obs>,
+  "explore": false, "seed": null, "return_dist_inputs": false}`` is answered
+  ``{"id": ..., "action": ..., "policy": name, "version": ...}``; with ``"observations": [...]``
+  instead, ``{"id": ..., "actions": [...], ...}``. The fields and their checks are the HTTP
+  API's (:class:`~serving.http_edge.ComputeActionRequest`).
+- A **binary frame** holds one ``.npy`` array (no pickles): a single observation (the
+  space's shape) is answered with a ``.npy`` action, a batch (one more leading axis) with a
+  ``.npy`` batch of actions. Single-array observation spaces only; ``?explore=true`` on the
+  handshake makes these sample.
+- Answers come back in the order the messages were sent. A client may send up to ``window``
+  messages before reading; past that the server stops reading the socket (TCP backpressure)
+  until answers have gone out, so a fast sender cannot make it buffer without bound.
+- A bad message is answered ``{"id": ..., "error": {"status": 4xx, "detail": ...}}`` with the
+  status and wording the HTTP API would use, and the session stays open. A message over the
+  size limit closes it with 1009, a text frame that is not UTF-8 with 1007 (the WebSocket
+  server's own check), a session idle for ``idle_timeout_s`` with 1000.
+
+Refusals happen before the upgrade, as HTTP answers: 401 (bearer token), 404 (unknown policy),
+422 (a bad query parameter), 503 with ``Retry-After`` when the replica holds ``max_sessions``
+sessions. Each open session holds one of Ray Serve's request slots for its whole life, so the
+application sizes the replica's slots for sessions plus HTTP requests (``serving.AppArgs``).
+
+Messages of every open session on a replica reach the same inference function as HTTP
+requests (the deployment's ``@serve.batch`` method), so concurrent sessions share batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+from starlette.types import Message
+from starlette.websockets import WebSocket
+
+from formats.leaves import flatten_leaves
+from serving import wire
+from serving.decoding import DecodeError, decode_json, decode_npy
+from serving.http_edge import (
+    ApiError,
+    ComputeActionRequest,
+    ComputeActionsRequest,
+    authorize,
+    deadline,
+    error_response,
+    validate_request,
+)
+from serving.observations import (
+    ObservationError,
+    actions_to_json,
+    array_to_leaves,
+    observations_to_leaves,
+)
+from serving.runtime import ActionBatch, PolicyRuntime
+
+__all__ = ["SessionActionMessage", "SessionActionsMessage", "SessionServer", "SessionSettings"]
+
+logger = logging.getLogger(__name__)
+
+Scalar = str | int | float | bool | None
+Job = asyncio.Future[tuple[str, Any]]
+"""A message's answer being computed: ``("text", str)`` or ``("bytes", bytes)``."""
+Pending = asyncio.Queue[Job | None]
+"""A session's answers in the order their messages came (``None``: no more)."""
+_DRAIN_S = 5.0
+"""Before a close, how long the answers already owed may take to go out."""
+_MAX_REASON = 120
+"""A close frame's reason is at most 123 bytes (RFC 6455, 5.5)."""
+Infer = Callable[[PolicyRuntime, list[np.ndarray], bool, int | None], Awaitable[ActionBatch]]
+Observer = Callable[[str, str, int], None]
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Limits of the WebSocket sessions of one replica.
+
+    Attributes:
+        max_sessions: Sessions open at once; the next handshake is answered 503.
+        window: Messages a client may send before reading their answers.
+        idle_timeout_s: A session that sends nothing for this long is closed (1000).
+        message_timeout_s: Longest one message's answer may take (408 on the socket, the
+            session stays open); ``None``: no deadline. The service's request timeout: Ray
+            Serve's own ``request_timeout_s`` would cut the whole connection instead.
+        retry_after_s: ``Retry-After`` on the 503 beyond ``max_sessions``.
+    """
+
+    max_sessions: int = 256
+    window: int = 64
+    idle_timeout_s: float = 30.0
+    message_timeout_s: float | None = None
+    retry_after_s: float = 1.0
+
+
+class SessionActionMessage(ComputeActionRequest):
+    """A text message asking for one observation's action."""
+
+    id: Scalar = Field(default=None, description="Echoed in the answer.")
+
+
+class SessionActionsMessage(ComputeActionsRequest):
+    """A text message asking for a batch's actions."""
+
+    id: Scalar = Field(default=None, description="Echoed in the answer.")
+
+
+def _dumps(answer: dict[str, Any]) -> str:
+    return json.dumps(answer, separators=(",", ":"))
+
+
+def _error(ident: Scalar, err: ApiError) -> str:
+    return _dumps({"id": ident, "error": {"status": err.status, "detail": err.message}})
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)  # 0-d stays 0-d
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class _Close:
+    """End the session with a close frame: ``code`` and ``reason``."""
+
+    code: int
+    reason: str
+
+
+class SessionServer:
+    """The session endpoint of one app: handshake checks, the message loop, the answers.
+
+    Args:
+        api: The app's route handlers (registry, limits, inference, load counter).
+        settings: The sessions' limits.
+        infer: How a validated batch reaches the model (the app's, shared with HTTP).
+        observer: ``observer(policy, version, status)`` once per answered message.
+    """
+
+    def __init__(
+        self, api: Any, settings: SessionSettings, infer: Infer, observer: Observer | None
+    ) -> None:
+        self.api = api
+        self.cfg = settings
+        self.run = infer
+        self.observer = observer
+        self.open: Counter[str] = Counter()
+        """Open sessions by policy (the deployment's gauge reads it)."""
+        self.on_open: Callable[[], None] | None = None
+        """Called as each session opens (the deployment starts its metrics flush)."""
+
+    @property
+    def total_open(self) -> int:
+        """Open sessions on this replica, all policies together."""
+        return sum(self.open.values())
+
+    async def serve(self, websocket: WebSocket, name: str) -> None:
+        """The session route: check the handshake, accept, then answer until closed."""
+        try:
+            explore = self._check_handshake(websocket, name)
+        except ApiError as err:
+            await _refuse(websocket, err)
+            return
+        offered = websocket.scope.get("subprotocols") or []
+        protocol = wire.SESSION_PROTOCOL if wire.SESSION_PROTOCOL in offered else None
+        await websocket.accept(subprotocol=protocol)
+        self.open[name] += 1
+        if self.on_open is not None:
+            self.on_open()
+        try:
+            await self._loop(websocket, name, explore)
+        finally:
+            self.open[name] -= 1
+            if not self.open[name]:
+                del self.open[name]
+
+    def _check_handshake(self, websocket: WebSocket, name: str) -> bool:
+        """The handshake's refusals (401, 404, 422, 503); the session's ``explore`` flag."""
+        authorize(websocket, self.api.cfg.token)
+        self.api.runtime(name)
+        value = websocket.query_params.get("explore", "false").lower()
+        if value not in ("true", "false"):
+            raise ApiError(422, f"query parameter explore: expected true or false, got {value!r}")
+        if self.total_open >= self.cfg.max_sessions:
+            retry = str(max(1, round(self.cfg.retry_after_s)))
+            raise ApiError(
+                503,
+                f"this replica holds its limit of {self.cfg.max_sessions} sessions; retry later",
+                {"Retry-After": retry},
+            )
+        return value == "true"
+
+    async def _loop(self, websocket: WebSocket, name: str, explore: bool) -> None:
+        """Read messages and start their answers; the writer sends them in order."""
+        pending: Pending = asyncio.Queue()
+        slots = asyncio.Semaphore(self.cfg.window)  # answers started and not sent yet
+        writer = asyncio.ensure_future(_write(websocket, pending, slots))
+        close = await self._read(websocket, name, explore, pending, slots, writer)
+        if close is None:  # the client went away: drop what is not answered yet
+            writer.cancel()
+            _cancel_all(pending)
+            return
+        # Answer what was sent before the violation or the idle timeout, then close.
+        pending.put_nowait(None)
+        try:
+            async with deadline(_DRAIN_S):
+                await writer
+        except TimeoutError:
+            writer.cancel()
+            _cancel_all(pending)
+        with contextlib.suppress(RuntimeError, OSError):  # already gone
+            await websocket.close(code=close.code, reason=close.reason[:_MAX_REASON])
+
+    async def _read(
+        self,
+        websocket: WebSocket,
+        name: str,
+        explore: bool,
+        pending: Pending,
+        slots: asyncio.Semaphore,
+        writer: asyncio.Future[None],
+    ) -> _Close | None:
+        """Read until the client leaves (``None``) or the session must close (why).
+
+        With ``window`` answers outstanding the reader waits for a slot before reading on:
+        the socket's buffers then fill and TCP stops the client, so a client that sends
+        without reading costs the server a window of messages, not its memory.
+        """
+        idle = self.cfg.idle_timeout_s
+        while True:
+            try:
+                async with deadline(idle):
+                    message = await websocket.receive()
+            except TimeoutError:
+                return _Close(wire.CloseCode.NORMAL, f"idle for {idle:g} s")
+            if message["type"] == "websocket.disconnect":
+                return None
+            await slots.acquire()
+            job = self._job(name, message, explore)
+            if isinstance(job, _Close):
+                return job
+            if writer.done():  # sending failed: the client is gone
+                job.cancel()
+                return None
+            pending.put_nowait(job)
+
+    def _job(self, name: str, message: Message, explore: bool) -> Job | _Close:
+        """The answer to ``message`` as a running task, or why the session must close."""
+        text, data = message.get("text"), message.get("bytes")
+        limit = self.api.cfg.max_body_bytes
+        if text is not None:
+            # A character is 1-4 bytes: count the bytes only when the text could be too long.
+            size = len(text) if len(text) * 4 <= limit else len(text.encode("utf-8"))
+            if size > limit:
+                return _Close(wire.CloseCode.TOO_BIG, f"message of {size} bytes; at most {limit}")
+            return asyncio.ensure_future(self._answer_text(name, text))
+        body = data or b""
+        if len(body) > limit:
+            return _Close(wire.CloseCode.TOO_BIG, f"message of {len(body)} bytes; at most {limit}")
+        return asyncio.ensure_future(self._answer_npy(name, body, explore))
+
+    async def _infer(
+        self, runtime: PolicyRuntime, leaves: list[np.ndarray], explore: bool, seed: int | None
+    ) -> ActionBatch:
+        self.api.active += 1  # the batcher's load signal, as for HTTP requests
+        try:
+            if self.cfg.message_timeout_s is None:
+                return await self.run(runtime, leaves, explore, seed)
+            try:
+                return await asyncio.wait_for(
+                    self.run(runtime, leaves, explore, seed), self.cfg.message_timeout_s
+                )
+            except TimeoutError:
+                raise ApiError(
+                    408, f"no answer within {self.cfg.message_timeout_s:g} s; retry"
+                ) from None
+        finally:
+            self.api.active -= 1
+
+    def _observe(self, name: str, runtime: PolicyRuntime | None, status: int) -> None:
+        if self.observer is not None:
+            self.observer(name, runtime.version if runtime else "unknown", status)
+
+    async def _answer_text(self, name: str, text: str) -> tuple[str, str]:
+        ident: Scalar = None
+        runtime = None
+        try:
+            try:
+                data = decode_json(text)
+            except DecodeError as err:
+                raise ApiError(err.status, err.message) from None
+            if not isinstance(data, dict):
+                raise ApiError(422, "message: expected a JSON object")
+            ident = data.get("id")
+            if not isinstance(ident, Scalar):
+                ident = None
+                raise ApiError(422, "id: expected a string, a number, a boolean or null")
+            batch = "observations" in data
+            model = SessionActionsMessage if batch else SessionActionMessage
+            req = validate_request(model, data, text)
+            runtime = self.api.runtime(name)
+            answer = await (self._batch(runtime, req) if batch else self._single(runtime, req))
+            answer["id"] = ident
+        except ApiError as err:
+            self._observe(name, runtime, err.status)
+            return "text", _error(ident, err)
+        self._observe(name, runtime, 200)
+        return "text", _dumps(answer)
+
+    async def _single(self, runtime: PolicyRuntime, req: SessionActionMessage) -> dict[str, Any]:
+        try:
+            leaves = observations_to_leaves(runtime.observation_space, [req.observation])
+        except ObservationError as err:
+            raise ApiError(422, str(err).replace("observations[0]", "observation")) from None
+        result = await self._infer(runtime, leaves, req.explore, req.seed)
+        answer: dict[str, Any] = {
+            "id": None,
+            "action": actions_to_json(runtime.action_space, result.actions)[0],
+            "policy": runtime.name,
+            "version": runtime.version,
+        }
+        if req.return_dist_inputs:
+            answer["action_dist_inputs"] = result.action_dist_inputs[0].tolist()
+        return answer
+
+    async def _batch(self, runtime: PolicyRuntime, req: SessionActionsMessage) -> dict[str, Any]:
+        max_rows = self.api.cfg.max_rows
+        if len(req.observations) > max_rows:
+            raise ApiError(413, f"{len(req.observations)} observations exceed max_rows={max_rows}")
+        try:
+            leaves = observations_to_leaves(runtime.observation_space, req.observations)
+        except ObservationError as err:
+            raise ApiError(422, str(err)) from None
+        result = await self._infer(runtime, leaves, req.explore, req.seed)
+        answer: dict[str, Any] = {
+            "id": None,
+            "actions": actions_to_json(runtime.action_space, result.actions),
+            "policy": runtime.name,
+            "version": runtime.version,
+        }
+        if req.return_dist_inputs:
+            answer["action_dist_inputs"] = result.action_dist_inputs.tolist()
+        return answer
+
+    async def _answer_npy(self, name: str, body: bytes, explore: bool) -> tuple[str, Any]:
+        runtime = None
+        try:
+            runtime = self.api.runtime(name)
+            leaves, single = self._npy_leaves(runtime, body)
+            result = await self._infer(runtime, leaves, explore, None)
+        except ApiError as err:
+            self._observe(name, runtime, err.status)
+            return "text", _error(None, err)
+        self._observe(name, runtime, 200)
+        return "bytes", _npy(result.actions[0] if single else result.actions)
+
+    def _npy_leaves(self, runtime: PolicyRuntime, body: bytes) -> tuple[list[np.ndarray], bool]:
+        """The leaves of a ``.npy`` message, and whether it held a single observation."""
+        leaves = flatten_leaves(runtime.observation_space)
+        if len(leaves) != 1:
+            raise ApiError(
+                415, f"{wire.NPY} messages need a single-array observation space; send JSON"
+            )
+        try:
+            # Rows are counted below: a single observation's first axis is not a row count,
+            # and the body's length bounds the shape a header may declare.
+            array = decode_npy(body, max(len(body), 1))
+        except DecodeError as err:
+            raise ApiError(err.status, err.message) from None
+        single = array.ndim == len(leaves[0][1].shape or ())
+        if single:
+            array = array[None]
+        max_rows = self.api.cfg.max_rows
+        if array.shape[0] > max_rows:
+            raise ApiError(413, f"expected 1..{max_rows} rows, got shape {tuple(array.shape)}")
+        try:
+            return array_to_leaves(runtime.observation_space, array), single
+        except ObservationError as err:
+            raise ApiError(422, str(err)) from None
+
+
+async def _write(websocket: WebSocket, pending: Pending, slots: asyncio.Semaphore) -> None:
+    """Send each answer as soon as it and every earlier one are ready."""
+    while True:
+        job = await pending.get()
+        if job is None:
+            return
+        try:
+            kind, payload = await job
+        except Exception:  # a bug, not a bad message: say so on the socket, keep the session
+            logger.exception("session message failed")
+            kind, payload = "text", _error(None, ApiError(500, "internal error"))
+        try:
+            await websocket.send({"type": "websocket.send", kind: payload})
+        except (RuntimeError, OSError):  # the client is gone
+            slots.release()  # a reader waiting for a slot wakes, sees this task done, leaves
+            return
+        slots.release()
+
+
+def _cancel_all(pending: Pending) -> None:
+    while not pending.empty():
+        job = pending.get_nowait()
+        if job is not None:
+            job.cancel()
+
+
+async def _refuse(websocket: WebSocket, err: ApiError) -> None:
+    """Answer the handshake with ``err`` as an HTTP response (no upgrade)."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(error_response(err))
+    else:  # a server without the denial extension: a bare 403 is all it can send
+        await websocket.close(code=1008, reason=err.message[:120])
