@@ -31,7 +31,9 @@ around the bundled binary that rewrites Ray's file with ``sed`` before ``exec``-
   :attr:`IngressLimits.honour_timeout_header` is set. Known limit: with ``ingress="proxy"``
   Serve's proxy actor reads the header and Ray offers no way to strip it, and a client that
   reaches a replica's direct-ingress port (127.0.0.1 only) bypasses HAProxy; put a proxy that
-  strips it in front if untrusted local clients matter.
+  strips it in front if untrusted local clients matter. A WebSocket handshake on a
+  ``.../session`` path gets the header set to ``0``: a session is one Serve request for its
+  whole life, so Serve's timeout would cut it; sessions time each message instead.
 
 The environment must be in place before Ray starts (Ray reads it at import time in every
 process it spawns): :func:`ingress_environment` is for callers that start Ray themselves, such
@@ -48,6 +50,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from serving import wire
 
 __all__ = [
     "CLIENT_IDLE_TIMEOUT_S",
@@ -248,6 +252,12 @@ def _rules(
     ]
     if not limits.honour_timeout_header:
         frontend.append(f"http-request del-header {TIMEOUT_HEADER}")
+    # A WebSocket session is one Serve request for its whole life: Serve's request timeout
+    # would cut it. Sessions enforce a deadline per message instead (serving.sessions).
+    frontend.append(
+        f"http-request set-header {TIMEOUT_HEADER} 0 "
+        f"if {{ path_end /{wire.SESSION} }} {{ req.hdr(upgrade) -i websocket }}"
+    )
     expressions.append(_append_after("frontend http_frontend", frontend))
     backend = ["option http-buffer-request"]
     if limits.max_queued_requests >= 0:

@@ -56,7 +56,8 @@ def command(
         float, typer.Option(help="How long a batch waits for more requests.")
     ] = 2.0,
     request_timeout_s: Annotated[
-        float | None, typer.Option(help="Answer 408 to requests not done in this time.")
+        float | None,
+        typer.Option(help="Answer 408 to requests (and session messages) not done in this time."),
     ] = None,
     max_ongoing_requests: Annotated[
         int,
@@ -71,6 +72,17 @@ def command(
             "Retry-After (default: sized from --max-ongoing-requests; -1: unbounded)."
         ),
     ] = None,
+    max_sessions: Annotated[
+        int,
+        typer.Option(
+            help="WebSocket sessions a replica holds at once (/v1/policies/NAME/session); each "
+            "holds a request slot for its life, on top of --max-ongoing-requests. Beyond it a "
+            "handshake is answered 503 with Retry-After."
+        ),
+    ] = 256,
+    session_idle_timeout_s: Annotated[
+        float, typer.Option(help="Close a session that sends nothing for this long.")
+    ] = 30.0,
     ingress: Annotated[
         str,
         typer.Option(
@@ -104,7 +116,7 @@ def command(
     ] = None,
     log_level: LogLevel = None,
 ) -> None:
-    """Serve exported policies over HTTP until Ctrl-C."""
+    """Serve exported policies over HTTP (and WebSocket sessions) until Ctrl-C."""
     from rlserve.jobs.config_file import run_config_file
     from rlserve.jobs.service import (
         ServiceOptions,
@@ -147,6 +159,8 @@ def command(
                 request_timeout_s=request_timeout_s,
                 max_ongoing_requests=max_ongoing_requests,
                 max_queued_requests=max_queued_requests,
+                max_sessions=max_sessions,
+                session_idle_timeout_s=session_idle_timeout_s,
                 ingress=ingress,
                 address=address,
                 metrics_port=metrics_port,

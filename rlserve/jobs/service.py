@@ -85,6 +85,8 @@ class ServiceOptions:
     max_ongoing_requests: int = 256
     max_queued_requests: int | None = None
     """Requests queued per replica before 503; ``None``: the app's default, ``-1``: unbounded."""
+    max_sessions: int = 256
+    session_idle_timeout_s: float = 30.0
     ingress: str = "haproxy"
     address: str | None = None
     metrics_port: int | None = None
@@ -228,15 +230,22 @@ def _app_args(options: ServiceOptions) -> Any:
             max_batch_size=options.max_batch_size,
             max_ongoing_requests=options.max_ongoing_requests,
             **queued,
+            max_sessions=options.max_sessions,
+            session_idle_timeout_s=options.session_idle_timeout_s,
+            # Serve's request timeout cannot apply to a session (it would end it): sessions
+            # time each message against it instead.
+            message_timeout_s=options.request_timeout_s,
             batch_wait_timeout_s=options.batch_wait_ms / 1000.0,
             **options.extra,
         )
     except ValidationError as err:
         first = err.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "arguments"
-        flag = {"num_replicas": "replicas", "batch_wait_timeout_s": "batch-wait-ms"}.get(
-            field, field
-        )
+        flag = {
+            "num_replicas": "replicas",
+            "batch_wait_timeout_s": "batch-wait-ms",
+            "message_timeout_s": "request-timeout-s",
+        }.get(field, field)
         raise ServiceError(f"--{flag.replace('_', '-')}: {first['msg']}") from None
 
 

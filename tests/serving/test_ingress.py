@@ -126,7 +126,11 @@ def test_haproxy_bounds_slow_clients_and_the_replicas_queue(tmp_path: Path) -> N
     unbounded = _rewritten(tmp_path, IngressLimits(max_queued_requests=-1, retry_after_s=2.5))
     assert "avg_queue" not in unbounded and "hdr Retry-After 3 if { status 503 }" in unbounded
     honoured = _rewritten(tmp_path, IngressLimits(honour_timeout_header=True))
-    assert TIMEOUT_HEADER not in honoured
+    assert f"del-header {TIMEOUT_HEADER}" not in honoured
+    # A session handshake switches Serve's request timeout off (sessions time each message),
+    # after the client's own header was deleted.
+    session_rule = f"set-header {TIMEOUT_HEADER} 0 if {{ path_end /session }}"
+    assert frontend.index(f"del-header {TIMEOUT_HEADER}") < frontend.index(session_rule)
 
 
 def test_haproxys_own_errors_are_json_and_never_500(tmp_path: Path) -> None:

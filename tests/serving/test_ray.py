@@ -13,6 +13,7 @@ import pytest
 
 from exporters import ArtifactError, export_checkpoint, load_artifact
 from serving import AppArgs, PolicyClient, build_app, play_episodes, wire
+from serving.session_client import PolicySession
 from tests.helpers.policies import TinyPolicies
 
 pytestmark = pytest.mark.integration
@@ -142,13 +143,20 @@ def test_hot_reload_swaps_versions_without_dropping_requests(
 
     thread = threading.Thread(target=hammer)
     thread.start()
+    session = PolicySession(served, "cartpole")  # a WebSocket session open across the reload
     try:
+        assert session.compute_action(OBS).version == old
         serve.run(build_app(_args(artifacts[1])), name="rlserve", route_prefix="/")
         with httpx.Client(base_url=served, timeout=30) as client:
             for _ in range(50):
                 if client.get(wire.policy_path("cartpole")).json()["version"] == new:
                     break
+        # Messages after the reload get the new version's answers: on the same connection
+        # when Serve reconfigures the replica in place, after a reconnect when it replaces it
+        # (Serve ends the old replica, and its sessions, after the graceful-shutdown timeout).
+        assert session.compute_action(OBS).version == new
     finally:
+        session.close()
         stop.set()
         thread.join()
     assert {status for status, _ in seen} == {200}, seen[-5:]
