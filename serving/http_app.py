@@ -53,7 +53,7 @@ from serving.openapi import (
 )
 from serving.registry import PolicyRegistry
 from serving.runtime import ActionBatch, PolicyRuntime
-from serving.sessions import SessionServer, SessionSettings
+from serving.sessions import PROTOCOL_DESCRIPTION, SessionServer, SessionSettings
 
 __all__ = [
     "ApiError",
@@ -262,6 +262,7 @@ def create_app(
     app = FastAPI(
         title="rlserve",
         summary="Batched compute_action for exported RL policies.",
+        description=PROTOCOL_DESCRIPTION,
         # FastAPI's own OpenTelemetry hooks check the global providers on every request
         # (~7 us, nearly an inference call); rlserve's metrics go through Ray Serve's.
         telemetry={"tracing": False, "metrics": False, "logs": False},

@@ -247,9 +247,10 @@ class PolicySession:
 
     def send(self, frame: Frame) -> None:
         """Send one message (a JSON text or ``.npy`` bytes) without waiting for its answer."""
+        connection = self._connection()  # a reopened one has resent what was outstanding
         self._protocol.outstanding.append(frame)
         try:
-            self._connection().send(frame)
+            connection.send(frame)
         except ConnectionClosed:
             self._reconnect()  # the next receive reopens and resends
 
@@ -417,9 +418,10 @@ class AsyncPolicySession:
 
     async def send(self, frame: Frame) -> None:
         """Send one message without waiting for its answer."""
+        connection = await self._connection()
         self._protocol.outstanding.append(frame)
         try:
-            await (await self._connection()).send(frame)
+            await connection.send(frame)
         except ConnectionClosed:
             self._reconnect()
 

@@ -69,9 +69,38 @@ from serving.observations import (
 )
 from serving.runtime import ActionBatch, PolicyRuntime
 
-__all__ = ["SessionActionMessage", "SessionActionsMessage", "SessionServer", "SessionSettings"]
+__all__ = [
+    "PROTOCOL_DESCRIPTION",
+    "SessionActionMessage",
+    "SessionActionsMessage",
+    "SessionServer",
+    "SessionSettings",
+]
 
 logger = logging.getLogger(__name__)
+
+PROTOCOL_DESCRIPTION = f"""
+## WebSocket sessions ({wire.SESSION_PROTOCOL})
+
+`ws://HOST:PORT{wire.SESSION_ROUTE}`: one connection for many observations (OpenAPI cannot
+describe WebSockets, so it is described here). The bearer token goes on the handshake
+(`Authorization` header). Refusals come before the upgrade as HTTP answers: 401 (token), 404
+(policy), 422 (query parameter), 503 with `Retry-After` when the replica holds its limit of
+sessions.
+
+- Text frame: `{{"id": <optional JSON scalar>, "observation": ..., "explore": false,
+  "seed": null, "return_dist_inputs": false}}` → `{{"id", "action", "policy", "version"}}`;
+  with `"observations": [...]` → `{{"id", "actions", ...}}`. Fields and checks as for
+  `compute_action` / `compute_actions`.
+- Binary frame: one `.npy` array (no pickles), a single observation or a batch → one `.npy`
+  action or batch of actions; `?explore=true` on the handshake makes these sample.
+- Answers come in the order the messages were sent; up to a window of messages may be sent
+  before reading (then the server stops reading the socket).
+- A bad message is answered `{{"id", "error": {{"status", "detail"}}}}` with the status and
+  detail the HTTP routes would give; the session stays open. Close codes: 1009 (message too
+  big), 1007 (text not UTF-8), 1000 (idle timeout).
+"""
+"""The protocol's summary in the OpenAPI document's description."""
 
 Scalar = str | int | float | bool | None
 Job = asyncio.Future[tuple[str, Any]]

@@ -40,6 +40,14 @@ def command(
         str | None, typer.Option(help="Served policy name (URL source; default: the first).")
     ] = None,
     token: Annotated[str | None, typer.Option(help="Bearer token (URL source).")] = None,
+    session: Annotated[
+        bool,
+        typer.Option(
+            "--session/--no-session",
+            help="URL source: play over one WebSocket session per worker instead of an HTTP "
+            "request per step.",
+        ),
+    ] = False,
     output: Annotated[
         str | None, typer.Option("--output", "-o", help="Also write the JSON report here.")
     ] = None,
@@ -75,6 +83,7 @@ def command(
             max_episode_steps=max_episode_steps,
             policy=policy,
             token=token,
+            session=session,
             min_return=min_return,
             output=output,
         )

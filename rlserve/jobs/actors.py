@@ -92,7 +92,30 @@ class _UrlActor:
         self.client.close()
 
 
+class _SessionActor:
+    """A served policy over one WebSocket session (``rlserve evaluate URL --session``)."""
+
+    def __init__(self, source: PolicySource) -> None:
+        from serving.session_client import PolicySession
+
+        self.url = source.location
+        self.session = PolicySession(source.location, str(source.policy), token=source.token)
+
+    def act(self, obs: Any, *, explore: bool, seed: int) -> Any:
+        from serving.answers import PolicyError
+
+        try:
+            return self.session.compute_action(obs, explore=explore, seed=seed).action
+        except PolicyError as err:
+            raise EvaluationError(f"policy service {self.url} (session): {err}") from None
+
+    def close(self) -> None:
+        self.session.close()
+
+
 def _make_actor(source: PolicySource) -> _Actor:
+    if source.kind == "url" and source.session:
+        return _SessionActor(source)
     factories: dict[str, Callable[[PolicySource], _Actor]] = {
         "checkpoint": _CheckpointActor,
         "artifact": _ArtifactActor,

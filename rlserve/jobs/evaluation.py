@@ -2,15 +2,17 @@
 
 The policy comes from a checkpoint directory (training's hash-verified loader, torch), an
 artifact directory (``exporters.load_artifact`` + onnxruntime, nothing unpickled) or the URL of a
-running service (``serving.PolicyClient``). Episode ``i`` resets the env with ``seed + i`` and
-exploratory actions are seeded per step (``episode_seed * 100_003 + step``, as
-:func:`serving.play_episodes` does), so the per-episode results do not depend on how the
-episodes are spread over workers. ``num_workers=0`` plays in this process without Ray; more
-run contiguous chunks of the seeds as Ray tasks (one CPU each), each loading the policy itself.
+running service (``serving.PolicyClient``, or ``serving.PolicySession`` with ``--session``).
+Episode ``i`` resets the env with ``seed + i`` and exploratory actions are seeded per step
+(``episode_seed * 100_003 + step``, as :func:`serving.play_episodes` does), so the per-episode
+results do not depend on how the episodes are spread over workers. ``num_workers=0`` plays in
+this process without Ray; more run contiguous chunks of the seeds as Ray tasks (one CPU each),
+each loading the policy itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -83,6 +85,7 @@ class EvaluationReport:
             "source": {
                 "kind": self.source.kind,
                 "location": self.source.location,
+                "session": self.source.session,
                 "policy": self.source.policy,
                 "algorithm": self.source.algorithm,
                 "version": self.source.version,
@@ -199,6 +202,8 @@ def run_evaluation(options: EvaluationOptions) -> EvaluationReport:
     """
     options.validate()
     source = open_source(options.source, policy=options.policy, token=options.token)
+    if options.session:  # checked by validate(): a URL source
+        source = dataclasses.replace(source, session=True)
     env, env_from = _env_for(options, source)
     _check_spaces(env, source)
     seeds = episode_seeds(options.seed, options.episodes)

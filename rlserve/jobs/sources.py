@@ -42,6 +42,8 @@ class EvaluationOptions:
     token: str | None = field(default=None, repr=False)
     min_return: float | None = None
     output: str | None = None
+    session: bool = False
+    """URL source: play over a WebSocket session per worker, not an HTTP request per step."""
 
     def validate(self) -> None:
         """Check option values before anything is loaded.
@@ -61,6 +63,8 @@ class EvaluationOptions:
             raise EvaluationError(f"--min-return must be a finite number, got {self.min_return}")
         if not _is_url(self.source) and (self.policy is not None or self.token is not None):
             raise EvaluationError("--policy and --token apply only to an http(s):// URL source")
+        if not _is_url(self.source) and self.session:
+            raise EvaluationError("--session applies only to an http(s):// URL source")
         if self.output is not None:
             out = Path(self.output)
             if out.is_dir():
@@ -84,6 +88,8 @@ class PolicySource:
     policy: str | None = None
     token: str | None = field(default=None, repr=False)
     iteration: int | None = None
+    session: bool = False
+    """URL source: actions over a WebSocket session instead of one HTTP request each."""
 
     def describe(self) -> str:
         """One line naming the source, e.g. ``artifact a/b (PPO, version 6d4f...)``."""
@@ -91,7 +97,8 @@ class PolicySource:
         details = [self.algorithm]
         details += [f"version {self.version}"] if self.version else []
         details += [f"iteration {self.iteration}"] if self.iteration is not None else []
-        return f"{self.kind} {self.location}{name} ({', '.join(details)})"
+        over = " over a session" if self.session else ""
+        return f"{self.kind} {self.location}{name}{over} ({', '.join(details)})"
 
 
 def _is_url(source: str) -> bool:

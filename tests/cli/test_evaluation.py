@@ -123,6 +123,7 @@ def test_report_json_and_gate() -> None:
         ({"max_episode_steps": 0}, "--max-episode-steps must be >= 1"),
         ({"min_return": float("nan")}, "--min-return must be a finite number"),
         ({"policy": "p"}, r"--policy and --token apply only to an http\(s\)://"),
+        ({"session": True}, r"--session applies only to an http\(s\)://"),
         ({"output": "/no/such/dir/report.json"}, "directory /no/such/dir does not exist"),
     ],
 )
@@ -345,6 +346,10 @@ def test_a_served_url_plays_the_same_episodes_as_the_artifact(
     assert data["source"]["kind"] == "url"
     assert data["source"]["policy"] == "cartpole"
     assert data["source"]["version"] == json.loads(local.stdout)["source"]["version"]
+    args = [served_url, "--env", "CartPole-v1", "--token", TOKEN, "--session", *common]
+    over_session = evaluate(*args)
+    assert returns(over_session) == returns(local)
+    assert json.loads(over_session.stdout)["source"]["session"] is True
 
 
 @pytest.mark.integration

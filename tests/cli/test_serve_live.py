@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from rlserve.jobs.service import free_port
-from serving import PolicyClient
+from serving import PolicyClient, PolicySession
 from serving.client import AuthenticationError, BadRequestError
 from tests.helpers.serve_process import serving
 
@@ -145,24 +145,38 @@ def test_metrics_are_exported_to_prometheus(service: Service) -> None:
     with PolicyClient(url, token=TOKEN) as client:
         for _ in range(3):
             client.compute_action("cartpole", OBS)
+    session = PolicySession(url, "cartpole", token=TOKEN)  # open while the metrics are read
+    for _ in range(3):
+        session.compute_action(OBS)  # session messages count as requests too
     deadline = time.monotonic() + 60
-    text, served = "", []
-    while time.monotonic() < deadline:
-        try:  # Ray's metrics agent starts a few seconds after Serve answers
-            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
-        except httpx.ConnectError:
+    text, served, sessions = "", [], []
+    try:
+        while time.monotonic() < deadline:
+            try:  # Ray's metrics agent starts a few seconds after Serve answers
+                text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+            except httpx.ConnectError:
+                time.sleep(0.5)
+                continue
+            lines = text.splitlines()
+            served = [
+                line
+                for line in lines
+                if line.startswith("ray_rlserve_requests") and 'status="200"' in line
+            ]
+            sessions = [line for line in lines if line.startswith("ray_rlserve_sessions_open")]
+            if (
+                served
+                and float(served[0].rsplit(" ", 1)[1]) >= 6
+                and sessions
+                and float(sessions[0].rsplit(" ", 1)[1]) == 1
+            ):
+                break
             time.sleep(0.5)
-            continue
-        served = [
-            line
-            for line in text.splitlines()
-            if line.startswith("ray_rlserve_requests") and 'status="200"' in line
-        ]
-        if served and float(served[0].rsplit(" ", 1)[1]) >= 3:
-            break
-        time.sleep(0.5)
-    else:
-        raise AssertionError(f"no rlserve_requests with status 200 in {text[-3000:]}")
+        else:
+            raise AssertionError(f"no rlserve_requests / sessions_open in {text[-3000:]}")
+    finally:
+        session.close()
+    assert 'policy="cartpole"' in sessions[0]
     assert 'policy="cartpole"' in served[0]
     assert "ray_rlserve_batch_requests_bucket" in text
     latency = [line for line in text.splitlines() if "rlserve_inference_latency_ms_count" in line]

@@ -21,7 +21,7 @@ TOKEN = "s3cret-token"
 
 @pytest.fixture(scope="module")
 def served_url(cartpole_artifact: Path) -> Iterator[str]:
-    """The artifact behind the HTTP app, on uvicorn in a thread (no Ray Serve)."""
+    """The artifact behind the HTTP app and its sessions, on uvicorn in a thread (no Serve)."""
     import uvicorn
 
     from serving import PolicyRegistry, ServingSettings, create_app
@@ -30,7 +30,7 @@ def served_url(cartpole_artifact: Path) -> Iterator[str]:
     api = create_app(registry, ServingSettings(token=TOKEN))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(api, log_level="warning", ws="none", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(api, log_level="critical", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

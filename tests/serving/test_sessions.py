@@ -112,6 +112,27 @@ def test_a_bad_handshake_is_refused_before_the_upgrade(
     assert "detail" in json.loads(bytes(refused.value.response.body or b""))
 
 
+def test_a_session_opened_by_its_first_message_sends_it_once(server: Server) -> None:
+    observations = [[0.01 * i, 0.0, 0.0, 0.0] for i in range(6)]
+    with httpx.Client(base_url=server.http, headers=AUTH) as http:
+        expected = [
+            http.post(
+                wire.action_path("cartpole"),
+                json={"observation": obs, "explore": True, "seed": seed},
+            ).json()["action"]
+            for seed, obs in enumerate(observations)
+        ]
+    session = PolicySession(server.http, "cartpole", token=TOKEN)  # not connected yet
+    try:
+        got = [
+            session.compute_action(obs, explore=True, seed=seed).action
+            for seed, obs in enumerate(observations)
+        ]
+    finally:
+        session.close()
+    assert got == expected
+
+
 def test_the_clients_raise_typed_errors_for_refusals_at_once(server: Server) -> None:
     with pytest.raises(AuthenticationError):
         PolicySession(server.http, "cartpole").connect()
