@@ -329,10 +329,14 @@ def ingress_environment(
         {
             "RAY_SERVE_ENABLE_HA_PROXY": "1",
             # Ray's default of 4 threads fights the replicas for cores on small machines.
-            "RAY_SERVE_HAPROXY_NBTHREAD": str(max(1, min(4, (os.cpu_count() or 1) // 4))),
+            # Both knobs keep a value set in the environment (to measure or tune them).
+            "RAY_SERVE_HAPROXY_NBTHREAD": os.environ.get("RAY_SERVE_HAPROXY_NBTHREAD")
+            or str(max(1, min(4, (os.cpu_count() or 1) // 4))),
             # Serve's per-request ingress metrics are parsed from HAProxy log datagrams by a
             # Python actor (~10% of a core at 2,000 req/s); rlserve counts requests itself.
-            "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+            "RAY_SERVE_HAPROXY_METRICS_ENABLED": os.environ.get(
+                "RAY_SERVE_HAPROXY_METRICS_ENABLED", "0"
+            ),
             # A client connection that sends nothing for this long is closed (Ray's default,
             # an hour, lets idle connections pile up to HAProxy's maxconn).
             "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(CLIENT_IDLE_TIMEOUT_S),

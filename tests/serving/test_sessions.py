@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
@@ -238,7 +239,7 @@ def test_bad_npy_messages_are_answered_on_the_socket(server: Server) -> None:
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     st.recursive(
@@ -260,6 +261,28 @@ def test_fuzzed_messages_get_an_answer_or_a_4xx_and_never_close_the_session(
         else:
             assert answer["action"] in (0, 1)
         ws.send(json.dumps({"observation": OBS}))  # still open and answering
+        assert "action" in json.loads(ws.recv())
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.binary(max_size=300)
+    | hnp.arrays(
+        st.sampled_from([np.float32, np.float64, np.int64, np.uint8, np.bool_]),
+        hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5),
+    ).map(npy)
+)
+def test_fuzzed_binary_frames_get_an_answer_or_a_4xx(server: Server, frame: bytes) -> None:
+    with connect(server.ws, additional_headers=AUTH) as ws:
+        ws.send(frame)
+        answer = ws.recv()
+        if isinstance(answer, str):
+            assert 400 <= json.loads(answer)["error"]["status"] < 500, answer
+        else:
+            assert np.load(io.BytesIO(answer)).size >= 1
+        ws.send(json.dumps({"observation": OBS}))
         assert "action" in json.loads(ws.recv())
 
 
