@@ -5,7 +5,8 @@ pydantic model, so ``key=value`` arguments are validated), and so does a ``serve
 
 Concurrent requests are validated one by one at the edge, then combined by ``@serve.batch`` into
 one inference call per policy (rows beyond the artifact's ``max_batch_size`` are split and the
-results merged). ``max_ongoing_requests`` is raised to at least ``max_batch_size`` automatically:
+results merged); WebSocket session messages by :class:`serving.batching.Coalescer`, without a
+batch-wait timer. ``max_ongoing_requests`` is raised to at least ``max_batch_size`` automatically:
 Serve never forms a batch larger than it (ray-project/ray#43288).
 """
 
@@ -24,6 +25,7 @@ from ray.serve import Application, metrics
 from ray.serve.config import BackpressureConfig
 
 from exporters import load_artifact
+from serving.batching import Coalescer, compute_batch
 from serving.http_app import PolicyApi, ServingSettings, create_app
 from serving.ingress import IngressLimits
 from serving.registry import PolicyRegistry
@@ -255,7 +257,12 @@ class PolicyDeployment:
             message_timeout_s=self.args.message_timeout_s,
         )
         app = create_app(
-            self.registry, settings, infer=self._infer, observer=self._observe, sessions=sessions
+            self.registry,
+            settings,
+            infer=self._infer,
+            observer=self._observe,
+            sessions=sessions,
+            session_infer=Coalescer(self.args.max_batch_size, self._record_call),
         )
         self._api = app.state.api
         self._sessions = app.state.sessions
@@ -312,30 +319,7 @@ class PolicyDeployment:
         self, items: list[tuple[PolicyRuntime, list[np.ndarray], bool, int | None]]
     ) -> list[ActionBatch]:
         """One graph call per policy for all queued requests, then per-request sampling."""
-        results: list[ActionBatch | None] = [None] * len(items)
-        by_policy: dict[int, list[int]] = {}
-        for index, (runtime, _, _, _) in enumerate(items):
-            by_policy.setdefault(id(runtime), []).append(index)
-        for indices in by_policy.values():
-            runtime = items[indices[0]][0]
-            leaves = [
-                np.concatenate([items[i][1][leaf] for i in indices])
-                for leaf in range(len(items[indices[0]][1]))
-            ]
-            start = time.perf_counter()
-            dist_inputs, actions = runtime.run_graph(leaves)
-            self._record_call(runtime, start, len(indices))
-            offset = 0
-            for i in indices:
-                rows = items[i][1][0].shape[0]
-                part = slice(offset, offset + rows)
-                offset += rows
-                _, _, explore, seed = items[i]
-                batch_actions = actions[part]
-                if explore:
-                    batch_actions = runtime.sample(dist_inputs[part], batch_actions, seed)
-                results[i] = ActionBatch(batch_actions, dist_inputs[part], len(indices))
-        return [r for r in results if r is not None]
+        return compute_batch(items, self._record_call)
 
 
 def build_app(args: AppArgs | dict[str, Any]) -> Application:

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from serving import wire
+from serving.batching import Coalescer
 from serving.decoding import DecodeError, decode_npy
 from serving.http_edge import (
     ApiError,
@@ -246,6 +247,7 @@ def create_app(
     infer: Infer | None = None,
     observer: Observer | None = None,
     sessions: SessionSettings | None = None,
+    session_infer: Infer | None = None,
 ) -> FastAPI:
     """Build the FastAPI app around a policy registry.
 
@@ -257,6 +259,8 @@ def create_app(
         observer: Called with ``(policy, version, status)`` for every policy request and
             session message (metrics).
         sessions: Limits of the WebSocket sessions (:mod:`serving.sessions`).
+        session_infer: How session messages reach the model (default: a
+            :class:`~serving.batching.Coalescer`, which batches what arrives together).
     """
     api = PolicyApi(registry, settings or ServingSettings(), infer or _direct_infer)
     app = FastAPI(
@@ -334,7 +338,9 @@ def create_app(
         responses=compute_responses(npy=True),
         openapi_extra=_body_schema(ComputeActionsRequest, npy=True) | npy_body(),
     )
-    session_server = SessionServer(api, sessions or SessionSettings(), api.run, observer)
+    session_server = SessionServer(
+        api, sessions or SessionSettings(), session_infer or Coalescer(), observer
+    )
     app.add_api_websocket_route(wire.SESSION_ROUTE, session_server.serve, name="session")
     if api.cfg.token is not None:
         _document_bearer(app)

@@ -65,9 +65,8 @@ class Server:
 
 def serve(artifact: Path, sessions: SessionSettings, infer: Any = None, **limits: Any) -> Server:
     registry = PolicyRegistry.from_paths({"cartpole": artifact})
-    return Server(
-        create_app(registry, ServingSettings(token=TOKEN, **limits), infer=infer, sessions=sessions)
-    )
+    settings = ServingSettings(token=TOKEN, **limits)
+    return Server(create_app(registry, settings, sessions=sessions, session_infer=infer))
 
 
 @pytest.fixture(scope="module")
