@@ -148,32 +148,40 @@ class AppArgs(ReplicaSettings):
             paths[self.name] = self.artifact
         return paths
 
-    def ongoing_requests(self) -> int:
-        """Request slots per replica: HTTP requests plus the sessions, each holding one.
+    def http_requests(self) -> int:
+        """HTTP requests a replica works on at once: Serve never batches beyond them (ray#43288)."""
+        return max(self.max_ongoing_requests, self.max_batch_size)
 
-        The HTTP share is at least ``max_batch_size``: Serve never batches beyond its slots
-        (ray#43288).
+    def ongoing_requests(self) -> int:
+        """Serve's request slots per replica: the HTTP requests plus the sessions (one each).
+
+        Behind HAProxy the two never share: HTTP requests go to a backend limited to
+        :meth:`http_requests` per replica, sessions to one of their own
+        (:mod:`serving.haproxy_sessions`). Through Serve's proxy (``ingress="proxy"``) only
+        this sum limits them, so HTTP may use slots no session holds.
         """
-        return max(self.max_ongoing_requests, self.max_batch_size) + self.max_sessions
+        return self.http_requests() + self.max_sessions
 
     def queued_requests(self) -> int:
         """The queue bound per replica that ``max_queued_requests`` stands for.
 
-        By default the queue is as long as the work in progress: a queued request then waits
-        about one more service round, so accepted requests stay within about twice the loaded
-        latency, and a burst as large as the concurrency is absorbed without a 503. Past it,
-        waiting longer would only turn a fast 503 the client can act on into a slow answer.
+        By default the queue is as long as the HTTP work in progress: a queued request then
+        waits about one more service round, so accepted requests stay within about twice the
+        loaded latency, and a burst as large as the concurrency is absorbed without a 503.
+        Past it, waiting longer would only turn a fast 503 the client can act on into a slow
+        answer.
         """
         if self.max_queued_requests is None:
-            return self.ongoing_requests()
+            return self.http_requests()
         return self.max_queued_requests
 
     def ingress_limits(self) -> IngressLimits:
         """What HAProxy enforces per replica for this application (``ingress_environment``)."""
         return IngressLimits(
-            max_ongoing_requests=self.ongoing_requests(),
+            max_ongoing_requests=self.http_requests(),
             max_queued_requests=self.queued_requests(),
             retry_after_s=self.retry_after_s,
+            max_sessions=self.max_sessions,
         )
 
     def replica_settings(self) -> dict[str, Any]:

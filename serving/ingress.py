@@ -47,6 +47,7 @@ import os
 import resource
 import shlex
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -98,24 +99,35 @@ class IngressLimits:
         retry_after_s: ``Retry-After`` on those 503s (rounded up to whole seconds).
         honour_timeout_header: Pass ``x-request-timeout-seconds`` on to Serve (off: deleted,
             so no client can shorten or switch off the service's request timeout).
+        max_sessions: WebSocket sessions per replica, in a backend of their own
+            (:mod:`serving.haproxy_sessions`); HAProxy lets a few more handshakes through so
+            that the replica answers them with its own 503.
     """
 
     max_ongoing_requests: int = 256
     max_queued_requests: int = 256
     retry_after_s: float = 1.0
     honour_timeout_header: bool = False
+    max_sessions: int = 256
+
+
+SESSION_HANDSHAKE_HEADROOM = 16
+"""Handshakes HAProxy passes to a replica beyond its ``max_sessions`` (refused there, 503)."""
 
 
 _WRAPPER = """#!/bin/sh
 # Written by rlserve (serving/ingress.py): run HAProxy on Ray's configuration, rewritten for
-# loopback listeners, slow clients and honest overload. Everything else is passed through.
+# loopback listeners, slow clients, honest overload and a backend for WebSocket sessions.
+# Everything else is passed through.
 real={real}
 previous=""
 for arg do
     shift
     if [ "$previous" = "-f" ]; then
         sed -E {sed_args} \\
-            "$arg" > "$arg.loopback" || exit 1
+            "$arg" > "$arg.rewritten" || exit 1
+        {python} -m serving.haproxy_sessions {session_maxconn} \\
+            < "$arg.rewritten" > "$arg.loopback" || exit 1
         arg="$arg.loopback"
     fi
     set -- "$@" "$arg"
@@ -314,16 +326,20 @@ def ingress_environment(
         raise ValueError(f"ingress: workdir {str(workdir)!r} must not contain spaces or quotes")
     stats, metrics = _free_port(), _free_port()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    limits = limits or IngressLimits()
     expressions = _rules(
-        workdir,
-        stats,
-        metrics,
-        limits or IngressLimits(),
-        None if hard == resource.RLIM_INFINITY else hard,
+        workdir, stats, metrics, limits, None if hard == resource.RLIM_INFINITY else hard
     )
     sed_args = " ".join("-e " + shlex.quote(expression) for expression in expressions)
     wrapper = workdir / "haproxy"
-    wrapper.write_text(_WRAPPER.format(real=shlex.quote(haproxy_binary()), sed_args=sed_args))
+    wrapper.write_text(
+        _WRAPPER.format(
+            real=shlex.quote(haproxy_binary()),
+            sed_args=sed_args,
+            python=shlex.quote(sys.executable),
+            session_maxconn=limits.max_sessions + SESSION_HANDSHAKE_HEADROOM,
+        )
+    )
     wrapper.chmod(0o700)
     env.update(
         {

@@ -43,7 +43,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -70,6 +70,9 @@ from serving.observations import (
     observations_to_leaves,
 )
 from serving.runtime import ActionBatch, PolicyRuntime
+
+if TYPE_CHECKING:  # serving.http_app builds the SessionServer: no import at run time
+    from serving.http_app import PolicyApi
 
 __all__ = [
     "PROTOCOL_DESCRIPTION",
@@ -183,7 +186,11 @@ class SessionServer:
     """
 
     def __init__(
-        self, api: Any, settings: SessionSettings, infer: Infer, observer: Observer | None
+        self,
+        api: PolicyApi,
+        settings: SessionSettings,
+        infer: Infer,
+        observer: Observer | None,
     ) -> None:
         self.api = api
         self.cfg = settings
@@ -208,11 +215,11 @@ class SessionServer:
             return
         offered = websocket.scope.get("subprotocols") or []
         protocol = wire.SESSION_PROTOCOL if wire.SESSION_PROTOCOL in offered else None
-        await websocket.accept(subprotocol=protocol)
-        self.open[name] += 1
-        if self.on_open is not None:
-            self.on_open()
+        self.open[name] += 1  # counted before the accept yields: concurrent handshakes see it
         try:
+            await websocket.accept(subprotocol=protocol)
+            if self.on_open is not None:
+                self.on_open()
             await self._loop(websocket, name, explore)
         finally:
             self.open[name] -= 1
@@ -240,7 +247,12 @@ class SessionServer:
         pending: Pending = asyncio.Queue()
         slots = asyncio.Semaphore(self.cfg.window)  # answers started and not sent yet
         writer = asyncio.ensure_future(_write(websocket, pending, slots))
-        close = await self._read(websocket, name, explore, pending, slots, writer)
+        try:
+            close = await self._read(websocket, name, explore, pending, slots, writer)
+        except BaseException:  # cancelled (the replica stops), or a bug: leave no task behind
+            writer.cancel()
+            _cancel_all(pending)
+            raise
         if close is None:  # the client went away: drop what is not answered yet
             writer.cancel()
             _cancel_all(pending)

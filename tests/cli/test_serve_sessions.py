@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import psutil
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from rlserve.jobs.service import free_port
@@ -21,6 +21,7 @@ from serving import wire
 from serving.answers import AuthenticationError, NotFoundError, OverloadedError
 from serving.session_client import PolicySession
 from tests.helpers.serve_process import serving
+from tests.serving.test_sessions import BAD_BODIES
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +30,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 OBS = [0.01, -0.02, 0.03, 0.04]
 MAX_SESSIONS = 6
 REQUEST_TIMEOUT_S = 2
+IDLE_TIMEOUT_S = 5
 
 
 class Service:
@@ -43,6 +45,7 @@ def service(cartpole_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -
     port = free_port()
     args = [str(cartpole_artifact), "--name", "cartpole", "--port", str(port), "--token", TOKEN]
     args += ["--max-sessions", str(MAX_SESSIONS), "--request-timeout-s", str(REQUEST_TIMEOUT_S)]
+    args += ["--session-idle-timeout-s", str(IDLE_TIMEOUT_S)]
     with serving(args, cwd):
         yield Service(f"http://127.0.0.1:{port}", cwd)
 
@@ -76,6 +79,43 @@ def test_a_session_outlives_the_request_timeout_and_bad_messages(service: Servic
         ws.send(buffer.getvalue())
         answer = ws.recv()
         assert isinstance(answer, bytes) and np.load(io.BytesIO(answer)).shape == ()
+
+
+@pytest.mark.parametrize("body", BAD_BODIES)
+def test_a_bad_message_gets_the_http_answer_and_the_session_goes_on(
+    service: Service, body: str
+) -> None:
+    route = wire.actions_path if '"observations"' in body else wire.action_path
+    with httpx.Client(base_url=service.url, headers=AUTH) as http:
+        answer = http.post(route("cartpole"), content=body, headers={"content-type": wire.JSON})
+    with connect(service.ws, additional_headers=AUTH) as ws:
+        ws.send(body)
+        error = json.loads(ws.recv())["error"]
+        assert error == {"status": answer.status_code, "detail": answer.json()["detail"]}
+        ws.send(json.dumps({"id": 2, "observation": OBS}))
+        assert json.loads(ws.recv())["id"] == 2
+
+
+def test_pipelined_messages_come_back_in_order_and_violations_close(service: Service) -> None:
+    with connect(service.ws, additional_headers=AUTH) as ws:
+        for i in range(200):
+            ws.send(json.dumps({"id": i, "observation": [0.01 * (i % 5), 0, 0, 0]}))
+        assert [json.loads(ws.recv())["id"] for _ in range(200)] == list(range(200))
+        ws.send(b"\xff\xfe", text=True)  # not UTF-8
+        with pytest.raises(ConnectionClosed):
+            ws.recv()
+        assert ws.close_code == wire.CloseCode.INVALID_DATA
+    with connect(service.ws, additional_headers=AUTH, max_size=None) as ws:
+        ws.send("[" + "0," * (5 * 1024 * 1024) + "0]")  # over the 8 MiB message limit
+        with pytest.raises(ConnectionClosed):
+            ws.recv()
+        assert ws.close_code == wire.CloseCode.TOO_BIG
+    with connect(service.ws, additional_headers=AUTH) as ws:
+        start = time.monotonic()
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=IDLE_TIMEOUT_S + 10)
+        assert ws.close_code == wire.CloseCode.NORMAL
+        assert IDLE_TIMEOUT_S - 0.5 <= time.monotonic() - start <= IDLE_TIMEOUT_S + 5
 
 
 def test_concurrent_sessions_are_answered_and_the_next_is_refused_fast(service: Service) -> None:

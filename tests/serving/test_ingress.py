@@ -39,10 +39,15 @@ frontend prometheus
     http-request use-service prometheus-exporter if {{ path /metrics }}
 frontend http_frontend
     bind 127.0.0.1:{http}
-    default_backend http-rlserve
+    acl is_http-rlserve path_beg /
+    use_backend http-rlserve if is_http-rlserve
+    default_backend default_backend
+backend default_backend
+    http-request return status 404 content-type text/plain string "not found"
 backend http-rlserve
     default-server fastinter 250ms check
-    server replica 127.0.0.1:30000
+    server replica 127.0.0.1:30000 check observe layer4 error-limit 3 on-error mark-down
+    server fallback 127.0.0.1:8500 check backup
 listen stats
   bind *:{stats}
   stats enable
@@ -105,6 +110,22 @@ def _rewrite(
 
 def _rewritten(tmp_path: Path, limits: IngressLimits | None = None) -> str:
     return _rewrite(tmp_path, limits)[2]
+
+
+def test_sessions_get_a_backend_of_their_own(tmp_path: Path) -> None:
+    """Sessions never take HTTP's slots: their own backend, servers tracked from the primary."""
+    rewritten = _rewritten(tmp_path, IngressLimits(max_ongoing_requests=8, max_sessions=100))
+    frontend = rewritten.split("frontend http_frontend\n", 1)[1].split("\nbackend ", 1)[0]
+    session_rule = (
+        "use_backend http-rlserve-sessions if is_http-rlserve "
+        "{ path_end /session } { req.hdr(upgrade) -i websocket }"
+    )
+    assert frontend.index(session_rule) < frontend.index("use_backend http-rlserve if")
+    sessions = rewritten.split("backend http-rlserve-sessions\n", 1)[1]
+    assert "server replica 127.0.0.1:30000 track http-rlserve/replica maxconn 116\n" in sessions
+    assert "track http-rlserve/fallback maxconn 116 backup" in sessions  # still a backup
+    assert "check maxconn 8\n" in rewritten.split("backend http-rlserve\n", 1)[1]
+    assert "default_backend-sessions" not in rewritten
 
 
 def test_haproxy_bounds_slow_clients_and_the_replicas_queue(tmp_path: Path) -> None:
