@@ -53,7 +53,7 @@ from starlette.websockets import WebSocket
 from formats.leaves import flatten_leaves
 from serving import wire
 from serving.batching import Coalescer
-from serving.decoding import DecodeError, decode_json, decode_npy
+from serving.decoding import DecodeError, count_boolean_tokens, decode_json, decode_npy
 from serving.http_edge import (
     ApiError,
     ComputeActionRequest,
@@ -151,6 +151,35 @@ class SessionActionsMessage(ComputeActionsRequest):
     """A text message asking for a batch's actions."""
 
     id: Scalar = Field(default=None, description="Echoed in the answer.")
+
+
+_ACTION_FIELDS = frozenset(SessionActionMessage.model_fields)
+_MAX_SEED = 2**63 - 1
+
+
+def _plain_action(data: dict[str, Any], text: str) -> SessionActionMessage | None:
+    """The message as a model without pydantic's pass, when it is plainly valid; else None.
+
+    The usual tick message (an observation, perhaps ``id``, ``explore``, ``seed``) is checked
+    here in a few attribute tests instead of a validation pass (a tenth of a message's cost in
+    the replica). Anything else, valid or not, goes through
+    :func:`~serving.http_edge.validate_request`, which words the errors.
+    """
+    if "observation" not in data or not _ACTION_FIELDS.issuperset(data):
+        return None
+    flags = 0
+    for key in ("explore", "return_dist_inputs"):
+        if key in data:
+            if not isinstance(data[key], bool):
+                return None
+            flags += 1
+    seed = data.get("seed")
+    if seed is not None and (type(seed) is not int or not 0 <= seed <= _MAX_SEED):
+        return None
+    flags += isinstance(data.get("id"), bool)
+    if count_boolean_tokens(text) > flags:  # perhaps a boolean in the observation: check it
+        return None
+    return SessionActionMessage.model_construct(**data)
 
 
 def _dumps(answer: dict[str, Any]) -> str:
@@ -358,11 +387,16 @@ class SessionServer:
             if not isinstance(ident, Scalar):
                 ident = None
                 raise ApiError(422, "id: expected a string, a number, a boolean or null")
-            batch = "observations" in data
-            model = SessionActionsMessage if batch else SessionActionMessage
-            req = validate_request(model, data, text)
-            runtime = self.api.runtime(name)
-            answer = await (self._batch(runtime, req) if batch else self._single(runtime, req))
+            if "observations" in data:
+                batch = validate_request(SessionActionsMessage, data, text)
+                runtime = self.api.runtime(name)
+                answer = await self._batch(runtime, batch)
+            else:
+                one = _plain_action(data, text) or validate_request(
+                    SessionActionMessage, data, text
+                )
+                runtime = self.api.runtime(name)
+                answer = await self._single(runtime, one)
             answer["id"] = ident
         except ApiError as err:
             self._observe(name, runtime, err.status)
