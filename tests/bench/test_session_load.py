@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -23,6 +20,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from rlserve.jobs.session_loadgen import run_sessions
+from tests.helpers.threaded_server import ThreadedServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SLOW_S = 0.05
@@ -61,29 +59,12 @@ ECHO = Starlette(
 )
 
 
-class Server:
-    """An ASGI app on uvicorn in a daemon thread, with WebSockets."""
+class Server(ThreadedServer):
+    """The echo (or the bench's echo app) in a thread; ``base`` is its ``ws://`` root."""
 
     def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off"))
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        self.base = f"ws://127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
+        super().__init__(app)
+        self.base = self.ws
 
 
 @pytest.fixture(scope="module")

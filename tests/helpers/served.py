@@ -5,13 +5,12 @@ Import :func:`served_url` into a test module to use the fixture there.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.threaded_server import ThreadedServer
 
 __all__ = ["TOKEN", "served_url"]
 
@@ -22,24 +21,11 @@ TOKEN = "s3cret-token"
 @pytest.fixture(scope="module")
 def served_url(cartpole_artifact: Path) -> Iterator[str]:
     """The artifact behind the HTTP app and its sessions, on uvicorn in a thread (no Serve)."""
-    import uvicorn
-
     from serving import PolicyRegistry, ServingSettings, create_app
 
     registry = PolicyRegistry.from_paths({"cartpole": cartpole_artifact})
-    api = create_app(registry, ServingSettings(token=TOKEN))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(api, log_level="critical", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
+    server = ThreadedServer(create_app(registry, ServingSettings(token=TOKEN)))
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield server.http
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+        server.stop()

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,36 +29,19 @@ from serving.answers import AuthenticationError, BadRequestError, NotFoundError,
 from serving.runtime import ActionBatch, PolicyRuntime
 from serving.session_client import AsyncPolicySession, PolicySession, play_session_episodes
 from serving.sessions import SessionSettings
+from tests.helpers.threaded_server import ThreadedServer
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 OBS = [0.01, -0.02, 0.03, 0.04]
 
 
-class Server:
-    """The app on uvicorn in a daemon thread, with WebSockets."""
+class Server(ThreadedServer):
+    """The app in a thread; ``ws`` is the cartpole policy's session URL."""
 
     def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off"))
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        self.http = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.ws = self.http.replace("http://", "ws://") + wire.session_path("cartpole")
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
+        super().__init__(app)
+        self.ws += wire.session_path("cartpole")
 
 
 def serve(artifact: Path, sessions: SessionSettings, infer: Any = None, **limits: Any) -> Server:
