@@ -36,20 +36,28 @@ def _example_config(artifact: Path, tmp_path: Path) -> tuple[Path, int]:
 
 
 def _first_answer(port: int, process: subprocess.Popen[bytes]) -> httpx.Response:
-    """Wait until the service is ready, then ask it for one action."""
+    """Wait until the service is ready, then ask it for one action.
+
+    A 503 is retried as a client would (it carries ``Retry-After``): just after start-up Ray
+    reloads HAProxy as the replica settles, and a request can meet that moment.
+    """
     deadline = time.monotonic() + 120
+    last = "no answer"
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
         while time.monotonic() < deadline and process.poll() is None:
             try:
                 if client.get(wire.READYZ).status_code == 200:
-                    return client.post(
+                    answer = client.post(
                         wire.action_path("cartpole"),
                         json={"observation": [0.0, 0.0, 0.0, 0.0]},
                     )
-            except httpx.TransportError:
-                pass
+                    if answer.status_code != 503:
+                        return answer
+                    last = answer.text
+            except httpx.TransportError as err:
+                last = repr(err)
             time.sleep(0.5)
-    raise AssertionError("the service did not become ready")
+    raise AssertionError(f"the service did not answer: {last}")
 
 
 def test_example_config_file_serves_the_artifact(cartpole_artifact: Path, tmp_path: Path) -> None:
@@ -89,6 +97,7 @@ def test_rlserve_serve_runs_a_config_file(cartpole_artifact: Path, tmp_path: Pat
     )
     try:
         answer = _first_answer(port, process)
+        assert answer.status_code == 200, answer.text
         assert answer.json()["policy"] == "cartpole"
     finally:
         process.send_signal(signal.SIGTERM)
