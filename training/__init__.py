@@ -12,6 +12,7 @@ The public API follows RLlib's "Getting Started" guide::
 from training import registry as _registry
 from training.algorithm import Algorithm
 from training.algorithms.dqn import DQN, DQNConfig
+from training.algorithms.impala import IMPALA, IMPALAConfig
 from training.algorithms.ppo import PPO, PPOConfig
 from training.algorithms.sac import SAC, SACConfig
 from training.checkpoints import CheckpointError, CheckpointVersionError
@@ -23,6 +24,7 @@ _registry.register_algorithms()  # tune.Tuner("PPO", ...) works after `import tr
 
 __all__ = [
     "DQN",
+    "IMPALA",
     "PPO",
     "SAC",
     "Algorithm",
@@ -32,6 +34,7 @@ __all__ = [
     "ConfigError",
     "DQNConfig",
     "EnvRunnerFailedError",
+    "IMPALAConfig",
     "PPOConfig",
     "SACConfig",
     "UnknownEnvError",

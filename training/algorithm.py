@@ -1,8 +1,9 @@
 """``Algorithm``: a ``ray.tune.Trainable`` that samples with EnvRunners and updates a module.
 
-Subclasses (PPO, DQN, SAC) provide ``get_default_config``, ``build_module``, ``setup_learner``,
-``training_step`` and their learner state for checkpoints. The rest — runners, filter merging,
-weight broadcast, metrics, evaluation, checkpoints and action computation — is shared here.
+Subclasses (PPO, DQN, SAC, IMPALA) provide ``get_default_config``, ``build_module``,
+``setup_learner``, ``training_step`` and their learner state for checkpoints. The rest —
+runners, filter merging, weight broadcast, metrics, evaluation, checkpoints and action
+computation — is shared here.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ SMOOTHING_EPISODES = 100
 
 
 class Algorithm(Trainable, abc.ABC):
-    """Base of PPO, DQN and SAC. Build one with ``PPOConfig().environment(...).build()``.
+    """Base of PPO, DQN, SAC and IMPALA. Build one with ``PPOConfig().environment(...).build()``.
 
     Args:
         config: An ``AlgorithmConfig`` (or its ``to_dict()`` form, as Ray Tune passes it).
@@ -90,6 +91,10 @@ class Algorithm(Trainable, abc.ABC):
     def training_step(self) -> dict[str, float]:
         """Sample, update, and return the learner metrics."""
         raise NotImplementedError
+
+    def iteration_results(self) -> dict[str, Any]:
+        """Extra top-level entries of this iteration's result (none by default)."""
+        return {}
 
     @abc.abstractmethod
     def learner_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -174,6 +179,7 @@ class Algorithm(Trainable, abc.ABC):
             m.NUM_ENV_RUNNER_RESTARTS: self.env_runner_group.num_restarts,
             m.NUM_ENV_STEPS_SAMPLED_THROUGHPUT: sampled / elapsed if elapsed > 0 else 0.0,
             **self.counters,
+            **self.iteration_results(),
         }
         interval = self.config.evaluation_interval
         if interval is not None and (self.iteration + 1) % interval == 0:
@@ -205,22 +211,32 @@ class Algorithm(Trainable, abc.ABC):
             new = self.env_runner_group.sample()
             fragments += new
             rows += sum(f.rewards.size for f in new)
-        steps = sum(f.num_env_steps for f in fragments)
+        self.record_fragments(fragments)
+        return fragments
+
+    def record_fragments(self, fragments: list[Fragment]) -> None:
+        """Count sampled fragments: env steps, finished episodes, returns for the results."""
         for fragment in fragments:
             self._returns.extend(fragment.episode_returns)
             self._lengths.extend(fragment.episode_lengths)
             self.counters[m.NUM_EPISODES_LIFETIME] += len(fragment.episode_returns)
-        self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] += steps
-        return fragments
+            self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] += fragment.num_env_steps
 
-    def sync_weights(self) -> None:
-        """Merge the runners' filter statistics, then broadcast module state to every runner."""
+    def sync_weights(self, weights_version: int | None = None) -> None:
+        """Merge the runners' filter statistics, then broadcast module state to every runner.
+
+        Args:
+            weights_version: Tag the fragments sampled from now on (asynchronous algorithms
+                measure their policy lag with it); ``None`` leaves the runners' tag.
+        """
         if self.module.obs_filter.enabled:
             for delta in self.env_runner_group.get_filter_deltas():
                 self.filter_stat.merge(RunningStat.from_json(delta))
             self.module.obs_filter.set_stats(self.filter_stat)
         weights = {k: v.detach().cpu().numpy() for k, v in self.module.state_dict().items()}
-        self.env_runner_group.sync_weights(weights, self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME])
+        self.env_runner_group.sync_weights(
+            weights, self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME], weights_version
+        )
 
     def evaluate(self) -> dict[str, Any]:
         """Play ``evaluation_duration`` episodes with the current (frozen-filter) policy.

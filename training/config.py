@@ -153,6 +153,7 @@ class AlgorithmConfig(_Config):
         num_cpus_per_env_runner: Any = NotProvided,
         num_gpus_per_env_runner: Any = NotProvided,
         explore: Any = NotProvided,
+        max_requests_in_flight_per_env_runner: Any = NotProvided,
         **unknown: Any,
     ) -> Self:
         """Set the sampling layout (see :class:`~training.config_sections.EnvRunnersSection`)."""

@@ -112,6 +112,9 @@ class EnvRunnersSection(Section):
         num_gpus_per_env_runner: GPUs reserved for each runner actor.
         explore: What ``explore=None`` means in ``compute_single_action`` / ``compute_actions``
             (sampled actions when True, deterministic ones when False).
+        max_requests_in_flight_per_env_runner: Sample requests an asynchronous algorithm
+            (IMPALA) keeps queued on each remote runner, so it samples while the driver
+            learns; the synchronous ones (PPO, DQN, SAC) ask one at a time.
     """
 
     num_env_runners: int = Field(default=0, ge=0)
@@ -122,6 +125,7 @@ class EnvRunnersSection(Section):
     num_cpus_per_env_runner: float = Field(default=1.0, ge=0)
     num_gpus_per_env_runner: float = Field(default=0.0, ge=0)
     explore: bool = True
+    max_requests_in_flight_per_env_runner: int = Field(default=2, ge=1)
 
     @field_validator("rollout_fragment_length")
     @classmethod

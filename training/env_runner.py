@@ -54,6 +54,8 @@ class Fragment(NamedTuple):
         extras: Per-step module outputs, e.g. ``action_logp`` ``(T, N)``.
         episode_returns: Returns of the episodes that ended in this fragment.
         episode_lengths: Their lengths.
+        weights_version: The version of the weights that sampled it (what the driver last
+            broadcast), so an asynchronous learner can measure its policy lag.
     """
 
     obs: list[np.ndarray]
@@ -66,6 +68,7 @@ class Fragment(NamedTuple):
     extras: dict[str, np.ndarray]
     episode_returns: list[float]
     episode_lengths: list[int]
+    weights_version: int = 0
 
     @property
     def num_env_steps(self) -> int:
@@ -106,6 +109,7 @@ class EnvRunner:
         if seed is not None:
             self._generator.manual_seed(seed)
         self._timestep = 0
+        self.weights_version = 0
         self._filter_delta = RunningStat(self.module.preprocessor.flat_dim)
         self._traces = (
             TraceWriter(config.output, runner_index, config.output_max_file_size)
@@ -244,15 +248,38 @@ class EnvRunner:
             extras={k: np.stack(v) for k, v in extras.items()},
             episode_returns=returns,
             episode_lengths=lengths,
+            weights_version=self.weights_version,
         )
+
+    def sample_with_filter_delta(self) -> tuple[Fragment, dict[str, Any] | None]:
+        """One fragment plus the filter statistics gathered meanwhile (``None`` when unfiltered).
+
+        What an asynchronous driver asks for: one call per fragment, so the statistics come
+        back with the samples instead of in a separate round trip to every runner.
+        """
+        fragment = self.sample()
+        delta = self.get_filter_delta() if self.module.obs_filter.enabled else None
+        return fragment, delta
 
     # ----------------------------------------------------------------- weights and filter
     def get_weights(self) -> dict[str, np.ndarray]:
         """The module's state (parameters and buffers, filter statistics included)."""
         return {k: v.detach().cpu().numpy().copy() for k, v in self.module.state_dict().items()}
 
-    def set_weights(self, weights: dict[str, Any], global_timestep: int | None = None) -> None:
-        """Load module state broadcast by the driver (and the global step for schedules)."""
+    def set_weights(
+        self,
+        weights: dict[str, Any],
+        global_timestep: int | None = None,
+        weights_version: int | None = None,
+    ) -> None:
+        """Load module state broadcast by the driver (and the global step for schedules).
+
+        Args:
+            weights: Module state as arrays.
+            global_timestep: The driver's lifetime env steps (exploration schedules).
+            weights_version: The learner's update count these weights come from; fragments
+                sampled from now on carry it.
+        """
         # Copied in place into the module's tensors: ``load_state_dict`` checks every
         # submodule and cost ~2 ms a call, which an off-policy loop that syncs after every
         # env step (SAC) pays each step. Any mismatch takes the checked path and its error.
@@ -267,6 +294,8 @@ class EnvRunner:
             self.module.load_state_dict(checked)
         if global_timestep is not None:
             self._timestep = global_timestep
+        if weights_version is not None:
+            self.weights_version = weights_version
 
     def get_filter_delta(self) -> dict[str, Any]:
         """Observation statistics gathered since the last call (then cleared)."""

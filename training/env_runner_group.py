@@ -7,11 +7,18 @@ Failure handling follows RLlib's settings:
   index, given the current weights, and training goes on;
 * ``ignore_env_runner_failures``: the runner is dropped and the others go on;
 * neither: :class:`EnvRunnerFailedError` is raised at once.
+
+Synchronous algorithms (PPO, DQN, SAC) call :meth:`EnvRunnerGroup.sample`: one fragment from
+every runner, then wait. Asynchronous ones (IMPALA) call :meth:`EnvRunnerGroup.fetch_ready`:
+every runner keeps ``max_requests_in_flight_per_env_runner`` sample requests queued, and the
+driver takes whatever has arrived, so runners never wait for the learner; weights go out with
+:meth:`EnvRunnerGroup.broadcast_weights`, queued behind the samples in flight.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,8 +49,14 @@ class EnvRunnerGroup:
         self.config = config
         self.local_env_runner = local_env_runner
         self._actors: dict[int, Any] = {}
-        self._weights: tuple[Any, int] | None = None
+        self._weights: tuple[Any, int, int | None] | None = None
         self.num_restarts = 0
+        # Asynchronous sampling: request -> (runner index, when it was sent).
+        self._in_flight: dict[Any, tuple[int, float]] = {}
+        self._in_flight_per_runner: dict[int, int] = {}
+        self.num_sample_requests_dropped = 0
+        self.time_waiting_s = 0.0
+        """Seconds :meth:`fetch_ready` spent blocked, waiting for the first fragment."""
         if config.num_env_runners > 0:
             if not ray.is_initialized():
                 ray.init(include_dashboard=False, configure_logging=False)
@@ -103,14 +116,110 @@ class EnvRunnerGroup:
         refs = [self._actors[i].apply.remote(_with_index, func, i) for i in sorted(self._actors)]
         return results + ray.get(refs)
 
-    def sync_weights(self, weights: dict[str, Any], global_timestep: int) -> None:
-        """Broadcast module state (weights and filter statistics) to every runner."""
-        self.local_env_runner.set_weights(weights, global_timestep)
+    def sync_weights(
+        self, weights: dict[str, Any], global_timestep: int, weights_version: int | None = None
+    ) -> None:
+        """Broadcast module state (weights and filter statistics) to every runner, and wait."""
+        self.local_env_runner.set_weights(weights, global_timestep, weights_version)
         if self._actors:
             ref = ray.put(weights)
-            self._weights = (ref, global_timestep)
-            refs = {a.set_weights.remote(ref, global_timestep): i for i, a in self._actors.items()}
+            self._weights = (ref, global_timestep, weights_version)
+            refs = {
+                a.set_weights.remote(ref, global_timestep, weights_version): i
+                for i, a in self._actors.items()
+            }
             self._collect(refs)
+
+    # ----------------------------------------------------------------- asynchronous sampling
+    @property
+    def num_in_flight_requests(self) -> int:
+        """Asynchronous sample requests sent and not yet taken."""
+        return len(self._in_flight)
+
+    def broadcast_weights(
+        self, weights: dict[str, Any], global_timestep: int, weights_version: int
+    ) -> None:
+        """Send module state to every runner without waiting for it to arrive.
+
+        The weights are put in the object store once; each runner's ``set_weights`` call
+        queues behind the sample requests it has in flight (an actor runs its calls in
+        order), so sampling never stops and the next fragments carry ``weights_version``.
+        """
+        self.local_env_runner.set_weights(weights, global_timestep, weights_version)
+        if self._actors:
+            ref = ray.put(weights)
+            self._weights = (ref, global_timestep, weights_version)
+            for actor in self._actors.values():
+                # Fire and forget: a runner that died surfaces through its sample requests.
+                actor.set_weights.remote(ref, global_timestep, weights_version)
+
+    def fetch_ready(
+        self, max_in_flight: int, timeout_s: float
+    ) -> list[tuple[Fragment, dict[str, Any] | None]]:
+        """Keep every runner at ``max_in_flight`` requests; take those that have finished.
+
+        Waits up to ``timeout_s`` for the first one, then takes every finished request at
+        once (one ``ray.wait`` and one ``ray.get`` per call, whatever the number of runners,
+        so the driver's cost per fragment stays flat as runners are added). A runner whose
+        request fails, or is older than ``sample_timeout_s``, is handled as in
+        :meth:`sample`; its other requests are dropped and counted in
+        :attr:`num_sample_requests_dropped`.
+
+        Returns:
+            ``(fragment, filter delta or None)`` per finished request, in no set order.
+        """
+        self._top_up(max_in_flight)
+        if not self._in_flight:
+            raise EnvRunnerFailedError("no healthy env runner to sample from")
+        refs = list(self._in_flight)
+        blocked = time.perf_counter()
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout_s)
+        self.time_waiting_s += time.perf_counter() - blocked
+        if ready:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        results: list[tuple[Fragment, dict[str, Any] | None]] = []
+        origins = [self._forget(ref) for ref in ready]
+        try:
+            results = ray.get(ready)
+        except (RayActorError, RayTaskError):  # one failed: take the others one by one
+            failed: set[int] = set()
+            for ref, index in zip(ready, origins, strict=True):
+                try:
+                    results.append(ray.get(ref))
+                except (RayActorError, RayTaskError) as error:
+                    if index in failed:  # a second request of a runner already replaced
+                        self.num_sample_requests_dropped += 1
+                        continue
+                    failed.add(index)
+                    self._on_failure(index, error)
+        timeout = self.config.sample_timeout_s
+        for ref, (index, sent) in list(self._in_flight.items()):
+            if ref in self._in_flight and time.monotonic() - sent > timeout:
+                self._forget(ref)
+                late = TimeoutError(f"no answer within sample_timeout_s={timeout}")
+                self._on_failure(index, late)
+        # Resend at once: the runners keep sampling while the driver feeds the learner (and
+        # between training iterations).
+        self._top_up(max_in_flight)
+        return results
+
+    def _top_up(self, max_in_flight: int) -> None:
+        now = time.monotonic()
+        for index, actor in list(self._actors.items()):
+            for _ in range(max_in_flight - self._in_flight_per_runner.get(index, 0)):
+                self._in_flight[actor.sample_with_filter_delta.remote()] = (index, now)
+                self._in_flight_per_runner[index] = self._in_flight_per_runner.get(index, 0) + 1
+
+    def _forget(self, ref: Any) -> int:
+        index, _ = self._in_flight.pop(ref)
+        self._in_flight_per_runner[index] -= 1
+        return index
+
+    def _drop_requests_of(self, index: int) -> None:
+        for ref, (owner, _) in list(self._in_flight.items()):
+            if owner == index:
+                self._forget(ref)
+                self.num_sample_requests_dropped += 1
 
     def sample(self) -> list[Fragment]:
         """One fragment from every healthy runner (the local one if there are no remotes)."""
@@ -149,6 +258,7 @@ class EnvRunnerGroup:
         return results
 
     def _on_failure(self, index: int, error: BaseException) -> None:
+        self._drop_requests_of(index)  # asynchronous requests still queued on the dead runner
         actor = self._actors.pop(index, None)
         if actor is not None:
             ray.kill(actor, no_restart=True)
@@ -163,8 +273,8 @@ class EnvRunnerGroup:
             self.num_restarts += 1
             self._actors[index] = self._new_actor(index)
             if self._weights is not None:
-                ref, timestep = self._weights
-                ray.get(self._actors[index].set_weights.remote(ref, timestep))
+                ref, timestep, version = self._weights
+                ray.get(self._actors[index].set_weights.remote(ref, timestep, version))
         elif config.ignore_env_runner_failures:
             logger.warning("env runner %d failed (%s); going on without it", index, _short(error))
             if not self._actors:
@@ -181,6 +291,8 @@ class EnvRunnerGroup:
         for actor in self._actors.values():
             ray.kill(actor, no_restart=True)
         self._actors.clear()
+        self._in_flight.clear()
+        self._in_flight_per_runner.clear()
         self.local_env_runner.stop()
 
 

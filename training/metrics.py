@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_POLICY_ID",
+    "DRIVER_MS_PER_FRAGMENT",
     "ENV_RUNNER_RESULTS",
     "EPISODE_LEN_MEAN",
     "EPISODE_RETURN_MAX",
@@ -20,19 +21,26 @@ __all__ = [
     "EPISODE_RETURN_MEAN_PATH",
     "EPISODE_RETURN_MIN",
     "EVALUATION_RESULTS",
+    "LEARNER_QUEUE_LENGTH_MEAN",
     "LEARNER_RESULTS",
+    "LEARNER_TIME_SHARE",
     "NUM_ENV_RUNNER_RESTARTS",
     "NUM_ENV_STEPS_SAMPLED",
     "NUM_ENV_STEPS_SAMPLED_LIFETIME",
     "NUM_ENV_STEPS_SAMPLED_THROUGHPUT",
     "NUM_ENV_STEPS_TRAINED_LIFETIME",
+    "NUM_ENV_STEPS_TRAINED_THROUGHPUT",
     "NUM_EPISODES",
     "NUM_EPISODES_LIFETIME",
     "NUM_HEALTHY_ENV_RUNNERS",
     "NUM_REMOTE_ENV_RUNNERS",
+    "NUM_SAMPLE_REQUESTS_DROPPED_LIFETIME",
+    "NUM_SAMPLE_REQUESTS_IN_FLIGHT",
+    "NUM_TRAIN_BATCHES_DROPPED_LIFETIME",
     "SEP",
     "TIME_TOTAL_S",
     "TRAINING_ITERATION",
+    "WEIGHTS_VERSION",
     "learner_path",
     "lookup",
     "path",
@@ -63,6 +71,16 @@ NUM_HEALTHY_ENV_RUNNERS = "num_healthy_env_runners"
 NUM_REMOTE_ENV_RUNNERS = "num_remote_env_runners"
 NUM_ENV_RUNNER_RESTARTS = "num_env_runner_restarts"
 NUM_ENV_STEPS_SAMPLED_THROUGHPUT = "num_env_steps_sampled_throughput_per_sec"
+
+# Top level, asynchronous algorithms (IMPALA): the learner's pace against sampling.
+NUM_ENV_STEPS_TRAINED_THROUGHPUT = "num_env_steps_trained_throughput_per_sec"
+NUM_SAMPLE_REQUESTS_IN_FLIGHT = "num_sample_requests_in_flight"
+NUM_SAMPLE_REQUESTS_DROPPED_LIFETIME = "num_sample_requests_dropped_lifetime"
+NUM_TRAIN_BATCHES_DROPPED_LIFETIME = "num_train_batches_dropped_lifetime"
+LEARNER_QUEUE_LENGTH_MEAN = "learner_queue_length_mean"
+LEARNER_TIME_SHARE = "learner_time_share"
+DRIVER_MS_PER_FRAGMENT = "driver_ms_per_fragment"
+WEIGHTS_VERSION = "weights_version"
 
 # Filled in by Ray Tune's Trainable around every result.
 TRAINING_ITERATION = "training_iteration"

@@ -13,7 +13,7 @@ __all__ = ["command"]
 
 @guarded
 def command(
-    algo: Annotated[str, typer.Option(help="Algorithm: PPO, DQN or SAC (any case).")] = "PPO",
+    algo: Annotated[str, typer.Option(help="PPO, DQN, SAC or IMPALA (any case).")] = "PPO",
     env: Annotated[
         str | None,
         typer.Option(help="Gymnasium id or 'module:Class' (default: from --config, else none)."),

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from training import DQNConfig, PPOConfig, SACConfig
+from training import DQNConfig, IMPALAConfig, PPOConfig, SACConfig
 
-__all__ = ["tiny_dqn", "tiny_ppo", "tiny_sac"]
+__all__ = ["tiny_dqn", "tiny_impala", "tiny_ppo", "tiny_sac"]
 
 
 def tiny_ppo(
@@ -66,6 +66,22 @@ def tiny_sac(
             model=small,
             q_model=small,
         )
+        .debugging(seed=0)
+    )
+    if settings:
+        config.update_from_dict(settings)
+    return config
+
+
+def tiny_impala(
+    env: Any = "CartPole-v1", *, env_config: dict[str, Any] | None = None, **settings: Any
+) -> IMPALAConfig:
+    """IMPALA, 2 envs in the driver, 16-step fragments, 64-row batches, 128 steps a call."""
+    config = (
+        IMPALAConfig()
+        .environment(env, env_config=env_config or {})
+        .env_runners(num_envs_per_env_runner=2, rollout_fragment_length=16)
+        .training(train_batch_size=64, min_sample_timesteps_per_iteration=128)
         .debugging(seed=0)
     )
     if settings:

@@ -8,6 +8,8 @@ One policy per kind of space the exporters and the server must handle:
 * ``structured``: PPO on ``tests.helpers.envs:StructuredEnv`` (Dict/Tuple observations) with a
   ``MeanStdFilter``.
 * ``dqn``: DQN on CartPole (Q-values).
+* ``impala`` / ``impala_pendulum``: IMPALA on CartPole, and on Pendulum with a
+  ``MeanStdFilter`` (its actor-critic is PPO's; the artifacts must be alike).
 
 Each trains :data:`ITERATIONS` iterations once and keeps a checkpoint after every iteration (two
 versions of one policy, for hot reload); artifacts are exported once per set of formats.
@@ -32,16 +34,18 @@ __all__ = [
 
 ITERATIONS = 2
 """Training iterations of every policy (a checkpoint is kept after each)."""
-POLICY_NAMES = ("cartpole", "dqn", "pendulum", "structured")
-FILTERED = frozenset({"pendulum", "structured"})
+POLICY_NAMES = ("cartpole", "dqn", "pendulum", "structured", "impala", "impala_pendulum")
+FILTERED = frozenset({"pendulum", "structured", "impala_pendulum"})
 """Trained with a ``MeanStdFilter``: the filter is part of the exported graph."""
-CONTINUOUS = frozenset({"pendulum"})
+CONTINUOUS = frozenset({"pendulum", "impala_pendulum"})
 """Box actions: clipping is part of the exported graph."""
 DISTRIBUTIONS = {
     "cartpole": "categorical",
     "dqn": "q_values",
     "pendulum": "diag_gaussian",
     "structured": "categorical",
+    "impala": "categorical",
+    "impala_pendulum": "diag_gaussian",
 }
 """The manifest's ``action_distribution`` of each policy."""
 
@@ -83,11 +87,31 @@ def _dqn() -> Any:
     )
 
 
+def _impala(env: str, observation_filter: str) -> Callable[[], Any]:
+    def make() -> Any:
+        from training import IMPALAConfig
+
+        return (
+            IMPALAConfig()
+            .environment(env)
+            .env_runners(
+                num_envs_per_env_runner=2,
+                rollout_fragment_length=16,
+                observation_filter=observation_filter,
+            )
+            .training(train_batch_size=64, min_sample_timesteps_per_iteration=128)
+        )
+
+    return make
+
+
 _CONFIGS: dict[str, Callable[[], Any]] = {
     "cartpole": _cartpole,
     "dqn": _dqn,
     "pendulum": _filtered_ppo("Pendulum-v1"),
     "structured": _filtered_ppo("tests.helpers.envs:StructuredEnv"),
+    "impala": _impala("CartPole-v1", "NoFilter"),
+    "impala_pendulum": _impala("Pendulum-v1", "MeanStdFilter"),
 }
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.helpers.configs import tiny_ppo, tiny_sac
-from training import Algorithm, EnvRunnerFailedError, PPOConfig
+from tests.helpers.configs import tiny_impala, tiny_ppo, tiny_sac
+from training import Algorithm, AlgorithmConfig, EnvRunnerFailedError, PPOConfig
 from training import metrics as m
 
 pytestmark = pytest.mark.integration
@@ -165,17 +166,20 @@ def test_tune_sweep_of_two_trials_and_best_checkpoint(ray_session: Any, tmp_path
         assert algo.compute_single_action(np.zeros(4, np.float32), explore=False) in (0, 1)
 
 
-@pytest.mark.parametrize("name", ["PPO", "SAC"])
+@pytest.mark.parametrize("name", ["PPO", "SAC", "IMPALA"])
 def test_algorithms_are_registered_with_tune_by_name(
     ray_session: Any, tmp_path: Path, name: str
 ) -> None:
     from ray import tune
 
-    config = (
-        tiny_ppo()
-        if name == "PPO"
-        else tiny_sac(min_sample_timesteps_per_iteration=200, actor_lr=tune.grid_search([1e-3]))
-    )
+    configs: dict[str, Callable[[], AlgorithmConfig]] = {
+        "PPO": tiny_ppo,
+        "SAC": lambda: tiny_sac(
+            min_sample_timesteps_per_iteration=200, actor_lr=tune.grid_search([1e-3])
+        ),
+        "IMPALA": lambda: tiny_impala(lr=tune.grid_search([1e-3])),
+    }
+    config = configs[name]()
     tuner = tune.Tuner(
         name,
         param_space=config,  # type: ignore[arg-type]  # Tune takes any _Config

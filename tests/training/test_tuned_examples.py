@@ -25,6 +25,7 @@ EXAMPLES = sorted(EXAMPLES_DIR.glob("*.yaml"))
 def test_the_examples_are_found() -> None:
     names = {path.stem for path in EXAMPLES}
     assert {"cartpole_ppo", "cartpole_dqn", "pendulum_ppo", "pendulum_sac"} <= names
+    assert "cartpole_impala" in names
     assert "lunarlander_sac" in names
 
 

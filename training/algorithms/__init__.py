@@ -18,6 +18,7 @@ ALGORITHMS: dict[str, str] = {
     "PPO": "training.algorithms.ppo.ppo:PPO",
     "DQN": "training.algorithms.dqn.dqn:DQN",
     "SAC": "training.algorithms.sac.sac:SAC",
+    "IMPALA": "training.algorithms.impala.impala:IMPALA",
 }
 """Algorithm names recorded in checkpoints, and where their classes live."""
 

@@ -1,13 +1,14 @@
 """Tuned examples: YAML files users copy, and a loader used by ``rlserve train --config``.
 
 Each file has ``algo`` (a name in :data:`training.algorithms.ALGORITHMS`: ``PPO``, ``DQN``,
-``SAC``), ``env``, optional ``stop`` criteria (Tune-style metric paths such as
+``SAC``, ``IMPALA``), ``env``, optional ``stop`` criteria (Tune-style metric paths such as
 ``env_runners/episode_return_mean``, or ``evaluation/env_runners/episode_return_mean`` for the
 deterministic evaluation) and ``config`` (flat settings as in ``AlgorithmConfig.to_dict()``).
 Its header comment says what it reaches, and how fast, on a 2-core machine.
 
-The examples: ``cartpole_ppo``, ``cartpole_dqn``, ``pendulum_ppo``, ``pendulum_sac`` and
-``lunarlander_sac`` (LunarLanderContinuous-v3: needs Box2D, the ``box2d`` extra).
+The examples: ``cartpole_ppo``, ``cartpole_dqn``, ``cartpole_impala``, ``pendulum_ppo``,
+``pendulum_sac`` and ``lunarlander_sac`` (LunarLanderContinuous-v3: needs Box2D, the ``box2d``
+extra).
 """
 
 from __future__ import annotations

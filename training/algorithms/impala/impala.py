@@ -1,0 +1,225 @@
+"""``IMPALA``: runners sample without waiting; the learner trains on what arrives (V-trace).
+
+The architecture of Espeholt et al. (2018): every remote runner keeps
+``max_requests_in_flight_per_env_runner`` sample requests queued, so it samples while the
+learner trains and while its weights travel; the driver takes fragments as they finish
+(:meth:`EnvRunnerGroup.fetch_ready`), cuts them into train batches for a
+:class:`LearnerThread` through a bounded queue, and sends the learner's weights every
+``broadcast_interval`` updates without stopping anyone. Fragments carry the weights version
+that sampled them, so the results show the policy lag V-trace corrects for.
+
+With ``num_env_runners=0`` the local runner samples a train batch and the learner trains on
+it, in turn (no lag, V-trace's weights are 1): the cheap setting for tests and debugging.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from training import metrics as m
+from training.algorithm import Algorithm
+from training.algorithms.impala.config import IMPALAConfig
+from training.algorithms.impala.learner import IMPALALearner
+from training.algorithms.ppo.module import PPOModule
+from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
+from training.config import AlgorithmConfig
+from training.env_runner import Fragment
+from training.learner_thread import LearnerThread
+from training.preprocessing import RunningStat
+from training.rl_module import RLModule
+
+__all__ = ["IMPALA"]
+
+# How long one driver pass waits for a fragment before it looks for new weights to send.
+_FETCH_TIMEOUT_S = 0.05
+
+_TrainItem = tuple[list[Fragment], dict[str, Any] | None]
+
+
+class IMPALA(Algorithm):
+    """Importance Weighted Actor-Learner Architecture (asynchronous sampling, V-trace)."""
+
+    config_class: ClassVar[type[AlgorithmConfig]] = IMPALAConfig
+    name: ClassVar[str] = "IMPALA"
+    learner: IMPALALearner
+
+    @classmethod
+    def build_module(
+        cls,
+        config: AlgorithmConfig,
+        observation_space: gym.Space[Any],
+        action_space: gym.Space[Any],
+    ) -> RLModule:
+        """The same actor-critic as PPO's (so export and serving treat both alike)."""
+        return PPOModule(
+            observation_space,
+            action_space,
+            config.model,
+            observation_filter=config.uses_observation_filter,
+        )
+
+    def setup_learner(self) -> None:
+        """The V-trace learner; its thread starts with the first asynchronous iteration."""
+        assert isinstance(self.module, PPOModule)
+        assert isinstance(self.config, IMPALAConfig)
+        self.learner = IMPALALearner(self.module, self.config.hyperparameters, self.device)
+        self._thread: LearnerThread[_TrainItem] | None = None
+        self._pending: list[Fragment] = []
+        self._pending_rows = 0
+        self._iteration_figures: dict[str, Any] = {}
+
+    def sync_weights(self, weights_version: int | None = None) -> None:
+        """Broadcast (and wait), tagging the runners with the learner's update count."""
+        version = self.learner.num_updates if weights_version is None else weights_version
+        super().sync_weights(version)
+
+    # ----------------------------------------------------------------- training
+    def training_step(self) -> dict[str, float]:
+        """Train until ``min_sample_timesteps_per_iteration`` env steps have been sampled."""
+        if self.config.num_env_runners == 0:
+            stats = self._train_in_turn()
+        else:
+            stats = self._train_asynchronously()
+        for entry in stats:
+            self.counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += int(entry["num_env_steps_trained"])
+        return _mean_metrics(stats)
+
+    def _train_in_turn(self) -> list[dict[str, float]]:
+        """The local runner samples a train batch, the learner trains on it, weights go back."""
+        cfg = self.config
+        stats: list[dict[str, float]] = []
+        sampled = 0
+        start = time.perf_counter()
+        while sampled < cfg.min_sample_timesteps_per_iteration:
+            fragments = self.sample_fragments(cfg.train_batch_size)
+            sampled += sum(f.num_env_steps for f in fragments)
+            stats.append(self.learner.update(fragments))
+            self.sync_weights()
+        elapsed = time.perf_counter() - start
+        trained = sum(entry["num_env_steps_trained"] for entry in stats)
+        self._iteration_figures = {
+            m.NUM_ENV_STEPS_TRAINED_THROUGHPUT: trained / elapsed if elapsed > 0 else 0.0,
+            m.WEIGHTS_VERSION: self.learner.num_updates,
+        }
+        return stats
+
+    def _learner_thread(self) -> LearnerThread[_TrainItem]:
+        if self._thread is None:
+            hyper = self.config.hyperparameters
+            self._thread = LearnerThread(
+                self._learn,
+                self._weights_copy,
+                lambda: self.learner.num_updates,
+                queue_size=hyper.learner_queue_size,
+                broadcast_interval=hyper.broadcast_interval,
+            )
+            self._thread.start()
+        return self._thread
+
+    def _learn(self, item: _TrainItem) -> dict[str, float]:
+        """In the learner thread: the newest filter statistics, then one gradient step."""
+        fragments, filter_state = item
+        if filter_state is not None:
+            self.module.obs_filter.set_stats(RunningStat.from_json(filter_state))
+        return self.learner.update(fragments)
+
+    def _weights_copy(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.module.state_dict().items()}
+
+    def _train_asynchronously(self) -> list[dict[str, float]]:
+        """Take fragments as they arrive, queue train batches, send new weights, repeat."""
+        cfg = self.config
+        group = self.env_runner_group
+        thread = self._learner_thread()
+        filter_on = self.module.obs_filter.enabled
+        timestep = m.NUM_ENV_STEPS_SAMPLED_LIFETIME
+        start, busy_before = time.perf_counter(), thread.busy_s
+        waited_before = group.time_waiting_s
+        sampled = fragments_taken = 0
+        queue_lengths: list[int] = []
+        while sampled < cfg.min_sample_timesteps_per_iteration:
+            arrived = group.fetch_ready(
+                cfg.max_requests_in_flight_per_env_runner, timeout_s=_FETCH_TIMEOUT_S
+            )
+            for fragment, delta in arrived:
+                if filter_on and delta is not None:
+                    self.filter_stat.merge(RunningStat.from_json(delta))
+                self.record_fragments([fragment])
+                sampled += fragment.num_env_steps
+                self._pending.append(fragment)
+                self._pending_rows += fragment.rewards.size
+                if self._pending_rows >= cfg.train_batch_size:
+                    state = self.filter_stat.to_json() if filter_on else None
+                    thread.submit((self._pending, state))
+                    self._pending, self._pending_rows = [], 0
+                    queue_lengths.append(thread.queue_length)
+            fragments_taken += len(arrived)
+            weights = thread.take_weights()
+            if weights is not None:
+                version, state_dict = weights
+                group.broadcast_weights(state_dict, self.counters[timestep], version)
+        thread.drain()  # nothing else may read the module while the learner is updating it
+        weights = thread.take_weights()
+        if weights is not None:
+            group.broadcast_weights(weights[1], self.counters[timestep], weights[0])
+        elapsed = time.perf_counter() - start
+        stats = thread.take_stats()
+        trained = sum(entry["num_env_steps_trained"] for entry in stats)
+        driver_s = elapsed - (group.time_waiting_s - waited_before)
+        self._iteration_figures = {
+            m.NUM_ENV_STEPS_TRAINED_THROUGHPUT: trained / elapsed if elapsed > 0 else 0.0,
+            m.NUM_SAMPLE_REQUESTS_IN_FLIGHT: group.num_in_flight_requests,
+            m.NUM_SAMPLE_REQUESTS_DROPPED_LIFETIME: group.num_sample_requests_dropped,
+            m.NUM_TRAIN_BATCHES_DROPPED_LIFETIME: thread.num_batches_dropped,
+            m.LEARNER_QUEUE_LENGTH_MEAN: float(np.mean(queue_lengths)) if queue_lengths else 0.0,
+            m.LEARNER_TIME_SHARE: (thread.busy_s - busy_before) / elapsed if elapsed else 0.0,
+            m.DRIVER_MS_PER_FRAGMENT: 1000.0 * driver_s / max(fragments_taken, 1),
+            m.WEIGHTS_VERSION: self.learner.num_updates,
+        }
+        return stats
+
+    def iteration_results(self) -> dict[str, Any]:
+        """Throughput, queue, drops, lag inputs and the driver's cost per fragment."""
+        return dict(self._iteration_figures)
+
+    # ----------------------------------------------------------------- checkpoints
+    def learner_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Adam's state and the update count (the weights version)."""
+        tensors, data = flatten_optimizer_state(self.learner.optimizer.state_dict(), "optimizer")
+        data["num_updates"] = self.learner.num_updates
+        return tensors, data
+
+    def set_learner_state(self, tensors: dict[str, torch.Tensor], data: dict[str, Any]) -> None:
+        """Restore Adam's state and the update count."""
+        self.learner.optimizer.load_state_dict(
+            unflatten_optimizer_state(tensors, data, "optimizer")
+        )
+        self.learner.num_updates = int(data["num_updates"])
+
+    def cleanup(self) -> None:
+        """Stop the learner thread, then the runners."""
+        if self._thread is not None:
+            self._thread.stop()
+            self._thread = None
+        super().cleanup()
+
+
+def _mean_metrics(stats: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric averaged over the iteration's updates (maxima kept as maxima)."""
+    if not stats:
+        return {"num_updates": 0.0}
+    keys = stats[0].keys()
+    merged = {
+        key: float(np.max([s[key] for s in stats]))
+        if key.endswith("_max")
+        else float(np.mean([s[key] for s in stats]))
+        for key in keys
+    }
+    merged["num_env_steps_trained"] = float(sum(s["num_env_steps_trained"] for s in stats))
+    merged["num_updates"] = float(len(stats))
+    return merged
