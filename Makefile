@@ -85,6 +85,7 @@ $(BENCH_VENV)/.installed:
 bench: $(VENV)/.installed-dev $(BENCH_VENV)/.installed
 	$(BIN)/python bench/train_cartpole.py --sb3-python $(BENCH_VENV)/bin/python
 	$(BIN)/python bench/train_pendulum.py --sb3-python $(BENCH_VENV)/bin/python
+	$(BIN)/python bench/train_impala.py
 	$(BIN)/python bench/serve_load.py
 	$(BIN)/python bench/session_load.py
 

@@ -2,9 +2,10 @@
 
 For each setting, in one run on the same machine: wall seconds (training only, build excluded)
 and env steps to a mean training return of 450, env steps/s sampled and trained, the learner's
-share of the wall clock, the driver's cost per fragment (its busy time, i.e. not waiting on
-Ray, over the fragments taken), the policy lag (updates between the weights that sampled a
-fragment and the learner's), and train batches dropped. Prints one JSON line.
+share of the wall clock, the driver's cost per fragment (the CPU time of its sampling loop's
+thread over the fragments taken: what bounds the runners one driver can feed), the policy lag
+(updates between the weights that sampled a fragment and the learner's), and train batches
+dropped. Prints one JSON line.
 
     python bench/train_impala.py [--seed 0] [--budget-s 120]
 """
@@ -66,8 +67,9 @@ def measure(example: str, overrides: dict[str, Any], seed: int, budget_s: float)
     if m.DRIVER_MS_PER_FRAGMENT in rows[-1] or m.WEIGHTS_VERSION in rows[-1]:
         learner = [r[m.LEARNER_RESULTS][m.DEFAULT_POLICY_ID] for r in rows]
 
-        def mean(key: str) -> float:
-            return round(float(np.mean([r[key] for r in rows if key in r])), 3)
+        def mean(key: str) -> float | None:
+            values = [r[key] for r in rows if key in r]  # absent when sampling in turn
+            return round(float(np.mean(values)), 3) if values else None
 
         figures.update(
             {
@@ -76,7 +78,7 @@ def measure(example: str, overrides: dict[str, Any], seed: int, budget_s: float)
                 ),
                 "policy_lag_max": max(x["policy_lag_max"] for x in learner),
                 "learner_time_share": mean(m.LEARNER_TIME_SHARE),
-                "driver_ms_per_fragment": mean(m.DRIVER_MS_PER_FRAGMENT),
+                "driver_cpu_ms_per_fragment": mean(m.DRIVER_MS_PER_FRAGMENT),
                 "rows_per_fragment": config.get_rollout_fragment_length()
                 * config.num_envs_per_env_runner,
                 "train_batches_dropped": rows[-1].get(m.NUM_TRAIN_BATCHES_DROPPED_LIFETIME, 0),

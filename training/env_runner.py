@@ -251,12 +251,20 @@ class EnvRunner:
             weights_version=self.weights_version,
         )
 
-    def sample_with_filter_delta(self) -> tuple[Fragment, dict[str, Any] | None]:
-        """One fragment plus the filter statistics gathered meanwhile (``None`` when unfiltered).
+    def sample_with_filter_delta(
+        self,
+        weights: dict[str, Any] | None = None,
+        global_timestep: int | None = None,
+        weights_version: int | None = None,
+    ) -> tuple[Fragment, dict[str, Any] | None]:
+        """Load new weights if given, then one fragment and the filter statistics meanwhile.
 
-        What an asynchronous driver asks for: one call per fragment, so the statistics come
-        back with the samples instead of in a separate round trip to every runner.
+        What an asynchronous driver asks for: one call per fragment, so new weights come with
+        the request and the statistics (``None`` when unfiltered) with the samples, instead
+        of separate round trips to every runner.
         """
+        if weights is not None:
+            self.set_weights(weights, global_timestep, weights_version)
         fragment = self.sample()
         delta = self.get_filter_delta() if self.module.obs_filter.enabled else None
         return fragment, delta

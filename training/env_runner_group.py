@@ -11,8 +11,8 @@ Failure handling follows RLlib's settings:
 Synchronous algorithms (PPO, DQN, SAC) call :meth:`EnvRunnerGroup.sample`: one fragment from
 every runner, then wait. Asynchronous ones (IMPALA) call :meth:`EnvRunnerGroup.fetch_ready`:
 every runner keeps ``max_requests_in_flight_per_env_runner`` sample requests queued, and the
-driver takes whatever has arrived, so runners never wait for the learner; weights go out with
-:meth:`EnvRunnerGroup.broadcast_weights`, queued behind the samples in flight.
+driver takes whatever has arrived, so runners never wait for the learner; weights published with
+:meth:`EnvRunnerGroup.broadcast_weights` ride along with each runner's next sample request.
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ class EnvRunnerGroup:
         # Asynchronous sampling: request -> (runner index, when it was sent).
         self._in_flight: dict[Any, tuple[int, float]] = {}
         self._in_flight_per_runner: dict[int, int] = {}
+        self._weights_sent: dict[int, int | None] = {}  # runner -> version it was sent last
+        self._local_weights: tuple[dict[str, Any], int, int] | None = None
         self.num_sample_requests_dropped = 0
-        self.time_waiting_s = 0.0
-        """Seconds :meth:`fetch_ready` spent blocked, waiting for the first fragment."""
         if config.num_env_runners > 0:
             if not ray.is_initialized():
                 ray.init(include_dashboard=False, configure_logging=False)
@@ -128,6 +128,7 @@ class EnvRunnerGroup:
                 a.set_weights.remote(ref, global_timestep, weights_version): i
                 for i, a in self._actors.items()
             }
+            self._weights_sent = dict.fromkeys(self._actors, weights_version)
             self._collect(refs)
 
     # ----------------------------------------------------------------- asynchronous sampling
@@ -139,19 +140,38 @@ class EnvRunnerGroup:
     def broadcast_weights(
         self, weights: dict[str, Any], global_timestep: int, weights_version: int
     ) -> None:
-        """Send module state to every runner without waiting for it to arrive.
+        """Make module state the runners' next weights, without a call to any of them.
 
-        The weights are put in the object store once; each runner's ``set_weights`` call
-        queues behind the sample requests it has in flight (an actor runs its calls in
-        order), so sampling never stops and the next fragments carry ``weights_version``.
+        The local runner (idle while remote ones sample) gets them at :meth:`push_weights`.
+
+        The weights go into the object store once; each runner gets the reference with its
+        next sample request (:meth:`fetch_ready`), which Ray resolves in the runner before the
+        sampling starts. That request queues behind the ones in flight, where a separate
+        ``set_weights`` call would queue too, so the lag is the same, sampling never stops,
+        and a broadcast costs one ``ray.put`` however many runners there are.
         """
-        self.local_env_runner.set_weights(weights, global_timestep, weights_version)
+        self._local_weights = (weights, global_timestep, weights_version)
         if self._actors:
-            ref = ray.put(weights)
-            self._weights = (ref, global_timestep, weights_version)
-            for actor in self._actors.values():
+            self._weights = (ray.put(weights), global_timestep, weights_version)
+
+    def push_weights(self) -> None:
+        """Send the published weights to every runner not given them yet, without waiting.
+
+        For the end of an iteration: a runner's queued calls then end on the newest weights
+        even before its next sample request (one call per runner, once per iteration). The
+        local runner, which does not sample meanwhile, is brought up to date here too.
+        """
+        if self._local_weights is not None:
+            self.local_env_runner.set_weights(*self._local_weights)
+            self._local_weights = None
+        if self._weights is None:
+            return
+        ref, timestep, version = self._weights
+        for index, actor in self._actors.items():
+            if self._weights_sent.get(index) != version:
                 # Fire and forget: a runner that died surfaces through its sample requests.
-                actor.set_weights.remote(ref, global_timestep, weights_version)
+                actor.set_weights.remote(ref, timestep, version)
+                self._weights_sent[index] = version
 
     def fetch_ready(
         self, max_in_flight: int, timeout_s: float
@@ -162,7 +182,7 @@ class EnvRunnerGroup:
         once (one ``ray.wait`` and one ``ray.get`` per call, whatever the number of runners,
         so the driver's cost per fragment stays flat as runners are added). A runner whose
         request fails, or is older than ``sample_timeout_s``, is handled as in
-        :meth:`sample`; its other requests are dropped and counted in
+        :meth:`sample`; that request and its other ones are dropped and counted in
         :attr:`num_sample_requests_dropped`.
 
         Returns:
@@ -172,9 +192,7 @@ class EnvRunnerGroup:
         if not self._in_flight:
             raise EnvRunnerFailedError("no healthy env runner to sample from")
         refs = list(self._in_flight)
-        blocked = time.perf_counter()
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout_s)
-        self.time_waiting_s += time.perf_counter() - blocked
         if ready:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         results: list[tuple[Fragment, dict[str, Any] | None]] = []
@@ -187,8 +205,8 @@ class EnvRunnerGroup:
                 try:
                     results.append(ray.get(ref))
                 except (RayActorError, RayTaskError) as error:
+                    self.num_sample_requests_dropped += 1
                     if index in failed:  # a second request of a runner already replaced
-                        self.num_sample_requests_dropped += 1
                         continue
                     failed.add(index)
                     self._on_failure(index, error)
@@ -196,6 +214,7 @@ class EnvRunnerGroup:
         for ref, (index, sent) in list(self._in_flight.items()):
             if ref in self._in_flight and time.monotonic() - sent > timeout:
                 self._forget(ref)
+                self.num_sample_requests_dropped += 1
                 late = TimeoutError(f"no answer within sample_timeout_s={timeout}")
                 self._on_failure(index, late)
         # Resend at once: the runners keep sampling while the driver feeds the learner (and
@@ -205,9 +224,15 @@ class EnvRunnerGroup:
 
     def _top_up(self, max_in_flight: int) -> None:
         now = time.monotonic()
+        version = None if self._weights is None else self._weights[2]
         for index, actor in list(self._actors.items()):
             for _ in range(max_in_flight - self._in_flight_per_runner.get(index, 0)):
-                self._in_flight[actor.sample_with_filter_delta.remote()] = (index, now)
+                if self._weights is not None and self._weights_sent.get(index) != version:
+                    ref = actor.sample_with_filter_delta.remote(*self._weights)
+                    self._weights_sent[index] = version
+                else:
+                    ref = actor.sample_with_filter_delta.remote()
+                self._in_flight[ref] = (index, now)
                 self._in_flight_per_runner[index] = self._in_flight_per_runner.get(index, 0) + 1
 
     def _forget(self, ref: Any) -> int:
@@ -275,6 +300,7 @@ class EnvRunnerGroup:
             if self._weights is not None:
                 ref, timestep, version = self._weights
                 ray.get(self._actors[index].set_weights.remote(ref, timestep, version))
+                self._weights_sent[index] = version
         elif config.ignore_env_runner_failures:
             logger.warning("env runner %d failed (%s); going on without it", index, _short(error))
             if not self._actors:

@@ -79,7 +79,7 @@ NUM_SAMPLE_REQUESTS_DROPPED_LIFETIME = "num_sample_requests_dropped_lifetime"
 NUM_TRAIN_BATCHES_DROPPED_LIFETIME = "num_train_batches_dropped_lifetime"
 LEARNER_QUEUE_LENGTH_MEAN = "learner_queue_length_mean"
 LEARNER_TIME_SHARE = "learner_time_share"
-DRIVER_MS_PER_FRAGMENT = "driver_ms_per_fragment"
+DRIVER_MS_PER_FRAGMENT = "driver_cpu_ms_per_fragment"
 WEIGHTS_VERSION = "weights_version"
 
 # Filled in by Ray Tune's Trainable around every result.

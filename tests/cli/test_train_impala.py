@@ -58,7 +58,7 @@ def test_train_impala_writes_a_checkpoint_and_the_asynchronous_figures(
     assert last["num_sample_requests_in_flight"] >= 1
     header = (run_dir / "progress.csv").read_text().splitlines()[0].split(",")
     assert "learners/default_policy/policy_lag_mean" in header
-    assert "driver_ms_per_fragment" in header
+    assert "driver_cpu_ms_per_fragment" in header
 
 
 def test_the_exported_impala_artifact_evaluates_as_the_checkpoint(

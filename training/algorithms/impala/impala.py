@@ -139,13 +139,16 @@ class IMPALA(Algorithm):
         filter_on = self.module.obs_filter.enabled
         timestep = m.NUM_ENV_STEPS_SAMPLED_LIFETIME
         start, busy_before = time.perf_counter(), thread.busy_s
-        waited_before = group.time_waiting_s
+        # The driver's own CPU time (this thread's: blocked waits on Ray cost none), so the
+        # cost per fragment is what limits how many runners one driver can feed.
+        cpu_before = time.thread_time()
         sampled = fragments_taken = 0
         queue_lengths: list[int] = []
-        while sampled < cfg.min_sample_timesteps_per_iteration:
-            arrived = group.fetch_ready(
-                cfg.max_requests_in_flight_per_env_runner, timeout_s=_FETCH_TIMEOUT_S
-            )
+        # Read once: a config attribute is a lookup through its sections.
+        batch_rows, in_flight = cfg.train_batch_size, cfg.max_requests_in_flight_per_env_runner
+        wanted = cfg.min_sample_timesteps_per_iteration
+        while sampled < wanted:
+            arrived = group.fetch_ready(in_flight, timeout_s=_FETCH_TIMEOUT_S)
             for fragment, delta in arrived:
                 if filter_on and delta is not None:
                     self.filter_stat.merge(RunningStat.from_json(delta))
@@ -153,7 +156,7 @@ class IMPALA(Algorithm):
                 sampled += fragment.num_env_steps
                 self._pending.append(fragment)
                 self._pending_rows += fragment.rewards.size
-                if self._pending_rows >= cfg.train_batch_size:
+                if self._pending_rows >= batch_rows:
                     state = self.filter_stat.to_json() if filter_on else None
                     thread.submit((self._pending, state))
                     self._pending, self._pending_rows = [], 0
@@ -167,10 +170,11 @@ class IMPALA(Algorithm):
         weights = thread.take_weights()
         if weights is not None:
             group.broadcast_weights(weights[1], self.counters[timestep], weights[0])
+        group.push_weights()
         elapsed = time.perf_counter() - start
         stats = thread.take_stats()
         trained = sum(entry["num_env_steps_trained"] for entry in stats)
-        driver_s = elapsed - (group.time_waiting_s - waited_before)
+        driver_s = time.thread_time() - cpu_before
         self._iteration_figures = {
             m.NUM_ENV_STEPS_TRAINED_THROUGHPUT: trained / elapsed if elapsed > 0 else 0.0,
             m.NUM_SAMPLE_REQUESTS_IN_FLIGHT: group.num_in_flight_requests,
