@@ -246,7 +246,14 @@ class Algorithm(Trainable, abc.ABC):
         """
         if self._evaluation_runner is None:
             eval_config = self.config.copy()
-            eval_config.update_from_dict({"num_envs_per_env_runner": 1, "output": None})
+            eval_config.update_from_dict(
+                {
+                    "num_envs_per_env_runner": 1,
+                    "output": None,
+                    "remote_worker_envs": False,  # one env, stepped in the driver
+                    "gym_env_vectorize_mode": "SYNC",
+                }
+            )
             self._evaluation_runner = EnvRunner(eval_config, runner_index=1_000_000)
         runner = self._evaluation_runner
         runner.set_weights({k: v.cpu() for k, v in self.module.state_dict().items()})

@@ -154,6 +154,10 @@ class AlgorithmConfig(_Config):
         num_gpus_per_env_runner: Any = NotProvided,
         explore: Any = NotProvided,
         max_requests_in_flight_per_env_runner: Any = NotProvided,
+        gym_env_vectorize_mode: Any = NotProvided,
+        remote_worker_envs: Any = NotProvided,
+        remote_env_batch_wait_ms: Any = NotProvided,
+        num_cpus_per_env: Any = NotProvided,
         **unknown: Any,
     ) -> Self:
         """Set the sampling layout (see :class:`~training.config_sections.EnvRunnersSection`)."""

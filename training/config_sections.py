@@ -115,6 +115,15 @@ class EnvRunnersSection(Section):
         max_requests_in_flight_per_env_runner: Sample requests an asynchronous algorithm
             (IMPALA) keeps queued on each remote runner, so it samples while the driver
             learns; the synchronous ones (PPO, DQN, SAC) ask one at a time.
+        gym_env_vectorize_mode: ``"SYNC"`` steps a runner's envs one after another in its
+            process; ``"ASYNC"`` runs each in a subprocess of its own (gymnasium's
+            ``AsyncVectorEnv``) and steps them in parallel.
+        remote_worker_envs: Put each env of a runner in a Ray actor of its own and step
+            whichever are ready (SEED-style), batching their inference.
+        remote_env_batch_wait_ms: With remote envs, how long to wait for more envs to be
+            ready once one is; 0 acts as soon as one is ready.
+        num_cpus_per_env: CPUs each remote env actor reserves (fractional: six envs at the
+            default fit beside a runner on 2 CPUs).
     """
 
     num_env_runners: int = Field(default=0, ge=0)
@@ -126,6 +135,19 @@ class EnvRunnersSection(Section):
     num_gpus_per_env_runner: float = Field(default=0.0, ge=0)
     explore: bool = True
     max_requests_in_flight_per_env_runner: int = Field(default=2, ge=1)
+    gym_env_vectorize_mode: Literal["SYNC", "ASYNC"] = "SYNC"
+    remote_worker_envs: bool = False
+    remote_env_batch_wait_ms: float = Field(default=0.0, ge=0.0)
+    num_cpus_per_env: float = Field(default=0.1, ge=0.0)
+
+    @model_validator(mode="after")
+    def _one_way_to_parallel_envs(self) -> EnvRunnersSection:
+        if self.remote_worker_envs and self.gym_env_vectorize_mode == "ASYNC":
+            raise ValueError(
+                "remote_worker_envs=True and gym_env_vectorize_mode='ASYNC' both run the envs "
+                "in parallel: pick one"
+            )
+        return self
 
     @field_validator("rollout_fragment_length")
     @classmethod

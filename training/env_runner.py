@@ -25,6 +25,7 @@ from formats.leaves import obs_to_leaves
 from training import columns as cols
 from training.envs import make_env_creator
 from training.preprocessing import RunningStat
+from training.remote_envs import RemoteEnvs
 from training.rl_module import RLModule
 from training.traces import TraceWriter
 
@@ -94,8 +95,7 @@ class EnvRunner:
         self.num_envs = int(config.num_envs_per_env_runner)
         self._seed_offset = 0
         self._make_vector_env()
-        self.observation_space = self.env.single_observation_space
-        self.action_space = self.env.single_action_space
+        self.observation_space, self.action_space = self._spaces()
         if runner_index > 0:  # an actor of its own: size torch's threads to its CPUs
             torch.set_num_threads(max(1, int(config.num_cpus_per_env_runner)))
         # The initial weights are replaced by the learner's: keep the global RNG untouched.
@@ -120,20 +120,45 @@ class EnvRunner:
 
     # ----------------------------------------------------------------- env management
     def _make_vector_env(self) -> None:
-        self.env = gym.vector.SyncVectorEnv(
+        self.remote_envs: RemoteEnvs | None = None
+        self.env: Any = None  # a gymnasium vector env, unless the envs are remote
+        # Only a runner that samples runs its envs in parallel: with remote runners, the
+        # driver's local runner only knows the spaces (and keeps plain envs).
+        samples = self.runner_index > 0 or self.config.num_env_runners == 0
+        if self.config.remote_worker_envs and samples:
+            self.remote_envs = RemoteEnvs(self.config, self.runner_index, self.num_envs)
+            return
+        # ASYNC: one subprocess per sub-env (gymnasium's AsyncVectorEnv), stepped in parallel.
+        vector = (
+            gym.vector.AsyncVectorEnv
+            if self.config.gym_env_vectorize_mode == "ASYNC" and samples
+            else gym.vector.SyncVectorEnv
+        )
+        self.env = vector(
             [self._creator for _ in range(self.num_envs)],
             autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
         )
+
+    def _spaces(self) -> tuple[gym.Space[Any], gym.Space[Any]]:
+        source: Any = self.remote_envs if self.remote_envs is not None else self.env
+        return source.single_observation_space, source.single_action_space
 
     def reset(self) -> None:
         """Start fresh (seeded) episodes in every sub-env; unfinished episodes are dropped."""
         self._reset_all()
 
+    def restart_seed(self, sub_env: int) -> int | None:
+        """The seed sub-env ``sub_env`` starts (or restarts) its episodes from."""
+        seed = derive_seed(self.config.seed, self.runner_index, sub_env)
+        return None if seed is None else seed + self._seed_offset
+
     def _reset_all(self) -> None:
-        seeds = [derive_seed(self.config.seed, self.runner_index, j) for j in range(self.num_envs)]
-        if seeds[0] is not None and self._seed_offset:
-            seeds = [s + self._seed_offset for s in seeds]  # type: ignore[operator]
-        self._obs, _ = self.env.reset(seed=seeds if seeds[0] is not None else None)
+        seeds = [self.restart_seed(j) for j in range(self.num_envs)]
+        if self.remote_envs is not None:
+            self._obs = self.remote_envs.reset(seeds)  # one observation per env
+        else:
+            assert self.env is not None
+            self._obs, _ = self.env.reset(seed=seeds if seeds[0] is not None else None)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self._ep_return = np.zeros(self.num_envs, dtype=np.float64)
         self._ep_len = np.zeros(self.num_envs, dtype=np.int64)
@@ -143,7 +168,7 @@ class EnvRunner:
     def _restart_env(self, error: Exception) -> None:
         logger.warning("runner %d: env failed (%r); re-creating it", self.runner_index, error)
         try:
-            self.env.close()
+            self._close_envs()
         except Exception:
             logger.debug("closing the failed env raised", exc_info=True)
         self._seed_offset += 1
@@ -153,6 +178,53 @@ class EnvRunner:
     # ----------------------------------------------------------------- sampling
     def _leaves(self, obs: Any) -> list[np.ndarray]:
         return obs_to_leaves(self.observation_space, obs, batched=True)
+
+    # The remote-env loop (training.remote_envs) steps each env on its own; these are the
+    # pieces of a step it shares with the vector-env loop below.
+    @property
+    def autoreset(self) -> np.ndarray:
+        """Per sub-env: its next step is the reset step after an episode's end."""
+        return self._autoreset
+
+    def current_observations(self) -> Any:
+        """The observations the next actions are computed for."""
+        return self._obs
+
+    def set_current_observations(self, obs: Any) -> None:
+        """Replace them (after a sampling loop that stepped the envs itself)."""
+        self._obs = obs
+
+    def forward(self, leaves: list[np.ndarray], explore: bool, valid: np.ndarray) -> dict[str, Any]:
+        """Actions (and extras) for a batch; ``valid`` rows feed the filter's statistics."""
+        tensors = [torch.from_numpy(np.asarray(x)) for x in leaves]
+        with torch.no_grad():
+            if explore:
+                out = self.module.forward_exploration(tensors, self._generator, self._timestep)
+            else:
+                out = self.module.forward_inference(tensors)
+            if self.module.obs_filter.enabled:
+                flat = self.module.preprocessor(tensors).flat.numpy()
+                self._filter_delta.push(flat[valid])
+        return {key: value.numpy() for key, value in out.items()}
+
+    def account(
+        self, sub_env: int, reward: float, terminated: bool, truncated: bool, valid: bool
+    ) -> tuple[float, int] | None:
+        """Count one step of one sub-env; returns ``(return, length)`` if it ended an episode."""
+        if not valid:
+            return None
+        self._ep_return[sub_env] += reward
+        self._ep_len[sub_env] += 1
+        self._timestep += 1
+        if not (terminated or truncated):
+            return None
+        finished = (float(self._ep_return[sub_env]), int(self._ep_len[sub_env]))
+        self._ep_return[sub_env], self._ep_len[sub_env] = 0.0, 0
+        return finished
+
+    def env_action(self, action: np.ndarray) -> np.ndarray:
+        """One sub-env's action as the env takes it (Box: clipped, in its dtype)."""
+        return self._env_actions(action)
 
     def _env_actions(self, actions: np.ndarray) -> np.ndarray:
         if isinstance(self.action_space, gym.spaces.Box):
@@ -170,6 +242,7 @@ class EnvRunner:
         valid: np.ndarray,
     ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
         """Step the vector env; with ``restart_failed_sub_environments``, survive env errors."""
+        assert self.env is not None
         try:
             next_obs, reward, term, trunc, _ = self.env.step(self._env_actions(action))
         except Exception as error:
@@ -196,6 +269,19 @@ class EnvRunner:
             The fragment, time-major.
         """
         steps = num_steps or self.config.get_rollout_fragment_length()
+        if self.remote_envs is not None:
+            fragment = self.remote_envs.sample(self, steps, explore=explore)
+            if self._traces is not None:  # the rows are complete only now
+                for t in range(steps):
+                    self._traces.record(
+                        [leaf[t] for leaf in fragment.obs],
+                        fragment.actions[t],
+                        fragment.rewards[t],
+                        fragment.terminated[t],
+                        fragment.truncated[t],
+                        fragment.valid[t],
+                    )
+            return fragment
         n = self.num_envs
         obs_rows: list[list[np.ndarray]] = []
         actions, rewards = [], np.zeros((steps, n), np.float32)
@@ -204,26 +290,17 @@ class EnvRunner:
         extras: dict[str, list[np.ndarray]] = {}
         returns: list[float] = []
         lengths: list[int] = []
-        filter_on = self.module.obs_filter.enabled
         for t in range(steps):
             leaves = self._leaves(self._obs)
-            tensors = [torch.from_numpy(np.asarray(x)) for x in leaves]
-            with torch.no_grad():
-                if explore:
-                    out = self.module.forward_exploration(tensors, self._generator, self._timestep)
-                else:
-                    out = self.module.forward_inference(tensors)
-                if filter_on:
-                    flat = self.module.preprocessor(tensors).flat.numpy()
-                    self._filter_delta.push(flat[~self._autoreset])
-            action = out[cols.ACTIONS].numpy()
+            out = self.forward(leaves, explore, ~self._autoreset)
+            action = out[cols.ACTIONS]
             next_obs, reward, term, trunc = self._step(action, t, terminated, truncated, valid)
             is_valid = ~self._autoreset
             obs_rows.append(leaves)
             actions.append(action)
             for key, value in out.items():
                 if key not in (cols.ACTIONS, cols.ACTION_DIST_INPUTS):
-                    extras.setdefault(key, []).append(value.numpy())
+                    extras.setdefault(key, []).append(value)
             rewards[t], terminated[t], truncated[t], valid[t] = reward, term, trunc, is_valid
             self._ep_return += np.where(is_valid, reward, 0.0)
             self._ep_len += is_valid
@@ -323,8 +400,14 @@ class EnvRunner:
         """Health check used by the runner group."""
         return time.time()
 
+    def _close_envs(self) -> None:
+        if self.remote_envs is not None:
+            self.remote_envs.stop()
+        elif self.env is not None:
+            self.env.close()
+
     def stop(self) -> None:
-        """Close the env and flush traces."""
+        """Close the envs (or kill the env actors) and flush traces."""
         if self._traces is not None:
             self._traces.close()
-        self.env.close()
+        self._close_envs()
