@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -24,6 +24,7 @@ import torch
 from formats.leaves import obs_to_leaves
 from training import columns as cols
 from training.envs import make_env_creator
+from training.fragments import Fragment
 from training.preprocessing import RunningStat
 from training.remote_envs import RemoteEnvs
 from training.rl_module import RLModule
@@ -39,42 +40,6 @@ def derive_seed(seed: int | None, runner_index: int, sub_env: int) -> int | None
     if seed is None:
         return None
     return int(np.random.SeedSequence([seed, runner_index, sub_env]).generate_state(1)[0])
-
-
-class Fragment(NamedTuple):
-    """``T`` steps of ``N`` sub-envs, time-major.
-
-    Attributes:
-        obs: Observation leaves, each ``(T, N, ...)``; row ``t`` is what the action saw.
-        next_obs: Observation leaves after the last step, each ``(N, ...)``.
-        actions: ``(T, N, ...)`` actions as sampled (Box actions unclipped).
-        rewards: ``(T, N)`` float32.
-        terminated: ``(T, N)`` bool.
-        truncated: ``(T, N)`` bool.
-        valid: ``(T, N)`` bool, False on the autoreset steps that follow an episode's end.
-        extras: Per-step module outputs, e.g. ``action_logp`` ``(T, N)``.
-        episode_returns: Returns of the episodes that ended in this fragment.
-        episode_lengths: Their lengths.
-        weights_version: The version of the weights that sampled it (what the driver last
-            broadcast), so an asynchronous learner can measure its policy lag.
-    """
-
-    obs: list[np.ndarray]
-    next_obs: list[np.ndarray]
-    actions: np.ndarray
-    rewards: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    valid: np.ndarray
-    extras: dict[str, np.ndarray]
-    episode_returns: list[float]
-    episode_lengths: list[int]
-    weights_version: int = 0
-
-    @property
-    def num_env_steps(self) -> int:
-        """Env steps that count (valid rows)."""
-        return int(self.valid.sum())
 
 
 class EnvRunner:

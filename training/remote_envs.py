@@ -26,9 +26,10 @@ from ray.exceptions import RayActorError, RayTaskError
 from formats.leaves import obs_to_leaves
 from training import columns as cols
 from training.envs import make_env_creator
+from training.fragments import Fragment
 
 if TYPE_CHECKING:
-    from training.env_runner import EnvRunner, Fragment
+    from training.env_runner import EnvRunner
 
 __all__ = ["RemoteEnv", "RemoteEnvs"]
 
@@ -232,8 +233,6 @@ class _Rows:
 
     def fragment(self, runner: EnvRunner, current: list[Any]) -> Fragment:
         """The filled rows as a time-major fragment."""
-        from training.env_runner import Fragment
-
         space = runner.observation_space
         leaves = [
             np.stack([np.stack([row[j][i] for j in range(self.envs)]) for row in self.obs])

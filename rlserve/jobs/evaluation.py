@@ -254,8 +254,12 @@ def _play_on_ray(
         if started:
             ray.shutdown()
         elif not done:  # leave nothing running in a Ray instance that is not ours
-            for ref in refs:
-                ray.cancel(ref, force=True)
+            # Only the unfinished ones, and without force: Ray 2.60's force-kill cancel races
+            # a reply already on its way ("Tried to complete task that was not pending"), a
+            # failed check that aborts this whole process.
+            _, unfinished = ray.wait(refs, num_returns=len(refs), timeout=0)
+            for ref in unfinished:
+                ray.cancel(ref, force=False)
     return [e for chunk in results for e in chunk], wall_s
 
 
