@@ -50,6 +50,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Ray starts its workers at niceness 15: beside the other pytest worker (niceness 0) an
+# IMPALA run's runners then starve while its learner does not, and the policy lag V-trace
+# must correct grows without bound. The tests' Ray workers take their fair share instead.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 @pytest.fixture(scope="session")
