@@ -26,6 +26,7 @@ from training.algorithm import Algorithm
 from training.algorithms.impala.config import IMPALAConfig
 from training.algorithms.impala.learner import IMPALALearner
 from training.algorithms.ppo.module import PPOModule
+from training.algorithms.ppo.ppo import PPO
 from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
 from training.config import AlgorithmConfig
 from training.env_runner import Fragment
@@ -55,13 +56,8 @@ class IMPALA(Algorithm):
         observation_space: gym.Space[Any],
         action_space: gym.Space[Any],
     ) -> RLModule:
-        """The same actor-critic as PPO's (so export and serving treat both alike)."""
-        return PPOModule(
-            observation_space,
-            action_space,
-            config.model,
-            observation_filter=config.uses_observation_filter,
-        )
+        """PPO's actor-critic itself (so export and serving treat both alike)."""
+        return PPO.build_module(config, observation_space, action_space)
 
     def setup_learner(self) -> None:
         """The V-trace learner; its thread starts with the first asynchronous iteration."""
