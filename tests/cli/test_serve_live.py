@@ -191,8 +191,15 @@ def test_every_listener_of_the_service_is_on_loopback(
     """Every TCP listener of the service's process tree (Ray, HAProxy, replicas) is loopback."""
     proc, url, metrics_port = service
     root = psutil.Process(proc.pid)
-    listeners = _listeners(root)
-    names = {name for _, _, name in listeners}
+    # An HAProxy reload (a replica settling, Serve's periodic config refresh) replaces the
+    # process: for a moment no haproxy is in the tree. Look again for a few seconds.
+    deadline = time.monotonic() + 15
+    while True:
+        listeners = _listeners(root)
+        names = {name for _, _, name in listeners}
+        if "haproxy" in names or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert "haproxy" in names, listeners  # the default ingress really is HAProxy
     ports = {port for _, port, _ in listeners}
     assert {int(url.rsplit(":", 1)[1]), metrics_port} <= ports, listeners
