@@ -59,6 +59,8 @@ __all__ = [
     "DISCONNECT_HEADER",
     "HEADER_TIMEOUT_S",
     "INGRESS_MODES",
+    "PROXY_READY_TIMEOUT_S",
+    "PROXY_READY_TIMEOUT_VARIABLE",
     "QUEUE_TIMEOUT_S",
     "REPLICA_DRAIN_S",
     "TIMEOUT_HEADER",
@@ -72,6 +74,9 @@ __all__ = [
 IngressMode = Literal["haproxy", "proxy"]
 REPLICA_DRAIN_S = 2.0
 """How long a stopping replica stays reachable behind HAProxy before it stops accepting."""
+PROXY_READY_TIMEOUT_VARIABLE = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
+PROXY_READY_TIMEOUT_S = 30.0
+"""How long Serve's controller waits for a starting proxy (Ray's default: 5 s)."""
 CLIENT_IDLE_TIMEOUT_S = 60
 """HAProxy's ``timeout client``: how long a client connection may send nothing."""
 HEADER_TIMEOUT_S = 10
@@ -316,7 +321,16 @@ def ingress_environment(
     """
     if mode not in INGRESS_MODES:
         raise ValueError(f"ingress: expected one of {', '.join(INGRESS_MODES)}, got {mode!r}")
-    env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+    env = {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        # Serve's controller kills a proxy actor that is not ready within 5 s, and
+        # `serve.start` then fails with "actor died". On a busy 2-core machine the actor's
+        # worker process alone can take longer to start (seen in CI: killed before it ran).
+        # A slow start costs nothing here, a failed start costs the service.
+        PROXY_READY_TIMEOUT_VARIABLE: os.environ.get(
+            PROXY_READY_TIMEOUT_VARIABLE, str(PROXY_READY_TIMEOUT_S)
+        ),
+    }
     if mode == "proxy":
         # Throughput-optimized mode turns direct ingress on; without HAProxy that would
         # make the ingress replica listen on Serve's default port, not the one asked for.

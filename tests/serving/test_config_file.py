@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from serving import wire
+from serving.ingress import PROXY_READY_TIMEOUT_VARIABLE
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +36,21 @@ def _example_config(artifact: Path, tmp_path: Path) -> tuple[Path, int]:
     return path, port
 
 
-def _first_answer(port: int, process: subprocess.Popen[bytes]) -> httpx.Response:
+def _tail(log: Path, lines: int = 60) -> str:
+    """The end of a child's log, for an assertion message."""
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _first_answer(port: int, process: subprocess.Popen[bytes], log: Path) -> httpx.Response:
     """Wait until the service is ready, then ask it for one action.
 
     A 503 is retried as a client would (it carries ``Retry-After``): just after start-up Ray
     reloads HAProxy as the replica settles, and a request can meet that moment.
     """
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     last = "no answer"
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
         while time.monotonic() < deadline and process.poll() is None:
@@ -57,23 +66,29 @@ def _first_answer(port: int, process: subprocess.Popen[bytes]) -> httpx.Response
             except httpx.TransportError as err:
                 last = repr(err)
             time.sleep(0.5)
-    raise AssertionError(f"the service did not answer: {last}")
+    raise AssertionError(
+        f"the service did not answer ({last}; exit code {process.poll()}):\n{_tail(log)}"
+    )
 
 
 def test_example_config_file_serves_the_artifact(cartpole_artifact: Path, tmp_path: Path) -> None:
     path, port = _example_config(cartpole_artifact, tmp_path)
     serve = shutil.which("serve", path=str(Path(sys.executable).parent)) or "serve"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    process = subprocess.Popen(
-        [serve, "run", str(path)],
-        cwd=tmp_path,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # Serve's 5 s proxy start-up limit fails `serve run` on a loaded 2-core machine; rlserve
+    # sets the same variable (serving.ingress.PROXY_READY_TIMEOUT_S).
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", PROXY_READY_TIMEOUT_VARIABLE: "30"}
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [serve, "run", str(path)],
+            cwd=tmp_path,
+            env=env,
+            start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        answer = _first_answer(port, process)
+        answer = _first_answer(port, process, log)
         assert answer.status_code == 200
         assert answer.json()["policy"] == "cartpole"
     finally:
@@ -88,20 +103,23 @@ def test_example_config_file_serves_the_artifact(cartpole_artifact: Path, tmp_pa
 def test_rlserve_serve_runs_a_config_file(cartpole_artifact: Path, tmp_path: Path) -> None:
     path, port = _example_config(cartpole_artifact, tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rlserve", "serve", "--config", str(path)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path / "rlserve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rlserve", "serve", "--config", str(path)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        answer = _first_answer(port, process)
+        answer = _first_answer(port, process, log)
         assert answer.status_code == 200, answer.text
         assert answer.json()["policy"] == "cartpole"
     finally:
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=90) == 0
+        code = process.wait(timeout=90)
+    assert code == 0, _tail(log)
 
 
 @pytest.mark.parametrize(

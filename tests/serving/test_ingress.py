@@ -12,6 +12,7 @@ from serving.ingress import (
     CLIENT_IDLE_TIMEOUT_S,
     DISCONNECT_HEADER,
     HEADER_TIMEOUT_S,
+    PROXY_READY_TIMEOUT_S,
     REPLICA_DRAIN_S,
     TIMEOUT_HEADER,
     IngressLimits,
@@ -71,6 +72,8 @@ def test_the_wrapper_binds_loopback_marks_requests_and_haproxy_accepts_it(tmp_pa
     assert (tmp_path / "haproxy.cfg").read_text() == ray_config  # Ray's file is left as it was
     assert env["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"] == str(CLIENT_IDLE_TIMEOUT_S) == "60"
     assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == str(REPLICA_DRAIN_S) == "2.0"
+    # A proxy slow to start on a busy machine is waited for, not killed (Ray's default: 5 s).
+    assert env["RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"] == str(PROXY_READY_TIMEOUT_S) == "30.0"
 
 
 def test_the_proxy_mode_keeps_serves_python_proxy(tmp_path: Path) -> None:
@@ -78,6 +81,7 @@ def test_the_proxy_mode_keeps_serves_python_proxy(tmp_path: Path) -> None:
     assert env == {
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+        "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30.0",
     }
     with pytest.raises(ValueError, match="ingress: expected one of haproxy, proxy"):
         ingress_environment("nginx", tmp_path)  # type: ignore[arg-type]
