@@ -57,6 +57,13 @@ def command(
     min_return: Annotated[
         float | None, typer.Option(help="Exit with code 1 if the mean return is below this.")
     ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to run on ('auto' for the one `ray start` runs here, or "
+            "'host:6379'); default: a private Ray on this machine, on loopback."
+        ),
+    ] = None,
     log_level: LogLevel = None,
 ) -> None:
     """Play N seeded episodes with a policy (optionally on Ray workers) and summarise returns.
@@ -86,6 +93,7 @@ def command(
             session=session,
             min_return=min_return,
             output=output,
+            address=address,
         )
         report = run_evaluation(options)
         if output is not None:

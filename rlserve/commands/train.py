@@ -59,6 +59,13 @@ def command(
     output: Annotated[
         str | None, typer.Option(help="Write episode traces as JSON lines into this directory.")
     ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to run on ('auto' for the one `ray start` runs here, or "
+            "'host:6379'); default: a private Ray on this machine, on loopback."
+        ),
+    ] = None,
     log_level: LogLevel = None,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible runs.")] = None,
     resume: Annotated[
@@ -98,5 +105,6 @@ def command(
         checkpoint_every=checkpoint_every,
         seed=seed,
         resume=resume,
+        address=address,
     )
     run_training(options, console, err_console)

@@ -33,6 +33,14 @@ def command(
     stop_timesteps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
     stop_iters: Annotated[int | None, typer.Option(help="Stop after this many iterations.")] = None,
     storage: Annotated[str, typer.Option(help="Where Tune writes trials.")] = "runs/tune",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to run the trials on ('auto' or 'host:6379'); default: a private "
+            "Ray on this machine. On several nodes --storage must be a path every node "
+            "shares (NFS) or a cloud URI, as Tune requires."
+        ),
+    ] = None,
     log_level: LogLevel = None,
 ) -> None:
     """Sweep hyper-parameters with Ray Tune; print the trial table and the best checkpoint."""
@@ -61,5 +69,6 @@ def command(
         storage=storage,
         metric=EPISODE_RETURN_MEAN_PATH,
         console=console,
+        address=address,
     )
     console.print(f"best checkpoint: {best}")

@@ -6,9 +6,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import gymnasium as gym
@@ -19,7 +22,10 @@ from rlserve.jobs.sources import EnvSpec, EvaluationError, PolicySource
 from serving.episodes import Episode, play_episode
 from training.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-__all__ = ["play_chunk"]
+__all__ = ["pack_source", "play_chunk", "play_packed_chunk"]
+
+MAX_PACKED_BYTES = 512 * 1024**2
+"""The largest checkpoint or artifact shipped through Ray's object store to evaluation workers."""
 
 logger = logging.getLogger(__name__)
 
@@ -158,3 +164,48 @@ def play_chunk(
         if actor is not None:
             actor.close()
     return episodes
+
+
+def pack_source(source: PolicySource) -> dict[str, bytes]:
+    """A checkpoint's or artifact's files, to ship to workers that may not share this disk.
+
+    On a cluster joined with ``--address`` a worker on another node cannot read the driver's
+    directory; the files travel through the object store instead, and the worker verifies
+    every hash again as it loads them (``load_module`` / ``load_artifact``).
+
+    Raises:
+        EvaluationError: For a directory too large to ship (:data:`MAX_PACKED_BYTES`).
+    """
+    root = Path(source.location)
+    files = {
+        str(path.relative_to(root)): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+    size = sum(len(data) for data in files.values())
+    if size > MAX_PACKED_BYTES:
+        raise EvaluationError(
+            f"{source.kind} {root} is {size / 1024**2:.0f} MiB; at most "
+            f"{MAX_PACKED_BYTES // 1024**2} MiB are shipped to workers on a cluster"
+        )
+    return files
+
+
+def play_packed_chunk(
+    source: PolicySource,
+    files: dict[str, bytes],
+    env: EnvSpec,
+    seeds: list[int],
+    explore: bool = False,
+) -> list[Episode]:
+    """:func:`play_chunk` on a copy of the source's files (see :func:`pack_source`)."""
+    with tempfile.TemporaryDirectory(prefix="rlserve-evaluate-") as tmp:
+        root = Path(tmp) / Path(source.location).name
+        for name, data in files.items():
+            target = (root / name).resolve()
+            if not target.is_relative_to(root.resolve()):  # names come from pack_source
+                raise EvaluationError(f"refusing to unpack {name!r} outside {root}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        copy = dataclasses.replace(source, location=str(root))
+        return play_chunk(copy, env, seeds, explore)

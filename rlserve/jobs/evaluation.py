@@ -28,7 +28,8 @@ from formats.errors import RlserveError
 from formats.leaves import flatten_leaves
 from formats.safeio import write_json
 from formats.spaces import space_from_json
-from rlserve.jobs.actors import play_chunk
+from rlserve.jobs.actors import pack_source, play_chunk, play_packed_chunk
+from rlserve.jobs.local_ray import init_ray, keep_ray_on_loopback
 from rlserve.jobs.sources import (
     EnvSpec,
     EvaluationError,
@@ -213,31 +214,41 @@ def run_evaluation(options: EvaluationOptions) -> EvaluationReport:
         wall_s, workers = time.perf_counter() - start, 0
     else:
         chunks = split_seeds(seeds, options.num_workers)
-        episodes, wall_s = _play_on_ray(source, env, chunks, options.explore)
+        episodes, wall_s = _play_on_ray(source, env, chunks, options.explore, options.address)
         workers = len(chunks)
     summary = summarize(episodes, wall_s)
     return EvaluationReport(options, source, env.env, env_from, workers, episodes, summary)
 
 
 def _play_on_ray(
-    source: PolicySource, env: EnvSpec, chunks: list[list[int]], explore: bool
+    source: PolicySource,
+    env: EnvSpec,
+    chunks: list[list[int]],
+    explore: bool,
+    address: str | None = None,
 ) -> tuple[list[Episode], float]:
-    """Play each chunk as a Ray task; start (and stop) a local Ray only if none is running."""
-    from rlserve.jobs.local_ray import keep_ray_on_loopback
+    """Play each chunk as a Ray task: on the cluster at ``address``, else on a private Ray.
 
+    A Ray this process initialised already is used as it is (and left running).
+    """
     keep_ray_on_loopback()  # effective only if ray is not imported yet (the CLI calls it first)
     import ray
 
-    started = not ray.is_initialized()
+    started = init_ray(address, log_to_driver=False)
     if started:
-        ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
-        logger.info("started a local Ray instance")
+        logger.info("started a local Ray instance" if address is None else f"joined {address}")
     refs: list[Any] = []
     done = False
     try:
-        task: Any = ray.remote(num_cpus=1, max_retries=0)(play_chunk)
         start = time.perf_counter()
-        refs = [task.remote(source, env, chunk, explore) for chunk in chunks]
+        if address is not None and source.kind != "url":
+            # The cluster's nodes may not share this disk: the files go with the tasks.
+            files = ray.put(pack_source(source))
+            packed: Any = ray.remote(num_cpus=1, max_retries=0)(play_packed_chunk)
+            refs = [packed.remote(source, files, env, chunk, explore) for chunk in chunks]
+        else:
+            task: Any = ray.remote(num_cpus=1, max_retries=0)(play_chunk)
+            refs = [task.remote(source, env, chunk, explore) for chunk in chunks]
         results: list[list[Episode]] = ray.get(refs)
         wall_s, done = time.perf_counter() - start, True
     except ray.exceptions.RayTaskError as err:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from formats.errors import RlserveError
+from rlserve.jobs.local_ray import RayClusterError, init_ray
 from rlserve.jobs.runtime_dirs import (
     clean_leftovers,
     make_runtime_dir,
@@ -177,17 +178,13 @@ def start_service(options: ServiceOptions) -> str:
         guard = StopSignals.active()
         try:
             with guard.ray_leaves_sigterm_alone() if guard else contextlib.nullcontext():
-                ray.init(
-                    address=options.address,
-                    include_dashboard=False,
-                    configure_logging=False,
+                init_ray(
+                    options.address,
                     log_to_driver=False,
                     _metrics_export_port=options.metrics_port if options.address is None else None,
                 )
-        except (ConnectionError, RuntimeError) as err:  # an unreachable --address
-            raise ServiceError(
-                f"cannot reach the Ray cluster at {options.address}: {err}"
-            ) from None
+        except RayClusterError as err:  # an unreachable --address
+            raise ServiceError(str(err)) from None
         if options.address is None:  # a cluster given by --address may autoscale
             record_ray_session()  # for the next start's clean-up, should this one be SIGKILLed
             _check_resources(options, ray.cluster_resources())  # type: ignore[no-untyped-call]

@@ -44,6 +44,8 @@ class EvaluationOptions:
     output: str | None = None
     session: bool = False
     """URL source: play over a WebSocket session per worker, not an HTTP request per step."""
+    address: str | None = None
+    """The Ray cluster the workers run on (``None``: a private Ray on this machine)."""
 
     def validate(self) -> None:
         """Check option values before anything is loaded.
@@ -63,6 +65,8 @@ class EvaluationOptions:
             raise EvaluationError(f"--min-return must be a finite number, got {self.min_return}")
         if not _is_url(self.source) and (self.policy is not None or self.token is not None):
             raise EvaluationError("--policy and --token apply only to an http(s):// URL source")
+        if self.address is not None and self.num_workers == 0:
+            raise EvaluationError("--address needs --num-workers >= 1 (0 plays in this process)")
         if not _is_url(self.source) and self.session:
             raise EvaluationError("--session applies only to an http(s):// URL source")
         if self.output is not None:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from formats.errors import RlserveError
+from rlserve.jobs.local_ray import init_ray
 from training.metrics import TRAINING_ITERATION, lookup
 
 __all__ = ["SweepError", "parse_grid", "run_sweep"]
@@ -57,15 +58,16 @@ def run_sweep(
     storage: str,
     metric: str,
     console: Console,
+    address: str | None = None,
 ) -> Path | None:
     """Run the sweep; print the trial table; return the best trial's checkpoint directory.
 
     Raises:
         ConfigError: For a grid value the config refuses (checked before Ray starts).
+        RayClusterError: When the cluster at ``address`` cannot be reached.
         SweepError: When every trial failed (naming the first failure), or none reported
             ``metric``.
     """
-    import ray
     from ray import tune
 
     for key, values in grid.items():
@@ -74,10 +76,10 @@ def run_sweep(
             # 2) is one ConfigError now, not every trial failing after Ray's start-up.
             config.copy().update_from_dict({key: candidate})
         config.update_from_dict({key: tune.grid_search(values)})
-    if not ray.is_initialized():
-        # Tune's own ray.init would also start the dashboard: seconds of start-up on a loaded
-        # 2-core machine, and a listener nothing here uses.
-        ray.init(include_dashboard=False, configure_logging=False)
+    # Tune's own ray.init would also start the dashboard (seconds of start-up on a loaded
+    # 2-core machine, and a listener nothing here uses) and join any cluster a `ray start`
+    # left running here. Trials' checkpoints go to `storage` through Tune's storage context.
+    init_ray(address)
     tuner = tune.Tuner(
         config.algo_class,
         param_space=config,

@@ -21,6 +21,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from formats.safeio import read_json
+from rlserve.jobs.local_ray import init_ray
 from rlserve.jobs.progress import TrainingProgress, metric
 from rlserve.jobs.results import ResultLogger
 from rlserve.jobs.stop_signals import StopSignals
@@ -48,6 +50,8 @@ class TrainOptions:
     checkpoint_every: int = 0
     seed: int | None = None
     resume: str | None = None
+    address: str | None = None
+    """The Ray cluster the env runners run on (``None``: a private Ray, started when needed)."""
 
 
 def parse_set_options(items: list[str]) -> dict[str, Any]:
@@ -130,7 +134,21 @@ def _resume(options: TrainOptions, source: str, console: Console, warnings: Cons
     overrides = dict(options.settings)
     if options.seed is not None:
         overrides["seed"] = options.seed
+    saved = read_json(checkpoint / "algorithm_config.json", max_bytes=1024**2)
+    runners = overrides.get("num_env_runners", saved.get("num_env_runners", 0))
+    _start_ray(options.address, runners)
     return Algorithm.from_checkpoint(checkpoint, **overrides)
+
+
+def _start_ray(address: str | None, num_env_runners: Any) -> None:
+    """Join ``address``, or start a private Ray when the config has remote runners.
+
+    Before ``build()``: the runners' own ``ray.init()`` would join any cluster a ``ray start``
+    left running on this machine. Checkpoints are written by this process (the driver), so
+    no other node needs this disk.
+    """
+    if address is not None or (isinstance(num_env_runners, int) and num_env_runners > 0):
+        init_ray(address)
 
 
 def run_training(options: TrainOptions, console: Console, warnings: Console | None = None) -> Path:
@@ -152,6 +170,8 @@ def run_training(options: TrainOptions, console: Console, warnings: Console | No
         resumed = _resume(options, options.resume, console, warnings or console)
         config = resumed.config
     run_dir.mkdir(parents=True, exist_ok=True)
+    if resumed is None:
+        _start_ray(options.address, config.num_env_runners)
     algo = resumed if resumed is not None else config.build()
     console.print(
         f"[bold]training[/] {algo.name} on {config.env} — stop when "

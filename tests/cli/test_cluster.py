@@ -1,0 +1,128 @@
+"""``--address``: train, tune and evaluate on an existing 2-node Ray cluster on this machine.
+
+Serial: a ``ray start`` cluster is visible to every Ray started on the machine meanwhile (Ray's
+own ``ray.init()`` would join it), which is the very accident ``init_ray`` avoids, and which would
+disturb the parallel phase's tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.cluster import cluster_env, run_on_cluster, two_node_cluster
+
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    with two_node_cluster(cpus_per_node=1) as address:
+        yield address
+
+
+def _rlserve(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rlserve", *args],
+        cwd=cwd,
+        env=cluster_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_env_runners_are_placed_on_both_nodes(cluster: str) -> None:
+    code = f"""
+import json, ray
+from rlserve.jobs.local_ray import init_ray
+from training import PPOConfig
+init_ray({cluster!r}, log_to_driver=False)
+config = PPOConfig().environment("CartPole-v1").env_runners(num_env_runners=2)
+with config.training(train_batch_size=200, minibatch_size=100, num_epochs=1).build() as algo:
+    algo.train()
+    nodes = algo.env_runner_group.foreach_worker(
+        lambda runner: ray.get_runtime_context().get_node_id(), local_env_runner=False
+    )
+print(json.dumps({{"runners": nodes, "cluster": [n["NodeID"] for n in ray.nodes()]}}))
+"""
+    placed = run_on_cluster(code, timeout=180)
+    assert isinstance(placed, dict)
+    assert len(placed["runners"]) == 2
+    assert set(placed["runners"]) == set(placed["cluster"])  # one runner per 1-CPU node
+
+
+def test_a_private_ray_is_started_even_beside_a_running_cluster(cluster: str) -> None:
+    code = """
+import json, ray
+from rlserve.jobs.local_ray import init_ray
+init_ray(None, num_cpus=1, log_to_driver=False)
+print(json.dumps(ray.get_runtime_context().gcs_address))
+"""
+    gcs = run_on_cluster(code)
+    assert gcs != cluster  # plain ray.init() would have joined the cluster
+
+
+def test_train_then_evaluate_on_the_cluster(cluster: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    trained = _rlserve(
+        "train",
+        "--address",
+        cluster,
+        "--env",
+        "CartPole-v1",
+        "--num-env-runners",
+        "2",
+        "--set",
+        "train_batch_size=200",
+        "--set",
+        "minibatch_size=100",
+        "--stop-iters",
+        "1",
+        "--checkpoint-dir",
+        str(run_dir),
+        cwd=tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr[-4000:]
+    checkpoint = run_dir / "checkpoint_final"
+    assert (checkpoint / "algorithm_config.json").is_file()  # written by the driver
+    report = tmp_path / "report.json"
+    evaluated = _rlserve(
+        "evaluate",
+        str(checkpoint),
+        "--address",
+        cluster,
+        "--num-workers",
+        "2",
+        "--episodes",
+        "4",
+        "--output",
+        str(report),
+        cwd=tmp_path,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-4000:]
+    result = json.loads(report.read_text())
+    assert len(result["episodes"]) == 4 and result["workers_used"] == 2
+
+
+def test_an_unreachable_address_is_a_clear_error_at_once(tmp_path: Path) -> None:
+    out = _rlserve(
+        "train",
+        "--address",
+        "127.0.0.1:1",
+        "--env",
+        "CartPole-v1",
+        "--stop-iters",
+        "1",
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "error: cannot reach the Ray cluster at 127.0.0.1:1" in out.stderr
+    assert "Traceback" not in out.stderr
