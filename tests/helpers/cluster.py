@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 __all__ = ["cluster_env", "run_on_cluster", "two_node_cluster"]
 
@@ -50,7 +51,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_on_cluster(code: str, timeout: float = 120) -> object:
+def run_on_cluster(code: str, timeout: float = 120) -> Any:
     """Run ``code`` in a fresh Python; it prints one JSON line last, returned parsed."""
     out = subprocess.run(
         [sys.executable, "-c", code],
