@@ -71,7 +71,7 @@ def _alive_nodes(address: str) -> int:
         "log_to_driver=False); print(json.dumps(sum(n['Alive'] for n in ray.nodes())))"
     )
     try:
-        return int(run_on_cluster(code, timeout=60))  # type: ignore[call-overload]
+        return int(run_on_cluster(code, timeout=60))
     except (AssertionError, subprocess.TimeoutExpired, ValueError):
         return 0
 
