@@ -63,6 +63,7 @@ def ray_session() -> Iterator[Any]:
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # never a cluster some `ray start` left running here
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=True,

@@ -70,16 +70,20 @@ def run_sweep(
     """
     from ray import tune
 
+    trial_cpus = _trial_cpus(config)
     for key, values in grid.items():
         for candidate in values:
             # Each value is checked here, before Ray starts: a bad one (SAC's lr, a gamma of
             # 2) is one ConfigError now, not every trial failing after Ray's start-up.
-            config.copy().update_from_dict({key: candidate})
+            trial_cpus = max(
+                trial_cpus, _trial_cpus(config.copy().update_from_dict({key: candidate}))
+            )
         config.update_from_dict({key: tune.grid_search(values)})
     # Tune's own ray.init would also start the dashboard (seconds of start-up on a loaded
     # 2-core machine, and a listener nothing here uses) and join any cluster a `ray start`
     # left running here. Trials' checkpoints go to `storage` through Tune's storage context.
     init_ray(address)
+    _check_trial_fits(trial_cpus)
     tuner = tune.Tuner(
         config.algo_class,
         param_space=config,
@@ -124,6 +128,29 @@ def run_sweep(
     if best.checkpoint is None:
         return None
     return Path(best.checkpoint.path)
+
+
+def _trial_cpus(config: Any) -> float:
+    """CPUs one trial reserves: the driver plus one bundle per env runner."""
+    request = config.algo_class.default_resource_request(config)
+    return float(sum(bundle.get("CPU", 0) for bundle in request.bundles))
+
+
+def _check_trial_fits(trial_cpus: float) -> None:
+    """Refuse a sweep whose trials could never start (Tune would wait for them forever).
+
+    Raises:
+        SweepError: Naming the settings that size a trial.
+    """
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 0))  # type: ignore[no-untyped-call]
+    if trial_cpus > total:
+        raise SweepError(
+            f"a trial needs {trial_cpus:g} CPUs (num_cpus_for_main_process plus "
+            f"num_cpus_per_env_runner for each of num_env_runners) but the Ray cluster has "
+            f"{total:g}: lower them, e.g. --set num_cpus_per_env_runner=0.5, or add nodes"
+        )
 
 
 def _finite(metrics: dict[str, Any], path: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -102,3 +103,31 @@ def test_tune_checks_every_grid_value_before_starting_ray(grid: str, message: st
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert "trials" not in result.stdout
+
+
+def test_tune_refuses_trials_larger_than_the_cluster_up_front(tmp_path: Path) -> None:
+    # 1 CPU for the driver plus 1 per runner: 2 runners already overflow a 2-CPU machine, where
+    # Tune would wait for the trial forever. One grid value is enough to be refused.
+    runners = (os.cpu_count() or 2) + 1
+    out = subprocess.run(
+        [
+            RLSERVE,
+            "tune",
+            "--env",
+            "CartPole-v1",
+            "--grid",
+            f"num_env_runners=0,{runners}",
+            "--stop-iters",
+            "1",
+            "--storage",
+            str(tmp_path / "tune"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert f"a trial needs {runners + 1} CPUs" in out.stderr
+    assert "num_cpus_per_env_runner" in out.stderr and "Traceback" not in out.stderr

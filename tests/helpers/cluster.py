@@ -8,6 +8,7 @@ Ray on loopback, refuses a second node, so these nodes use Ray's own choice of a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +27,7 @@ __all__ = ["cluster_env", "run_on_cluster", "two_node_cluster"]
 
 BIN = Path(sys.executable).parent
 TOKEN = secrets.token_hex(32)
+CURRENT_CLUSTER = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
 
 
 def cluster_env() -> dict[str, str]:
@@ -109,14 +112,19 @@ def two_node_cluster(cpus_per_node: int = 1) -> Iterator[str]:
             time.sleep(2)
         yield address
     finally:
+        # SIGTERM to `ray start` alone: it drains its node and ends what it started (~4 s);
+        # the same signal to its whole group cuts the raylet off first and the drain hangs.
+        for process in reversed(processes):
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
         for process in reversed(processes):
             try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-        for process in processes:
-            try:
-                process.wait(timeout=10)
+                process.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        # `ray start` recorded the head for Ray's auto-discovery (`ray.init()` with no address,
+        # `serve run`); a record left behind would send them to a dead address.
+        with contextlib.suppress(OSError):
+            if CURRENT_CLUSTER.read_text().strip().endswith(f":{port}"):
+                CURRENT_CLUSTER.unlink()
