@@ -114,6 +114,13 @@ def command(
             "private Ray on this machine, on loopback."
         ),
     ] = None,
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            "--dashboard/--no-dashboard",
+            help="Start Ray's dashboard (127.0.0.1:8265, loopback only) with the Ray started here.",
+        ),
+    ] = False,
     log_level: LogLevel = None,
 ) -> None:
     """Serve exported policies over HTTP (and WebSocket sessions) until Ctrl-C."""
@@ -163,6 +170,7 @@ def command(
                 session_idle_timeout_s=session_idle_timeout_s,
                 ingress=ingress,
                 address=address,
+                dashboard=dashboard,
                 metrics_port=metrics_port,
             )
             url = start_service(options)

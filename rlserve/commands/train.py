@@ -66,6 +66,13 @@ def command(
             "'host:6379'); default: a private Ray on this machine, on loopback."
         ),
     ] = None,
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            "--dashboard/--no-dashboard",
+            help="Start Ray's dashboard (127.0.0.1:8265, loopback only) with the Ray started here.",
+        ),
+    ] = False,
     log_level: LogLevel = None,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible runs.")] = None,
     resume: Annotated[
@@ -106,5 +113,6 @@ def command(
         seed=seed,
         resume=resume,
         address=address,
+        dashboard=dashboard,
     )
     run_training(options, console, err_console)

@@ -41,6 +41,13 @@ def command(
             "shares (NFS) or a cloud URI, as Tune requires."
         ),
     ] = None,
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            "--dashboard/--no-dashboard",
+            help="Start Ray's dashboard (127.0.0.1:8265, loopback only) with the Ray started here.",
+        ),
+    ] = False,
     log_level: LogLevel = None,
 ) -> None:
     """Sweep hyper-parameters with Ray Tune; print the trial table and the best checkpoint."""
@@ -70,5 +77,6 @@ def command(
         metric=EPISODE_RETURN_MEAN_PATH,
         console=console,
         address=address,
+        dashboard=dashboard,
     )
     console.print(f"best checkpoint: {best}")

@@ -21,6 +21,7 @@ after it (runtime directories, leftovers of a SIGKILL) :mod:`rlserve.jobs.runtim
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -31,6 +32,7 @@ from formats.errors import RlserveError
 
 __all__ = ["LOOPBACK_ENVIRONMENT", "RayClusterError", "init_ray", "keep_ray_on_loopback"]
 
+logger = logging.getLogger(__name__)
 _AUTH_MODE = "RAY_AUTH_MODE"
 _TOKEN_SOURCES = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 _DEFAULT_TOKEN = Path.home() / ".ray" / "auth_token"
@@ -76,13 +78,16 @@ def _token_available() -> bool:
     return any(os.environ.get(name) for name in _TOKEN_SOURCES) or _DEFAULT_TOKEN.is_file()
 
 
-def init_ray(address: str | None = None, **kwargs: Any) -> bool:
+def init_ray(address: str | None = None, *, dashboard: bool = False, **kwargs: Any) -> bool:
     """Start a private Ray on this machine, or join the cluster at ``address``.
 
     Args:
         address: ``None`` for a new Ray instance of this process's own (never an existing
             one); ``"auto"`` for the cluster a ``ray start`` runs on this machine; or a
             ``host:port`` / ``ray://host:10001`` address.
+        dashboard: Start Ray's dashboard with a Ray started here, on 127.0.0.1:8265 (a
+            joined cluster keeps its own). Off by default: seconds of start-up, and a listener
+            that lets whoever reaches it submit jobs to this Ray.
         **kwargs: More ``ray.init`` arguments (``log_to_driver``, ``num_cpus``, ...).
 
     Returns:
@@ -102,6 +107,15 @@ def init_ray(address: str | None = None, **kwargs: Any) -> bool:
         # sends none unless RAY_AUTH_MODE=token (only Ray's own auto-discovery switches it
         # on): without this the join fails as "Failed to connect", with no word of tokens.
         os.environ[_AUTH_MODE] = "token"
+    if dashboard and address is None:
+        kwargs.setdefault("include_dashboard", True)
+        kwargs.setdefault("dashboard_host", "127.0.0.1")
+        logger.warning(
+            "Ray's dashboard at http://127.0.0.1:8265 accepts jobs from anyone who can reach "
+            "it on this machine (forward it with `ssh -L 8265:127.0.0.1:8265`, never expose it)"
+        )
+    elif dashboard:
+        logger.warning("--dashboard: the cluster at %s serves its own dashboard", address)
     kwargs.setdefault("include_dashboard", False)
     kwargs.setdefault("configure_logging", False)
     try:

@@ -91,6 +91,7 @@ class ServiceOptions:
     ingress: str = "haproxy"
     address: str | None = None
     metrics_port: int | None = None
+    dashboard: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -180,6 +181,7 @@ def start_service(options: ServiceOptions) -> str:
             with guard.ray_leaves_sigterm_alone() if guard else contextlib.nullcontext():
                 init_ray(
                     options.address,
+                    dashboard=options.dashboard,
                     log_to_driver=False,
                     _metrics_export_port=options.metrics_port if options.address is None else None,
                 )

@@ -59,6 +59,7 @@ def run_sweep(
     metric: str,
     console: Console,
     address: str | None = None,
+    dashboard: bool = False,
 ) -> Path | None:
     """Run the sweep; print the trial table; return the best trial's checkpoint directory.
 
@@ -82,7 +83,7 @@ def run_sweep(
     # Tune's own ray.init would also start the dashboard (seconds of start-up on a loaded
     # 2-core machine, and a listener nothing here uses) and join any cluster a `ray start`
     # left running here. Trials' checkpoints go to `storage` through Tune's storage context.
-    init_ray(address)
+    init_ray(address, dashboard=dashboard)
     _check_trial_fits(trial_cpus)
     tuner = tune.Tuner(
         config.algo_class,

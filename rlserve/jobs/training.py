@@ -52,6 +52,8 @@ class TrainOptions:
     resume: str | None = None
     address: str | None = None
     """The Ray cluster the env runners run on (``None``: a private Ray, started when needed)."""
+    dashboard: bool = False
+    """Start Ray's dashboard (loopback) with the Ray started here."""
 
 
 def parse_set_options(items: list[str]) -> dict[str, Any]:
@@ -136,19 +138,20 @@ def _resume(options: TrainOptions, source: str, console: Console, warnings: Cons
         overrides["seed"] = options.seed
     saved = read_json(checkpoint / "algorithm_config.json", max_bytes=1024**2)
     runners = overrides.get("num_env_runners", saved.get("num_env_runners", 0))
-    _start_ray(options.address, runners)
+    _start_ray(options, runners)
     return Algorithm.from_checkpoint(checkpoint, **overrides)
 
 
-def _start_ray(address: str | None, num_env_runners: Any) -> None:
-    """Join ``address``, or start a private Ray when the config has remote runners.
+def _start_ray(options: TrainOptions, num_env_runners: Any) -> None:
+    """Join ``--address``, or start a private Ray for remote runners or ``--dashboard``.
 
     Before ``build()``: the runners' own ``ray.init()`` would join any cluster a ``ray start``
     left running on this machine. Checkpoints are written by this process (the driver), so
     no other node needs this disk.
     """
-    if address is not None or (isinstance(num_env_runners, int) and num_env_runners > 0):
-        init_ray(address)
+    runners = isinstance(num_env_runners, int) and num_env_runners > 0
+    if options.address is not None or options.dashboard or runners:
+        init_ray(options.address, dashboard=options.dashboard)
 
 
 def run_training(options: TrainOptions, console: Console, warnings: Console | None = None) -> Path:
@@ -171,7 +174,7 @@ def run_training(options: TrainOptions, console: Console, warnings: Console | No
         config = resumed.config
     run_dir.mkdir(parents=True, exist_ok=True)
     if resumed is None:
-        _start_ray(options.address, config.num_env_runners)
+        _start_ray(options, config.num_env_runners)
     algo = resumed if resumed is not None else config.build()
     console.print(
         f"[bold]training[/] {algo.name} on {config.env} — stop when "
