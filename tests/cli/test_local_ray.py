@@ -19,7 +19,8 @@ logging.basicConfig()
 init_ray(None, dashboard=True, num_cpus=1, log_to_driver=False)
 def is_dashboard(pid):
     try:
-        return any(part.endswith("dashboard/dashboard.py") for part in psutil.Process(pid).cmdline())
+        parts = psutil.Process(pid).cmdline()
+        return any(part.endswith("dashboard/dashboard.py") for part in parts)
     except psutil.Error:
         return False
 binds = sorted({c.laddr.ip for c in psutil.net_connections("tcp")
