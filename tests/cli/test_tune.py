@@ -18,6 +18,18 @@ pytestmark = pytest.mark.integration
 RLSERVE = shutil.which("rlserve", path=str(Path(sys.executable).parent)) or "rlserve"
 
 
+def _tune(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``rlserve tune --env CartPole-v1 ARGS`` with its trials under ``tmp_path``."""
+    return subprocess.run(
+        [RLSERVE, "tune", "--env", "CartPole-v1", *args, "--storage", str(tmp_path / "tune")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+        check=False,
+    )
+
+
 def test_parse_grid_reads_json_values() -> None:
     assert parse_grid(["lr=0.01,0.001", 'model={"fcnet_hiddens":[8]}']) == {
         "lr": [0.01, 0.001],
@@ -28,28 +40,16 @@ def test_parse_grid_reads_json_values() -> None:
 
 
 def test_tune_sweeps_a_grid_and_names_a_loadable_best_checkpoint(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [
-            RLSERVE,
-            "tune",
-            "--env",
-            "CartPole-v1",
-            "--grid",
-            "lr=0.001,0.0001",
-            "--set",
-            "train_batch_size=128",
-            "--set",
-            "minibatch_size=64",
-            "--stop-iters",
-            "2",
-            "--storage",
-            str(tmp_path / "tune"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=tmp_path,
-        check=False,
+    out = _tune(
+        tmp_path,
+        "--grid",
+        "lr=0.001,0.0001",
+        "--set",
+        "train_batch_size=128",
+        "--set",
+        "minibatch_size=64",
+        "--stop-iters",
+        "2",
     )
     assert out.returncode == 0, out.stderr[-2000:]
     lines = [line for line in out.stdout.splitlines() if line.startswith("best checkpoint: ")]
@@ -109,25 +109,7 @@ def test_tune_refuses_trials_larger_than_the_cluster_up_front(tmp_path: Path) ->
     # 1 CPU for the driver plus 1 per runner: 2 runners already overflow a 2-CPU machine, where
     # Tune would wait for the trial forever. One grid value is enough to be refused.
     runners = (os.cpu_count() or 2) + 1
-    out = subprocess.run(
-        [
-            RLSERVE,
-            "tune",
-            "--env",
-            "CartPole-v1",
-            "--grid",
-            f"num_env_runners=0,{runners}",
-            "--stop-iters",
-            "1",
-            "--storage",
-            str(tmp_path / "tune"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        check=False,
-    )
+    out = _tune(tmp_path, "--grid", f"num_env_runners=0,{runners}", "--stop-iters", "1")
     assert out.returncode == 2, out.stderr[-2000:]
     assert f"a trial needs {runners + 1} CPUs" in out.stderr
     assert "num_cpus_per_env_runner" in out.stderr and "Traceback" not in out.stderr
