@@ -19,7 +19,16 @@ from rich.console import Console
 
 from formats.errors import RlserveError
 
-__all__ = ["CliError", "LogLevel", "console", "err_console", "fail", "guarded"]
+__all__ = [
+    "CliError",
+    "Dashboard",
+    "LogLevel",
+    "RayAddress",
+    "console",
+    "err_console",
+    "fail",
+    "guarded",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +39,25 @@ LogLevel = Annotated[
     str | None, typer.Option(help="DEBUG, INFO, WARN or ERROR (DEBUG also shows tracebacks).")
 ]
 """The ``--log-level`` option every command takes."""
+
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="Ray cluster to run on ('auto' for the one `ray start` runs here, or "
+        "'host:6379'); default: a private Ray on this machine, on loopback.",
+    ),
+]
+"""The ``--address`` option of the commands that run on Ray (train, tune, evaluate, serve)."""
+
+Dashboard = Annotated[
+    bool,
+    typer.Option(
+        "--dashboard/--no-dashboard",
+        help="Start Ray's dashboard (127.0.0.1:8265, loopback only) with the Ray started here.",
+    ),
+]
+"""The ``--dashboard`` option: Ray's dashboard, on loopback, for the Ray a command starts."""
 
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "ERROR": 40}
 

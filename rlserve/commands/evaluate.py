@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from rlserve.commands import LogLevel, console, err_console, guarded
+from rlserve.commands import LogLevel, RayAddress, console, err_console, guarded
 
 __all__ = ["command"]
 
@@ -57,13 +57,7 @@ def command(
     min_return: Annotated[
         float | None, typer.Option(help="Exit with code 1 if the mean return is below this.")
     ] = None,
-    address: Annotated[
-        str | None,
-        typer.Option(
-            help="Ray cluster to run on ('auto' for the one `ray start` runs here, or "
-            "'host:6379'); default: a private Ray on this machine, on loopback."
-        ),
-    ] = None,
+    address: RayAddress = None,
     log_level: LogLevel = None,
 ) -> None:
     """Play N seeded episodes with a policy (optionally on Ray workers) and summarise returns.

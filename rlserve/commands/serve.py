@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from rlserve.commands import LogLevel, console, fail, guarded
+from rlserve.commands import Dashboard, LogLevel, RayAddress, console, fail, guarded
 
 __all__ = ["command"]
 
@@ -107,20 +107,8 @@ def command(
             "artifact directories; its http_options set host and port.",
         ),
     ] = None,
-    address: Annotated[
-        str | None,
-        typer.Option(
-            help="Ray cluster to deploy on ('auto' or 'ray://host:10001'); default: start a "
-            "private Ray on this machine, on loopback."
-        ),
-    ] = None,
-    dashboard: Annotated[
-        bool,
-        typer.Option(
-            "--dashboard/--no-dashboard",
-            help="Start Ray's dashboard (127.0.0.1:8265, loopback only) with the Ray started here.",
-        ),
-    ] = False,
+    address: RayAddress = None,
+    dashboard: Dashboard = False,
     log_level: LogLevel = None,
 ) -> None:
     """Serve exported policies over HTTP (and WebSocket sessions) until Ctrl-C."""

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from rlserve.commands import LogLevel, console, err_console, guarded
+from rlserve.commands import Dashboard, LogLevel, RayAddress, console, err_console, guarded
 
 __all__ = ["command"]
 
@@ -59,20 +59,8 @@ def command(
     output: Annotated[
         str | None, typer.Option(help="Write episode traces as JSON lines into this directory.")
     ] = None,
-    address: Annotated[
-        str | None,
-        typer.Option(
-            help="Ray cluster to run on ('auto' for the one `ray start` runs here, or "
-            "'host:6379'); default: a private Ray on this machine, on loopback."
-        ),
-    ] = None,
-    dashboard: Annotated[
-        bool,
-        typer.Option(
-            "--dashboard/--no-dashboard",
-            help="Start Ray's dashboard (127.0.0.1:8265, loopback only) with the Ray started here.",
-        ),
-    ] = False,
+    address: RayAddress = None,
+    dashboard: Dashboard = False,
     log_level: LogLevel = None,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible runs.")] = None,
     resume: Annotated[

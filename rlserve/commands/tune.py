@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from rlserve.commands import LogLevel, console, fail, guarded
+from rlserve.commands import Dashboard, LogLevel, RayAddress, console, fail, guarded
 
 __all__ = ["command"]
 
@@ -33,21 +33,8 @@ def command(
     stop_timesteps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
     stop_iters: Annotated[int | None, typer.Option(help="Stop after this many iterations.")] = None,
     storage: Annotated[str, typer.Option(help="Where Tune writes trials.")] = "runs/tune",
-    address: Annotated[
-        str | None,
-        typer.Option(
-            help="Ray cluster to run the trials on ('auto' or 'host:6379'); default: a private "
-            "Ray on this machine. On several nodes --storage must be a path every node "
-            "shares (NFS) or a cloud URI, as Tune requires."
-        ),
-    ] = None,
-    dashboard: Annotated[
-        bool,
-        typer.Option(
-            "--dashboard/--no-dashboard",
-            help="Start Ray's dashboard (127.0.0.1:8265, loopback only) with the Ray started here.",
-        ),
-    ] = False,
+    address: RayAddress = None,
+    dashboard: Dashboard = False,
     log_level: LogLevel = None,
 ) -> None:
     """Sweep hyper-parameters with Ray Tune; print the trial table and the best checkpoint."""
