@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,16 +36,16 @@ def test_slow_requests_time_out_with_408(ray_session: Any, cartpole_artifact: Pa
         serve.run(build_app(args), name="slow", route_prefix="/")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             assert client.get(wire.HEALTHZ).status_code == 200
-            with ThreadPoolExecutor(4) as pool:
-                answers = list(
-                    pool.map(
-                        lambda _: client.post(
-                            wire.action_path("cartpole"),
-                            json={"observation": [0.0] * 4},
-                        ),
-                        range(4),
-                    )
-                )
+            # Released together: on a loaded machine threads started one by one can each
+            # meet an empty replica (and skip the window), so none would time out.
+            start = threading.Barrier(8)
+
+            def post(_: int) -> httpx.Response:
+                start.wait(timeout=30)
+                return client.post(wire.action_path("cartpole"), json={"observation": [0.0] * 4})
+
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(post, range(8)))
         assert 408 in [answer.status_code for answer in answers], answers
     finally:
         serve.shutdown()  # type: ignore[no-untyped-call]
