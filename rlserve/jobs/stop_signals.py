@@ -18,6 +18,7 @@ from typing import Any
 __all__ = ["StopSignals", "take_stop_signals_back"]
 
 _STOP = (signal.SIGINT, signal.SIGTERM)
+_NO_DUMPS = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"  # read when the core worker starts
 
 
 def take_stop_signals_back() -> None:
@@ -102,23 +103,36 @@ class StopSignals:
     def ray_leaves_sigterm_alone(self) -> Iterator[None]:
         """Keep ``ray.init`` from installing its own SIGTERM handlers while it runs.
 
-        Ray installs them through ``ray._private.utils.set_sigterm_handler`` (a private
-        function: if a Ray version renames it, :meth:`reinstall` after ``ray.init`` still
-        takes the handler back, and only a signal inside ``ray.init`` goes to Ray's handler).
+        Two of them: Ray's Python one, through ``ray._private.utils.set_sigterm_handler``,
+        and absl's failure-signal handler, which the driver's core worker puts in front of
+        Python's at the C level part-way through ``ray.init``. A SIGTERM between that moment
+        and ``ray.init``'s return went to absl: a stack dump, then the process ended with
+        SIGABRT after an otherwise clean stop (seen in CI, once in some dozens of runs).
+        ``ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER`` (Ray's switch, meant for JVM
+        hosts) is set for this driver only, not exported, so Ray's worker processes keep their
+        crash dumps. Both are private names: if a Ray version renames them, :meth:`reinstall`
+        after ``ray.init`` still takes the handlers back, and only a signal inside
+        ``ray.init`` goes to Ray's.
         """
         try:
             import ray._private.utils as ray_utils
+            from ray._private import ray_constants
         except ImportError:  # pragma: no cover - another Ray layout
             yield
             return
         original = getattr(ray_utils, "set_sigterm_handler", None)
         if original is not None:
             ray_utils.set_sigterm_handler = lambda handler: None
+        no_dumps = getattr(ray_constants, _NO_DUMPS, None)
+        if no_dumps is not None:
+            setattr(ray_constants, _NO_DUMPS, True)
         try:
             yield
         finally:
             if original is not None:
                 ray_utils.set_sigterm_handler = original
+            if no_dumps is not None:
+                setattr(ray_constants, _NO_DUMPS, no_dumps)
             self.reinstall()
 
     def __enter__(self) -> StopSignals:

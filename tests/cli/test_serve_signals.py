@@ -319,3 +319,39 @@ def test_the_cli_takes_back_stop_signals_its_parent_ignored_or_blocked() -> None
         check=False,
     )
     assert run.stdout.strip() == "stopped", run.stderr
+
+
+@pytest.mark.integration
+def test_a_stop_signal_in_ray_inits_last_steps_meets_pythons_handler_not_abseils() -> None:
+    """Once the driver's core worker is up (ray.init's last steps), a SIGTERM still stops cleanly.
+
+    The signal is sent inside ``ray_leaves_sigterm_alone``, after ``ray.init`` but before the
+    handlers are taken back: the state a signal meets in ``ray.init``'s tail. With absl's
+    failure-signal handler in place it printed a stack dump and the process ended with SIGABRT.
+    """
+    code = (
+        "import os, signal, time\n"
+        "import ray\n"
+        "from rlserve.jobs.stop_signals import StopSignals\n"
+        "with StopSignals() as guard:\n"
+        "    try:\n"
+        "        with guard.ray_leaves_sigterm_alone():\n"
+        "            ray.init(address='local', num_cpus=1, include_dashboard=False)\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        "            time.sleep(2)\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('stopped', flush=True)\n"
+        "    with guard.stopping():\n"
+        "        ray.shutdown()\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean,
+        check=False,
+    )
+    assert "SIGTERM received" not in run.stderr, run.stderr[-3000:]
+    assert run.returncode == 0 and run.stdout.strip() == "stopped", run.stderr[-3000:]
