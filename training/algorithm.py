@@ -16,9 +16,10 @@ import random
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -30,8 +31,10 @@ from training import metrics as m
 from training.algorithms import algorithm_class
 from training.checkpoints import read_checkpoint, write_checkpoint
 from training.config import AlgorithmConfig
+from training.distributed import Shard
 from training.env_runner import EnvRunner, Fragment
 from training.env_runner_group import EnvRunnerGroup
+from training.learner_group import LearnerGroup
 from training.policy import Policy
 from training.preprocessing import RunningStat
 from training.rl_module import RLModule
@@ -44,6 +47,7 @@ __all__ = ["Algorithm"]
 
 logger = logging.getLogger(__name__)
 SMOOTHING_EPISODES = 100
+T = TypeVar("T")
 
 
 class Algorithm(Trainable, abc.ABC):
@@ -56,7 +60,11 @@ class Algorithm(Trainable, abc.ABC):
 
     config_class: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
     name: ClassVar[str] = "Algorithm"
+    supports_learner_group: ClassVar[bool] = False
+    """Whether ``learners(num_learners=N)`` works (the algorithm has :meth:`build_learner`)."""
     config: AlgorithmConfig  # type: ignore[assignment]
+    learner_group: LearnerGroup | None
+    learner: Any  # the driver's learner (absent while a LearnerGroup learns)
 
     def __init__(
         self, config: AlgorithmConfig | dict[str, Any] | None = None, **kwargs: Any
@@ -82,9 +90,24 @@ class Algorithm(Trainable, abc.ABC):
         """Create this algorithm's module for the given spaces."""
         raise NotImplementedError
 
+    @classmethod
+    def build_learner(
+        cls, config: AlgorithmConfig, module: RLModule, device: torch.device, shard: Shard
+    ) -> Any:
+        """This algorithm's learner around ``module`` (for the driver, or one of N learners).
+
+        Algorithms with ``supports_learner_group`` implement it; the learner all-reduces its
+        gradients with the other learners of ``shard`` (see :mod:`training.distributed`).
+        """
+        raise NotImplementedError(f"{cls.name} has no data-parallel learners")
+
     @abc.abstractmethod
     def setup_learner(self) -> None:
-        """Create the learner (``self.learner``) around ``self.module``."""
+        """Create the learner (``self.learner``) around ``self.module``.
+
+        With ``num_learners > 0`` the :class:`LearnerGroup` (``self.learner_group``) is started
+        already, and the update goes through :meth:`learner_update` instead.
+        """
         raise NotImplementedError
 
     @abc.abstractmethod
@@ -108,7 +131,7 @@ class Algorithm(Trainable, abc.ABC):
 
     @classmethod
     def default_resource_request(cls, config: dict[str, Any] | AlgorithmConfig) -> Any:
-        """Resources Ray Tune reserves per trial: the driver plus every EnvRunner actor."""
+        """Resources Ray Tune reserves per trial: the driver, every learner and EnvRunner actor."""
         from ray.tune import PlacementGroupFactory
 
         cfg = (
@@ -119,6 +142,9 @@ class Algorithm(Trainable, abc.ABC):
             )
         )
         bundles = [{"CPU": cfg.num_cpus_for_main_process, "GPU": cfg.num_gpus}]
+        bundles += [
+            {"CPU": cfg.num_cpus_per_learner, "GPU": cfg.num_gpus_per_learner}
+        ] * cfg.num_learners
         bundles += [
             {"CPU": cfg.num_cpus_per_env_runner, "GPU": cfg.num_gpus_per_env_runner}
         ] * cfg.num_env_runners
@@ -135,13 +161,25 @@ class Algorithm(Trainable, abc.ABC):
             torch.manual_seed(self.config.seed)
             np.random.seed(self.config.seed % 2**32)
             random.seed(self.config.seed)
-        self.device = torch.device("cuda" if self.config.num_gpus > 0 else "cpu")
+        local_gpu = self.config.num_gpus > 0 or (
+            self.config.num_learners == 0 and self.config.num_gpus_per_learner > 0
+        )
+        self.device = torch.device("cuda" if local_gpu else "cpu")
         # Small RL networks run fastest single-threaded; give the learner what Tune reserves.
         torch.set_num_threads(max(1, int(self.config.num_cpus_for_main_process)))
         self.env_runner = EnvRunner(self.config, 0)
         self.observation_space, self.action_space = self.env_runner.get_spaces()
         self.module = self.build_module(self.config, self.observation_space, self.action_space)
         self.module.to(self.device)
+        self.learner_group = None
+        if self.config.num_learners > 0:
+            self.learner_group = LearnerGroup(
+                self.name,
+                self.config,
+                self.observation_space,
+                self.action_space,
+                self._module_state(),
+            )
         self.setup_learner()
         self.env_runner_group = EnvRunnerGroup(self.config, self.env_runner)
         self.filter_stat = RunningStat(self.module.preprocessor.flat_dim)
@@ -214,6 +252,38 @@ class Algorithm(Trainable, abc.ABC):
         self.record_fragments(fragments)
         return fragments
 
+    def learner_update(self, method: str, *args: Any) -> Any:
+        """``learner.<method>(*args)``: in the driver, or on every learner of the group.
+
+        With a :class:`LearnerGroup`, every learner runs the method on the same inputs (each
+        training on its slice), and the driver's module takes learner 0's new weights (the
+        runners and checkpoints read it). The driver's observation-filter statistics go to
+        the learners first: they change between updates, in the driver only.
+        """
+        if self.learner_group is None:
+            return getattr(self.learner, method)(*args)
+        filter_state = None
+        if self.module.obs_filter.enabled:
+            filter_state = {
+                k: v for k, v in self._module_state().items() if k.startswith("obs_filter.")
+            }
+        result, weights = self.learner_group.update(method, filter_state, *args)
+        self.module.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})
+        return result
+
+    def foreach_learner(self, fn: Callable[[Any], T]) -> list[T]:
+        """``fn(learner)`` on the driver's learner, or on each of the group's (rank order)."""
+        if self.learner_group is None:
+            return [fn(self.learner)]
+        return self.learner_group.foreach_learner(fn)
+
+    def _module_state(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy() for k, v in self.module.state_dict().items()}
+
+    def _push_weights_to_learners(self) -> None:
+        if self.learner_group is not None:
+            self.learner_group.set_weights(self._module_state())
+
     def record_fragments(self, fragments: list[Fragment]) -> None:
         """Count sampled fragments: env steps, finished episodes, returns for the results."""
         for fragment in fragments:
@@ -233,7 +303,7 @@ class Algorithm(Trainable, abc.ABC):
             for delta in self.env_runner_group.get_filter_deltas():
                 self.filter_stat.merge(RunningStat.from_json(delta))
             self.module.obs_filter.set_stats(self.filter_stat)
-        weights = {k: v.detach().cpu().numpy() for k, v in self.module.state_dict().items()}
+        weights = self._module_state()
         self.env_runner_group.sync_weights(
             weights, self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME], weights_version
         )
@@ -294,6 +364,7 @@ class Algorithm(Trainable, abc.ABC):
     def set_weights(self, weights: dict[str, Any]) -> None:
         """Load module state and broadcast it to every runner."""
         self.get_policy().set_weights(weights)
+        self._push_weights_to_learners()
         self.sync_weights()
 
     def compute_single_action(self, observation: Any, explore: bool | None = None) -> Any:
@@ -357,6 +428,7 @@ class Algorithm(Trainable, abc.ABC):
                 f"this algorithm is {self.name}"
             )
         self.module.load_state_dict(contents.module_state)
+        self._push_weights_to_learners()
         self.set_learner_state(contents.learner_tensors, contents.learner_json)
         if contents.filter_state is not None:
             self.filter_stat = RunningStat.from_json(contents.filter_state)
@@ -426,8 +498,10 @@ class Algorithm(Trainable, abc.ABC):
         self.stop()
 
     def cleanup(self) -> None:
-        """Stop the runners (called by ``stop()``)."""
+        """Stop the runners and learners (called by ``stop()``)."""
         self.env_runner_group.stop()
+        if getattr(self, "learner_group", None) is not None:
+            self.learner_group.stop()  # type: ignore[union-attr]
         if self._evaluation_runner is not None:
             self._evaluation_runner.stop()
 

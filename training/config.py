@@ -30,6 +30,7 @@ from training.config_sections import (
     EnvRunnersSection,
     EvaluationSection,
     FaultToleranceSection,
+    LearnersSection,
     OfflineDataSection,
     ResourcesSection,
     Section,
@@ -70,6 +71,7 @@ class AlgorithmConfig(_Config):
             "env_runners": EnvRunnersSection,
             "training": self.training_section,
             "resources": ResourcesSection,
+            "learners": LearnersSection,
             "fault_tolerance": FaultToleranceSection,
             "debugging": DebuggingSection,
             "evaluation": EvaluationSection,
@@ -176,6 +178,17 @@ class AlgorithmConfig(_Config):
     ) -> Self:
         """Set the learner's resources (``num_gpus=1`` trains on CUDA)."""
         return self._update("resources", _provided(locals()))
+
+    def learners(
+        self: Self,
+        *,
+        num_learners: Any = NotProvided,
+        num_cpus_per_learner: Any = NotProvided,
+        num_gpus_per_learner: Any = NotProvided,
+        **unknown: Any,
+    ) -> Self:
+        """Set the data-parallel learners (see :class:`~.config_sections.LearnersSection`)."""
+        return self._update("learners", _provided(locals()))
 
     def fault_tolerance(
         self: Self,
@@ -299,6 +312,7 @@ class AlgorithmConfig(_Config):
             )
         if self.env is None:
             raise ConfigError(f"{type(self).__name__}.environment(): no env set")
+        self._validate_learners()
         if self.num_gpus > 0:
             import torch
 
@@ -307,6 +321,39 @@ class AlgorithmConfig(_Config):
                     f"resources(): num_gpus={self.num_gpus} but torch sees no CUDA device; "
                     "use num_gpus=0 to train on the CPU"
                 )
+
+    def _validate_learners(self) -> None:
+        if self.num_learners == 0:
+            if self.num_gpus_per_learner > 0:
+                import torch
+
+                if not torch.cuda.is_available():
+                    raise ConfigError(
+                        f"learners(): num_gpus_per_learner={self.num_gpus_per_learner} with "
+                        "num_learners=0 puts the driver's learner on CUDA, but torch sees no "
+                        "CUDA device; use num_gpus_per_learner=0 to train on the CPU"
+                    )
+            return
+        algo = self.algo_class
+        if not algo.supports_learner_group:
+            raise ConfigError(
+                f"learners(): num_learners={self.num_learners}: {algo.name} trains on one "
+                "learner in the driver (data-parallel learners: PPO and DQN); use "
+                "num_learners=0"
+            )
+        rows_per_step = int(self.get("minibatch_size", self.train_batch_size))
+        if rows_per_step < self.num_learners:
+            raise ConfigError(
+                f"learners(num_learners={self.num_learners}): each gradient step's "
+                f"{rows_per_step} rows are split over the learners, so every learner needs at "
+                "least one: use fewer learners or a larger minibatch_size / train_batch_size"
+            )
+        if self.num_gpus > 0:
+            raise ConfigError(
+                f"resources(num_gpus={self.num_gpus}) places the driver's learner, and "
+                f"learners(num_learners={self.num_learners}) moves learning to learner "
+                "actors: give them GPUs with learners(num_gpus_per_learner=...) instead"
+            )
 
     @property
     def uses_observation_filter(self) -> bool:

@@ -189,6 +189,23 @@ class ResourcesSection(Section):
     num_cpus_for_main_process: float = Field(default=1.0, ge=0)
 
 
+class LearnersSection(Section):
+    """Data-parallel learners (RLlib's ``.learners()``).
+
+    Attributes:
+        num_learners: Learner actors that train together, each on a slice of every minibatch
+            with gradients all-reduced (see :mod:`training.learner_group`); 0 keeps one
+            learner in the driver (``resources(num_gpus=...)`` places it).
+        num_cpus_per_learner: CPUs reserved for each learner actor; also its torch threads.
+        num_gpus_per_learner: GPUs for each learner actor (CUDA learners reduce with NCCL);
+            with ``num_learners=0``, a value above 0 puts the driver's learner on CUDA.
+    """
+
+    num_learners: int = Field(default=0, ge=0)
+    num_cpus_per_learner: float = Field(default=1.0, gt=0)
+    num_gpus_per_learner: float = Field(default=0.0, ge=0)
+
+
 class FaultToleranceSection(Section):
     """What happens when an EnvRunner fails.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -14,6 +15,7 @@ from training.algorithms.dqn.learner import DQNLearner
 from training.algorithms.dqn.module import DQNModule, linear_epsilon
 from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
 from training.config import AlgorithmConfig
+from training.distributed import LOCAL, Shard
 from training.replay_buffers import ReplayBuffer, add_fragments, updates_per_round
 from training.rl_module import RLModule
 
@@ -25,6 +27,7 @@ class DQN(Algorithm):
 
     config_class: ClassVar[type[AlgorithmConfig]] = DQNConfig
     name: ClassVar[str] = "DQN"
+    supports_learner_group: ClassVar[bool] = True
     learner: DQNLearner
 
     @classmethod
@@ -44,11 +47,19 @@ class DQN(Algorithm):
             epsilon=(config.epsilon_initial, config.epsilon_final, config.epsilon_timesteps),
         )
 
+    @classmethod
+    def build_learner(
+        cls, config: AlgorithmConfig, module: RLModule, device: torch.device, shard: Shard
+    ) -> DQNLearner:
+        """A :class:`DQNLearner` with its target network (one of ``shard.world_size``)."""
+        assert isinstance(module, DQNModule)
+        assert isinstance(config, DQNConfig)
+        return DQNLearner(module, config.hyperparameters, device, shard)
+
     def setup_learner(self) -> None:
-        """Learner, target network and replay buffer."""
-        assert isinstance(self.module, DQNModule)
-        assert isinstance(self.config, DQNConfig)
-        self.learner = DQNLearner(self.module, self.config.hyperparameters, self.device)
+        """Learner (unless learner actors do the learning) and the replay buffer."""
+        if self.learner_group is None:
+            self.learner = self.build_learner(self.config, self.module, self.device, LOCAL)
         self.replay_buffer = ReplayBuffer(self.config.replay_buffer_capacity, seed=self.config.seed)
         self._last_target_update = 0
 
@@ -66,14 +77,18 @@ class DQN(Algorithm):
             lifetime = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
             if lifetime >= cfg.num_steps_sampled_before_learning_starts:
                 rounds = updates_per_round(sampled, cfg.training_intensity, cfg.train_batch_size)
-                for _ in range(rounds):
-                    batch = self.replay_buffer.sample(cfg.train_batch_size)
-                    for key, value in self.learner.update(batch).items():
-                        stats[key] = stats.get(key, 0.0) + value
-                    updates += 1
-                    self.counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += cfg.train_batch_size
-                if lifetime - self._last_target_update >= cfg.target_network_update_freq:
-                    self.learner.sync_target()
+                batches = [self.replay_buffer.sample(cfg.train_batch_size) for _ in range(rounds)]
+                sync = lifetime - self._last_target_update >= cfg.target_network_update_freq
+                if batches or sync:
+                    results = self.learner_update("update_many", batches, sync)
+                    for result in results:
+                        for key, value in result.items():
+                            stats[key] = stats.get(key, 0.0) + value
+                    updates += len(results)
+                    self.counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += (
+                        len(results) * cfg.train_batch_size
+                    )
+                if sync:
                     self._last_target_update = lifetime
             self.sync_weights()
         metrics = {key: value / updates for key, value in stats.items()}
@@ -89,18 +104,25 @@ class DQN(Algorithm):
         return metrics
 
     def learner_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Adam state and the target network."""
-        tensors, data = flatten_optimizer_state(self.learner.optimizer.state_dict(), "optimizer")
-        for key, value in self.learner.target.state_dict().items():
-            tensors[f"target.{key}"] = value.detach().cpu().contiguous()
+        """Adam state and the target network (learner 0's: all learners agree)."""
+        tensors, data = self.foreach_learner(_state_of)[0]
         data["last_target_update"] = self._last_target_update
         return tensors, data
 
     def set_learner_state(self, tensors: dict[str, torch.Tensor], data: dict[str, Any]) -> None:
-        """Restore Adam state and the target network."""
-        self.learner.optimizer.load_state_dict(
-            unflatten_optimizer_state(tensors, data, "optimizer")
-        )
-        target = {k[len("target.") :]: v for k, v in tensors.items() if k.startswith("target.")}
-        self.learner.target.load_state_dict(target)
+        """Restore Adam state and the target network (into every learner)."""
+        self.foreach_learner(functools.partial(_restore, tensors=tensors, data=data))
         self._last_target_update = int(data["last_target_update"])
+
+
+def _state_of(learner: DQNLearner) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, data = flatten_optimizer_state(learner.optimizer.state_dict(), "optimizer")
+    for key, value in learner.target.state_dict().items():
+        tensors[f"target.{key}"] = value.detach().cpu().contiguous()
+    return tensors, data
+
+
+def _restore(learner: DQNLearner, tensors: dict[str, torch.Tensor], data: dict[str, Any]) -> None:
+    learner.optimizer.load_state_dict(unflatten_optimizer_state(tensors, data, "optimizer"))
+    target = {k[len("target.") :]: v for k, v in tensors.items() if k.startswith("target.")}
+    learner.target.load_state_dict(target)

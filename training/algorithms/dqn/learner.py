@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
 
 from training.algorithms.dqn.config import DQNTrainingSection
 from training.algorithms.dqn.module import DQNModule
+from training.distributed import LOCAL, Shard, all_reduce_gradients, all_reduce_metrics
 from training.optim import clip_gradients, make_adam
 from training.replay_buffers import ReplayBatch
 
@@ -43,12 +45,21 @@ class DQNLearner:
         module: The online network (on ``device``).
         config: DQN's hyper-parameters.
         device: Where the update runs.
+        shard: This learner's place among data-parallel learners (default: the only one);
+            each learns from its slice of every replayed batch.
     """
 
-    def __init__(self, module: DQNModule, config: DQNTrainingSection, device: torch.device) -> None:
+    def __init__(
+        self,
+        module: DQNModule,
+        config: DQNTrainingSection,
+        device: torch.device,
+        shard: Shard = LOCAL,
+    ) -> None:
         self.module = module
         self.config = config
         self.device = device
+        self.shard = shard
         self.target = copy.deepcopy(module)
         self.target.requires_grad_(False)
         self.optimizer = make_adam(module.parameters(), lr=config.lr)
@@ -66,8 +77,14 @@ class DQNLearner:
                     target.copy_(online)
 
     def _tensors(self, batch: ReplayBatch) -> TorchReplayBatch:
+        world = self.shard.world_size
+        rows = self.shard.slice(torch.arange(len(batch.actions))).numpy() if world > 1 else None
+
         def to(array: Any) -> torch.Tensor:
-            return torch.as_tensor(array, device=self.device)
+            picked = np.asarray(array) if rows is None else np.asarray(array)[rows]
+            return torch.as_tensor(
+                picked.copy() if not picked.flags.writeable else picked, device=self.device
+            )
 
         return TorchReplayBatch(
             obs=[to(x) for x in batch.obs],
@@ -78,10 +95,21 @@ class DQNLearner:
             discounts=to(batch.discounts),
         )
 
+    def update_many(self, batches: list[ReplayBatch], sync_target: bool) -> list[dict[str, float]]:
+        """A gradient step on each batch, then the target update if asked.
+
+        One call per sampling round, so that learner actors cost one round trip per round.
+        """
+        results = [self.update(batch) for batch in batches]
+        if sync_target:
+            self.sync_target()
+        return results
+
     def update(self, batch: ReplayBatch) -> dict[str, float]:
-        """One gradient step on a replayed batch; returns the learner metrics."""
+        """One gradient step on a replayed batch (this learner's slice); returns the metrics."""
         cfg = self.config
         b = self._tensors(batch)
+        share = len(b.actions) / len(batch.actions)
 
         # TD target: r + gamma^k * (1 - terminated) * Q_target(s', a*).
         with torch.no_grad():
@@ -103,12 +131,14 @@ class DQNLearner:
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
+        all_reduce_gradients(self.module.parameters(), share)  # the batch's mean gradient
         grad_norm = clip_gradients(self.module.parameters(), cfg.grad_clip)
         self.optimizer.step()
-        return {
+        metrics = {
             "qf_loss": loss.item(),
             "qf_mean": q_taken.mean().item(),
             "qf_max": q_values.max().item(),
             "td_error_mean": td_error.abs().mean().item(),
             "gradients_global_norm": grad_norm,
         }
+        return all_reduce_metrics(metrics, share, self.device)

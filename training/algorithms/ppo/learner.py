@@ -17,6 +17,7 @@ from torch import Tensor
 from training import columns as cols
 from training.algorithms.ppo.config import PPOTrainingSection
 from training.algorithms.ppo.module import PPOModule
+from training.distributed import LOCAL, Shard, all_reduce_gradients, all_reduce_metrics
 from training.distributions import ActionDistribution
 from training.env_runner import Fragment
 from training.optim import clip_gradients, make_adam
@@ -71,12 +72,23 @@ class PPOLearner:
         module: The learner's module (on ``device``).
         config: PPO's hyper-parameters.
         device: Where the update runs.
+        shard: This learner's place among data-parallel learners (default: the only one).
+            Every learner builds the whole batch and walks the same minibatch order; each
+            trains on its slice of every minibatch.
     """
 
-    def __init__(self, module: PPOModule, config: PPOTrainingSection, device: torch.device) -> None:
+    def __init__(
+        self,
+        module: PPOModule,
+        config: PPOTrainingSection,
+        device: torch.device,
+        shard: Shard = LOCAL,
+    ) -> None:
         self.module = module
         self.config = config
         self.device = device
+        self.shard = shard
+        self._generator = shard.generator(device)
         self.optimizer = make_adam(module.parameters(), lr=config.lr, eps=1e-5)
         self.kl_coeff = float(config.kl_coeff)
 
@@ -133,7 +145,7 @@ class PPOLearner:
         sums: dict[str, float] = {}
         count = 0
         for _ in range(cfg.num_epochs):
-            order = torch.randperm(rows, device=self.device)
+            order = torch.randperm(rows, device=self.device, generator=self._generator)
             for start in range(0, rows - minibatch + 1, minibatch):
                 idx = order[start : start + minibatch]
                 stats = self._sgd_step(batch, idx)
@@ -141,6 +153,8 @@ class PPOLearner:
                     sums[key] = sums.get(key, 0.0) + value
                 count += 1
         metrics = {key: value / max(count, 1) for key, value in sums.items()}
+        # The same mean KL on every learner, so that all adapt kl_coeff alike.
+        metrics = all_reduce_metrics(metrics, 1.0 / self.shard.world_size, self.device)
         if self.kl_coeff > 0:  # adaptive KL penalty (PPO paper, section 4)
             if metrics["mean_kl_loss"] > 2.0 * cfg.kl_target:
                 self.kl_coeff *= 1.5
@@ -155,17 +169,19 @@ class PPOLearner:
         metrics["num_module_steps_trained"] = float(count * minibatch)
         return metrics
 
-    def _sgd_step(self, batch: PPOBatch, idx: Tensor) -> dict[str, float]:
+    def _sgd_step(self, batch: PPOBatch, minibatch: Tensor) -> dict[str, float]:
         cfg = self.config
+        advantages = batch.advantages[minibatch]
+        if cfg.normalize_advantages and advantages.numel() > 1:  # over the whole minibatch
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        # This learner's rows of the minibatch (all of them for a lone learner).
+        part = self.shard.slice(torch.arange(minibatch.numel(), device=self.device))
+        share = part.numel() / minibatch.numel()
+        idx = minibatch[part]
+        advantages = advantages[part]
         obs = [leaf[idx] for leaf in batch.obs]
         actions, logp_old = batch.actions[idx], batch.logp_old[idx]
-        advantages, targets, vf_old = (
-            batch.advantages[idx],
-            batch.value_targets[idx],
-            batch.vf_preds[idx],
-        )
-        if cfg.normalize_advantages and advantages.numel() > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        targets, vf_old = batch.value_targets[idx], batch.vf_preds[idx]
 
         out = self.module.forward_train(obs)
         dist = ActionDistribution(self.module.action_space, out[cols.ACTION_DIST_INPUTS])
@@ -197,6 +213,7 @@ class PPOLearner:
 
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()  # type: ignore[no-untyped-call]
+        all_reduce_gradients(self.module.parameters(), share)  # the minibatch's mean gradient
         grad_norm = clip_gradients(self.module.parameters(), cfg.grad_clip)
         self.optimizer.step()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -14,6 +15,7 @@ from training.algorithms.ppo.learner import PPOLearner
 from training.algorithms.ppo.module import PPOModule
 from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
 from training.config import AlgorithmConfig
+from training.distributed import LOCAL, Shard
 from training.rl_module import RLModule
 
 __all__ = ["PPO"]
@@ -24,6 +26,7 @@ class PPO(Algorithm):
 
     config_class: ClassVar[type[AlgorithmConfig]] = PPOConfig
     name: ClassVar[str] = "PPO"
+    supports_learner_group: ClassVar[bool] = True
     learner: PPOLearner
 
     @classmethod
@@ -41,11 +44,19 @@ class PPO(Algorithm):
             observation_filter=config.uses_observation_filter,
         )
 
+    @classmethod
+    def build_learner(
+        cls, config: AlgorithmConfig, module: RLModule, device: torch.device, shard: Shard
+    ) -> PPOLearner:
+        """A :class:`PPOLearner` (one of ``shard.world_size`` data-parallel ones)."""
+        assert isinstance(module, PPOModule)
+        assert isinstance(config, PPOConfig)
+        return PPOLearner(module, config.hyperparameters, device, shard)
+
     def setup_learner(self) -> None:
-        """PPO learner on the module's device."""
-        assert isinstance(self.module, PPOModule)
-        assert isinstance(self.config, PPOConfig)
-        self.learner = PPOLearner(self.module, self.config.hyperparameters, self.device)
+        """PPO learner on the module's device (unless learner actors do the learning)."""
+        if self.learner_group is None:
+            self.learner = self.build_learner(self.config, self.module, self.device, LOCAL)
 
     def current_lr(self) -> float:
         """Learning rate after the optional linear schedule."""
@@ -60,20 +71,26 @@ class PPO(Algorithm):
     def training_step(self) -> dict[str, float]:
         """Sample ``train_batch_size`` env steps, update, merge filters, broadcast weights."""
         fragments = self.sample_fragments(self.config.train_batch_size)
-        metrics = self.learner.update(fragments, self.current_lr())
+        metrics: dict[str, float] = self.learner_update("update", fragments, self.current_lr())
         self.counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += sum(f.num_env_steps for f in fragments)
         self.sync_weights()
         return metrics
 
     def learner_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Adam state and the adaptive KL coefficient."""
-        tensors, data = flatten_optimizer_state(self.learner.optimizer.state_dict(), "optimizer")
-        data["kl_coeff"] = self.learner.kl_coeff
-        return tensors, data
+        """Adam state and the adaptive KL coefficient (learner 0's: all learners agree)."""
+        return self.foreach_learner(_state_of)[0]
 
     def set_learner_state(self, tensors: dict[str, torch.Tensor], data: dict[str, Any]) -> None:
-        """Restore Adam state and the KL coefficient."""
-        self.learner.optimizer.load_state_dict(
-            unflatten_optimizer_state(tensors, data, "optimizer")
-        )
-        self.learner.kl_coeff = float(data["kl_coeff"])
+        """Restore Adam state and the KL coefficient (into every learner)."""
+        self.foreach_learner(functools.partial(_restore, tensors=tensors, data=data))
+
+
+def _state_of(learner: PPOLearner) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, data = flatten_optimizer_state(learner.optimizer.state_dict(), "optimizer")
+    data["kl_coeff"] = learner.kl_coeff
+    return tensors, data
+
+
+def _restore(learner: PPOLearner, tensors: dict[str, torch.Tensor], data: dict[str, Any]) -> None:
+    learner.optimizer.load_state_dict(unflatten_optimizer_state(tensors, data, "optimizer"))
+    learner.kl_coeff = float(data["kl_coeff"])
