@@ -195,6 +195,12 @@ def decode_npy(body: bytes, max_rows: int) -> np.ndarray:
         raise DecodeError(422, f"observations: expected numbers, got dtype {dtype.str}")
     if not shape:
         raise DecodeError(422, "observations: expected an array of rows, got a 0-d array")
+    if any(side < 0 for side in shape):  # numpy's header reader lets them through
+        raise DecodeError(400, f"malformed .npy body: negative size in shape {tuple(shape)}")
+    # An empty array may still declare sides whose product numpy cannot index, e.g.
+    # (0, 2**40, 2**40): its reshape would fail, so such a shape is refused here.
+    if math.prod(max(side, 1) for side in shape) * dtype.itemsize > np.iinfo(np.intp).max:
+        raise DecodeError(400, f"malformed .npy body: shape {tuple(shape)} is too large")
     if shape[0] > max_rows:
         raise DecodeError(413, f"expected 1..{max_rows} rows, got shape {tuple(shape)}")
     count = math.prod(shape)  # Python ints: a hostile shape cannot overflow

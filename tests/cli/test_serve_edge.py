@@ -165,6 +165,8 @@ MATRIX: list[tuple[str, str, str, bytes, dict[str, str], int, str]] = [
     ),
     ("npy claims 2**31 rows", "POST", ACTIONS, _npy_header((2**31, 4)), NPY, 413, "rows"),
     ("npy claims 1 TiB", "POST", ACTIONS, _npy_header((1, 2**40)), NPY, 400, "declares"),
+    ("npy negative side", "POST", ACTIONS, _npy_header((-2, -2)) + bytes(16), NPY, 400, "negative"),
+    ("npy empty, huge sides", "POST", ACTIONS, _npy_header((0, 2**40, 2**40)), NPY, 400, "large"),
     ("npy truncated", "POST", ACTIONS, _npy(np.zeros((3, 4), np.float32))[:-5], NPY, 400, "npy"),
     ("npy pickle", "POST", ACTIONS, _npy(np.array([{}], dtype=object), True), NPY, 422, "dtype"),
     ("npy wrong shape", "POST", ACTIONS, _npy(np.zeros((2, 5), np.float32)), NPY, 422, "shape"),

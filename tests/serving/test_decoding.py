@@ -153,3 +153,46 @@ def test_npy_refusals(array: np.ndarray, status: int, message: str) -> None:
     with pytest.raises(DecodeError, match=message.replace("[", r"\[")) as err:
         decode_npy(_npy(array), max_rows=8)
     assert err.value.status == status
+
+
+def _npy_with_header(shape: tuple[int, ...], data: bytes, dtype: str = "<f4") -> bytes:
+    """A ``.npy`` body whose header declares ``shape`` whatever ``data`` holds."""
+    buffer = io.BytesIO()
+    header = {"descr": dtype, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue() + data
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.integers(-3, 4) | st.integers(-(2**40), 2**40), min_size=1, max_size=4
+    ).map(tuple),
+    st.binary(max_size=64),
+)
+def test_any_declared_shape_decodes_within_its_body_or_is_refused(
+    shape: tuple[int, ...], data: bytes
+) -> None:
+    try:
+        decoded = decode_npy(_npy_with_header(shape, data), max_rows=8)
+    except DecodeError as err:
+        assert err.status in (400, 413, 422)
+    else:
+        assert decoded.shape == shape and decoded.nbytes == len(data)
+
+
+@pytest.mark.parametrize(
+    ("shape", "data", "message"),
+    [
+        ((0, -1), b"", "negative size"),
+        ((-2, -2), bytes(16), "negative size"),
+        ((-1,), b"", "negative size"),
+        ((0, 2**40, 2**40), b"", "too large"),
+    ],
+)
+def test_a_shape_numpy_cannot_build_is_a_malformed_body(
+    shape: tuple[int, ...], data: bytes, message: str
+) -> None:
+    with pytest.raises(DecodeError, match=message) as err:
+        decode_npy(_npy_with_header(shape, data), max_rows=8)
+    assert err.value.status == 400

@@ -542,6 +542,32 @@ def test_bodies_sent_in_chunks(client: Client) -> None:
     assert "exceeds the limit of 65536 bytes" in refused.json()["detail"]
 
 
+async def _slow_chunks(body: bytes, size: int, pause_s: float) -> Any:
+    for start in range(0, len(body), size):
+        await asyncio.sleep(pause_s)
+        yield body[start : start + size]
+
+
+def test_a_body_that_arrives_too_slowly_gets_408_and_the_next_request_works(
+    registry: PolicyRegistry,
+) -> None:
+    # The app's own deadline, on by default (10 s): it holds where no ingress buffers the body
+    # (Serve's proxy, the replica's direct port, a body larger than HAProxy's buffer).
+    assert ServingSettings().body_timeout_s == 10.0
+    c = Client(create_app(registry, ServingSettings(body_timeout_s=0.3)))
+    try:
+        body = json.dumps({"observation": CARTPOLE_OBS}).encode()
+        slow = c.request("POST", ACTION_URL, content=_slow_chunks(body, 4, 0.05), headers=JSON)
+        assert slow.status_code == 408, slow.text
+        assert slow.json()["detail"] == "the request body did not arrive within 0.3 s"
+        assert slow.headers["connection"] == "close"
+        # A body whose chunks keep coming just as slowly, but which ends in time, is answered.
+        quick = c.request("POST", ACTION_URL, content=_slow_chunks(body, 64, 0.05), headers=JSON)
+        assert quick.status_code == 200, quick.text
+    finally:
+        c.close()
+
+
 def test_single_action_answer_headers(client: Client) -> None:
     answer = client.request("POST", ACTION_URL, json={"observation": CARTPOLE_OBS})
     assert answer.headers["content-type"] == wire.JSON
