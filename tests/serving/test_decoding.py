@@ -165,9 +165,7 @@ def _npy_with_header(shape: tuple[int, ...], data: bytes, dtype: str = "<f4") ->
 
 @FUZZ
 @given(
-    st.lists(
-        st.integers(-3, 4) | st.integers(-(2**40), 2**40), min_size=1, max_size=4
-    ).map(tuple),
+    st.lists(st.integers(-3, 4) | st.integers(-(2**40), 2**40), min_size=1, max_size=4).map(tuple),
     st.binary(max_size=64),
 )
 def test_any_declared_shape_decodes_within_its_body_or_is_refused(
