@@ -356,6 +356,11 @@ class AlgorithmConfig(_Config):
             )
 
     @property
+    def uses_ray(self) -> bool:
+        """Whether ``build()`` starts Ray actors: remote runners, learner actors or env actors."""
+        return self.num_env_runners > 0 or self.num_learners > 0 or bool(self.remote_worker_envs)
+
+    @property
     def uses_observation_filter(self) -> bool:
         """Whether observations go through the running mean/std filter."""
         return bool(self.observation_filter == "MeanStdFilter")

@@ -117,6 +117,7 @@ def _resume(options: TrainOptions, source: str, console: Console, warnings: Cons
             "change settings with --set instead of --config/--env"
         )
     from training import Algorithm
+    from training.checkpoints import algorithm_class
     from training.run_directory import resolve_checkpoint
 
     # A run directory resumes from its newest checkpoint that verifies; newer ones that do
@@ -136,21 +137,21 @@ def _resume(options: TrainOptions, source: str, console: Console, warnings: Cons
     overrides = dict(options.settings)
     if options.seed is not None:
         overrides["seed"] = options.seed
+    metadata = read_json(checkpoint / "metadata.json", max_bytes=1024**2)
     saved = read_json(checkpoint / "algorithm_config.json", max_bytes=1024**2)
-    runners = overrides.get("num_env_runners", saved.get("num_env_runners", 0))
-    _start_ray(options, runners)
+    config = algorithm_class(str(metadata.get("algorithm"))).get_default_config()
+    _start_ray(options, config.update_from_dict(saved).update_from_dict(overrides).uses_ray)
     return Algorithm.from_checkpoint(checkpoint, **overrides)
 
 
-def _start_ray(options: TrainOptions, num_env_runners: Any) -> None:
-    """Join ``--address``, or start a private Ray for remote runners or ``--dashboard``.
+def _start_ray(options: TrainOptions, uses_ray: bool) -> None:
+    """Join ``--address``, or start a private Ray for the config's actors or ``--dashboard``.
 
-    Before ``build()``: the runners' own ``ray.init()`` would join any cluster a ``ray start``
-    left running on this machine. Checkpoints are written by this process (the driver), so
-    no other node needs this disk.
+    Before ``build()``: the library's own ``ray.init()`` (for remote runners, learner actors
+    or env actors) would join any cluster a ``ray start`` left running on this machine.
+    Checkpoints are written by this process (the driver), so no other node needs this disk.
     """
-    runners = isinstance(num_env_runners, int) and num_env_runners > 0
-    if options.address is not None or options.dashboard or runners:
+    if options.address is not None or options.dashboard or uses_ray:
         init_ray(options.address, dashboard=options.dashboard)
 
 
@@ -174,7 +175,7 @@ def run_training(options: TrainOptions, console: Console, warnings: Console | No
         config = resumed.config
     run_dir.mkdir(parents=True, exist_ok=True)
     if resumed is None:
-        _start_ray(options, config.num_env_runners)
+        _start_ray(options, config.uses_ray)
     algo = resumed if resumed is not None else config.build()
     console.print(
         f"[bold]training[/] {algo.name} on {config.env} — stop when "

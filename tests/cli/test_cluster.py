@@ -38,6 +38,10 @@ def _rlserve(*args: str, cwd: Path, timeout: float = 240) -> subprocess.Complete
     )
 
 
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
 def test_env_runners_are_placed_on_both_nodes(cluster: str) -> None:
     code = f"""
 import json, ray
@@ -66,7 +70,32 @@ init_ray(None, num_cpus=1, log_to_driver=False)
 print(json.dumps(ray.get_runtime_context().gcs_address))
 """
     gcs = run_on_cluster(code)
-    assert gcs != cluster  # plain ray.init() would have joined the cluster
+    # Compared by port: the cluster's nodes advertise Ray's choice of address, not 127.0.0.1.
+    assert _port(gcs) != _port(cluster)  # plain ray.init() would have joined the cluster
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"num_learners": 1}, {"remote_worker_envs": True, "num_envs_per_env_runner": 2}],
+    ids=["learner-actor", "env-actors"],
+)
+def test_training_without_address_never_joins_a_running_cluster(
+    cluster: str, settings: dict[str, object], tmp_path: Path
+) -> None:
+    # No remote runners, but actors all the same: the library's own ray.init() would have
+    # joined the cluster (what `rlserve train` did before it asked the config).
+    settings = {**settings, "train_batch_size": 200, "minibatch_size": 100, "num_epochs": 1}
+    code = f"""
+import json, ray
+from rich.console import Console
+from rlserve.jobs.training import TrainOptions, run_training
+options = TrainOptions(env="CartPole-v1", settings={settings!r}, stop_iters=1,
+                       checkpoint_dir={str(tmp_path / "run")!r})
+run_training(options, Console(quiet=True))
+print(json.dumps(ray.get_runtime_context().gcs_address))
+"""
+    gcs = run_on_cluster(code, timeout=180)
+    assert _port(gcs) != _port(cluster)
 
 
 def test_train_then_evaluate_on_the_cluster(cluster: str, tmp_path: Path) -> None:
