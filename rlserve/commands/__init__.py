@@ -89,6 +89,17 @@ def _configure_logging(log_level: str | None) -> bool:
     return level == "DEBUG"
 
 
+# Exits and usage errors are click's to show. typer >= 0.2x bundles its own copy of click,
+# whose exceptions derive from typer.exceptions.TyperException, not from click's classes.
+_PASS_THROUGH: tuple[type[BaseException], ...] = (
+    typer.Exit,
+    typer.Abort,
+    click.exceptions.Exit,
+    click.ClickException,
+    *filter(None, [getattr(typer.exceptions, "TyperException", None)]),
+)
+
+
 def guarded(command: F) -> F:
     """The CLI's one error boundary, around a command that takes ``log_level``.
 
@@ -103,7 +114,7 @@ def guarded(command: F) -> F:
         try:
             debug = _configure_logging(kwargs.get("log_level"))
             return command(*args, **kwargs)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException):
+        except _PASS_THROUGH:
             raise
         except RlserveError as err:
             if debug:

@@ -103,3 +103,21 @@ def test_a_command_exit_status_passes_the_boundary(monkeypatch: pytest.MonkeyPat
     result = runner.invoke(app, ["evaluate", ".", "--log-level", "DEBUG"])
     assert result.exit_code == 1
     assert "Traceback" not in result.stderr
+
+
+def test_a_usage_error_raised_in_a_command_passes_the_boundary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """typer >= 0.2x bundles its own click: its BadParameter is no click.ClickException."""
+    import typer
+
+    import rlserve.jobs.evaluation
+
+    def bad(*args: Any, **kwargs: Any) -> Any:
+        raise typer.BadParameter("expected a path", param_hint="'SOURCE'")
+
+    monkeypatch.setattr(rlserve.jobs.evaluation, "run_evaluation", bad)
+    result = runner.invoke(app, ["evaluate", "."])
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert "Invalid value for 'SOURCE': expected a path" in result.stderr
+    assert "Traceback" not in result.stderr
