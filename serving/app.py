@@ -31,6 +31,7 @@ from serving.ingress import IngressLimits
 from serving.registry import PolicyRegistry
 from serving.runtime import ActionBatch, Backend, PolicyRuntime
 from serving.sessions import SessionServer, SessionSettings
+from serving.shipping import fetch_artifact, is_shipped
 
 __all__ = ["AppArgs", "PolicyDeployment", "ReplicaSettings", "build_app"]
 
@@ -242,8 +243,12 @@ class PolicyDeployment:
         new artifact replaces the old only once verified and loaded; a failed reload keeps the
         old one serving and is reported; a failed first load raises (nothing to fall back to).
         """
+        paths = {
+            name: fetch_artifact(path) if is_shipped(path) else path
+            for name, path in dict(user_config.get("artifacts") or {}).items()
+        }
         self.registry.reload(
-            dict(user_config.get("artifacts") or {}),
+            paths,
             backend=self.args.backend,
             device="cuda" if self.args.num_gpus > 0 else "cpu",
             intra_op_num_threads=max(1, int(self.args.num_cpus)),
@@ -341,8 +346,10 @@ def build_app(args: AppArgs | dict[str, Any]) -> Application:
         args = AppArgs.model_validate(args)
     # Verify every artifact here, before Serve replaces any replica: a corrupt or tampered
     # artifact fails the deploy while the running version keeps serving.
+    # (A shipped artifact was verified when it was shipped, and is again on each node.)
     for path in args.policy_paths().values():
-        load_artifact(path).file(args.backend)  # and it holds the backend's format
+        if not is_shipped(path):
+            load_artifact(path).file(args.backend)  # and it holds the backend's format
     settings = args.replica_settings()
     options: dict[str, Any] = {
         "user_config": {"artifacts": args.policy_paths()},

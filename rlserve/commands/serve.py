@@ -90,6 +90,13 @@ def command(
             "ray[serve]); proxy: Ray Serve's Python proxy. Applies when rlserve starts Ray."
         ),
     ] = "haproxy",
+    proxy_location: Annotated[
+        str,
+        typer.Option(
+            help="On a Ray cluster (--address): EveryNode runs Serve's HTTP proxy on each node "
+            "(put a load balancer in front), HeadOnly on the head alone (one HTTP address)."
+        ),
+    ] = "EveryNode",
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -158,6 +165,7 @@ def command(
                 session_idle_timeout_s=session_idle_timeout_s,
                 ingress=ingress,
                 address=address,
+                proxy_location=proxy_location,
                 dashboard=dashboard,
                 metrics_port=metrics_port,
             )

@@ -90,10 +90,14 @@ class ServiceOptions:
     session_idle_timeout_s: float = 30.0
     ingress: str = "haproxy"
     address: str | None = None
+    proxy_location: str = "EveryNode"
+    """Serve's HTTP proxies: one on ``EveryNode`` (behind a load balancer) or ``HeadOnly``."""
     metrics_port: int | None = None
     dashboard: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
+
+PROXY_LOCATIONS = ("EveryNode", "HeadOnly")
 
 _progress = {"deployed": False}
 """How far :func:`start_service` got: what :func:`stop_service` has to undo."""
@@ -140,22 +144,7 @@ def start_service(options: ServiceOptions) -> str:
         ServiceError: For a non-loopback host without a token or a port already in use.
         exporters.ArtifactError: For an artifact that fails verification.
     """
-    if not is_loopback(options.host) and not options.token:
-        raise ServiceError(
-            f"--host {options.host} exposes the API beyond this machine: a --token is required"
-        )
-    if options.ingress not in ("haproxy", "proxy"):
-        raise ServiceError(f"--ingress: expected haproxy or proxy, got {options.ingress!r}")
-    from serving.runtime import BACKENDS
-
-    if options.backend not in BACKENDS:
-        choices = f"{', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}"
-        raise ServiceError(f"--backend: expected {choices}, got {options.backend!r}")
-    if options.backend == "torchscript" and not options.allow_torchscript:
-        raise ServiceError(
-            "--backend torchscript loads a pickle-based archive: add --allow-torchscript for "
-            "artifacts you built yourself, or use --backend torch_export or onnx"
-        )
+    _check_options(options)
     _check_port(options.host, options.port)
     if options.metrics_port is not None:
         _check_port("127.0.0.1", options.metrics_port)
@@ -190,12 +179,21 @@ def start_service(options: ServiceOptions) -> str:
         if options.address is None:  # a cluster given by --address may autoscale
             record_ray_session()  # for the next start's clean-up, should this one be SIGKILLed
             _check_resources(options, ray.cluster_resources())  # type: ignore[no-untyped-call]
+    if options.address is not None:
+        # Replicas may start on nodes that cannot see this disk (and again elsewhere when a
+        # node dies): they get the artifacts through Ray and verify them there.
+        from serving.shipping import ship_artifacts
+
+        shipped = ship_artifacts(app_args.policy_paths())
+        application = build_app(
+            app_args.model_copy(update={"artifact": None, "artifacts": shipped})
+        )
     http_options: dict[str, Any] = {"host": options.host, "port": options.port}
     if options.request_timeout_s is not None:  # Serve answers 408 past it
         http_options["request_timeout_s"] = options.request_timeout_s
     _checkpoint()
     logger.info("deploying")
-    serve.start(http_options=http_options)
+    serve.start(http_options=http_options, proxy_location=options.proxy_location)
     try:
         serve.run(application, name="rlserve", route_prefix="/")
     except RuntimeError as err:  # a replica failed to start: Serve's message says why
@@ -204,6 +202,31 @@ def start_service(options: ServiceOptions) -> str:
     _checkpoint()
     shown = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
     return f"http://{shown}:{options.port}"
+
+
+def _check_options(options: ServiceOptions) -> None:
+    """Refuse what cannot be served as asked, before anything starts."""
+    if not is_loopback(options.host) and not options.token:
+        raise ServiceError(
+            f"--host {options.host} exposes the API beyond this machine: a --token is required"
+        )
+    if options.ingress not in ("haproxy", "proxy"):
+        raise ServiceError(f"--ingress: expected haproxy or proxy, got {options.ingress!r}")
+    if options.proxy_location not in PROXY_LOCATIONS:
+        raise ServiceError(
+            f"--proxy-location: expected {' or '.join(PROXY_LOCATIONS)}, "
+            f"got {options.proxy_location!r}"
+        )
+    from serving.runtime import BACKENDS
+
+    if options.backend not in BACKENDS:
+        choices = f"{', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}"
+        raise ServiceError(f"--backend: expected {choices}, got {options.backend!r}")
+    if options.backend == "torchscript" and not options.allow_torchscript:
+        raise ServiceError(
+            "--backend torchscript loads a pickle-based archive: add --allow-torchscript for "
+            "artifacts you built yourself, or use --backend torch_export or onnx"
+        )
 
 
 def _app_args(options: ServiceOptions) -> Any:

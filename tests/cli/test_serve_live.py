@@ -13,12 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import psutil
 import pytest
 
+from exporters import export_checkpoint
 from rlserve.jobs.service import free_port
 from serving import PolicyClient, PolicySession
 from serving.client import AuthenticationError, BadRequestError
+from tests.helpers.configs import tiny_sac
 from tests.helpers.serve_process import serving
 
 pytestmark = pytest.mark.integration
@@ -50,12 +53,23 @@ def _is_loopback(address: str) -> bool:
     return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
+def _sac_artifact(root: Path) -> Path:
+    """A tiny SAC policy (one iteration on Pendulum-v1) exported as ONNX."""
+    with tiny_sac().build() as algo:
+        algo.train()
+        checkpoint = algo.save(str(root / "checkpoint")).checkpoint.path
+    return export_checkpoint(checkpoint, root / "artifact", ["onnx"])
+
+
 @pytest.fixture(scope="module")
 def service(cartpole_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """``rlserve serve ARTIFACT --token ...`` running in a subprocess (default ingress)."""
+    """``rlserve serve ARTIFACT --token ...`` running in a subprocess (default ingress), with a
+    SAC policy beside the CartPole one."""
     port, metrics_port = free_port(), free_port()
+    sac = _sac_artifact(tmp_path_factory.mktemp("sac"))
     args = [
         *(str(cartpole_artifact), "--name", "cartpole", "--port", str(port), "--token", TOKEN),
+        *(str(sac), "--name", "pendulum-sac"),
         *("--max-batch-size", "32", "--metrics-port", str(metrics_port)),
     ]
     env = {"RAY_metrics_report_interval_ms": "500"}  # Ray's default: every 10 s
@@ -74,6 +88,23 @@ def test_serve_answers_with_the_token_and_refuses_without(
     with PolicyClient(url) as client, pytest.raises(AuthenticationError):
         client.compute_action("cartpole", OBS)
     assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+
+
+def test_a_served_sac_policy_samples_its_squashed_gaussian_reproducibly_in_bounds(
+    service: Service,
+) -> None:
+    _, url, _ = service
+    obs = [1.0, 0.0, 0.5]
+    with PolicyClient(url, token=TOKEN) as client:
+        mode = client.compute_action("pendulum-sac", obs, return_dist_inputs=True)
+        assert mode.action_dist_inputs is not None and np.shape(mode.action_dist_inputs) == (2,)
+        assert client.compute_action("pendulum-sac", obs).action == mode.action  # lists
+        sampled = [
+            client.compute_action("pendulum-sac", obs, explore=True, seed=seed).action
+            for seed in (7, 7, 8)
+        ]
+    assert sampled[0] == sampled[1] != sampled[2]  # the seed picks the sample
+    assert all(-2.0 <= float(np.asarray(a).reshape(-1)[0]) <= 2.0 for a in [mode.action, *sampled])
 
 
 def test_bad_input_through_haproxy_is_a_4xx_and_the_next_request_succeeds(
@@ -161,7 +192,9 @@ def test_metrics_are_exported_to_prometheus(service: Service) -> None:
             served = [
                 line
                 for line in lines
-                if line.startswith("ray_rlserve_requests") and 'status="200"' in line
+                if line.startswith("ray_rlserve_requests")
+                and 'status="200"' in line
+                and 'policy="cartpole"' in line  # (the SAC policy's counts are beside it)
             ]
             sessions = [line for line in lines if line.startswith("ray_rlserve_sessions_open")]
             if (
@@ -180,8 +213,9 @@ def test_metrics_are_exported_to_prometheus(service: Service) -> None:
     assert 'policy="cartpole"' in served[0]
     assert "ray_rlserve_batch_requests_bucket" in text
     latency = [line for line in text.splitlines() if "rlserve_inference_latency_ms_count" in line]
-    # Tagged with the name it is served under (--name cartpole), not the manifest's ("ppo").
-    assert latency and all('policy="cartpole"' in line for line in latency), latency
+    # Tagged with the names they are served under (--name), not the manifests' ("ppo", "sac").
+    policies = {line.split('policy="', 1)[1].split('"', 1)[0] for line in latency}
+    assert "cartpole" in policies and policies <= {"cartpole", "pendulum-sac"}, latency
 
 
 @pytest.mark.reliability

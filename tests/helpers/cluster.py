@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cluster_env", "run_on_cluster", "two_node_cluster"]
+__all__ = ["Cluster", "cluster_env", "run_on_cluster", "two_node_cluster"]
 
 BIN = Path(sys.executable).parent
 TOKEN = secrets.token_hex(32)
@@ -44,8 +44,25 @@ def cluster_env() -> dict[str, str]:
         RAY_AUTH_TOKEN=TOKEN,
         RAY_USAGE_STATS_ENABLED="0",
         RAY_worker_niceness="0",
+        # A node that dies is declared dead after ~3 s rather than Ray's ~30 s (the GCS checks
+        # each raylet every second and gives up after 3 missed answers).
+        RAY_health_check_period_ms="1000",
+        RAY_health_check_timeout_ms="1000",
+        RAY_health_check_failure_threshold="3",
     )
     return env
+
+
+class Cluster(str):
+    """The head's ``127.0.0.1:port``, with the ``ray start`` processes behind it."""
+
+    head: subprocess.Popen[bytes]
+    worker: subprocess.Popen[bytes]
+
+    def kill_worker_node(self) -> None:
+        """SIGKILL the worker node's whole process group: raylet, workers, everything."""
+        os.killpg(self.worker.pid, signal.SIGKILL)
+        self.worker.wait()
 
 
 def _free_port() -> int:
@@ -80,7 +97,7 @@ def _alive_nodes(address: str) -> int:
 
 
 @contextmanager
-def two_node_cluster(cpus_per_node: int = 1) -> Iterator[str]:
+def two_node_cluster(cpus_per_node: int = 1) -> Iterator[Cluster]:
     """Start the cluster; yield the head's ``127.0.0.1:port``; end both nodes."""
     port = _free_port()
     address = f"127.0.0.1:{port}"
@@ -110,13 +127,16 @@ def two_node_cluster(cpus_per_node: int = 1) -> Iterator[str]:
             assert time.monotonic() < deadline, "the 2-node cluster did not come up"
             assert all(p.poll() is None for p in processes), "a node exited"
             time.sleep(2)
-        yield address
+        cluster = Cluster(address)
+        cluster.head, cluster.worker = processes
+        yield cluster
     finally:
         # SIGTERM to `ray start` alone: it drains its node and ends what it started (~4 s);
         # the same signal to its whole group cuts the raylet off first and the drain hangs.
         for process in reversed(processes):
             with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
         for process in reversed(processes):
             try:
                 process.wait(timeout=40)

@@ -16,7 +16,7 @@ from pathlib import Path
 def serving(
     args: list[str], cwd: Path, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[str]]:
-    """``python -m rlserve serve ARGS`` until it prints ``serving cartpole at``; SIGINT after.
+    """``python -m rlserve serve ARGS`` until it prints ``serving cartpole... at``; SIGINT after.
 
     Ray settings of the calling environment are left out, so the service starts its own Ray.
     """
@@ -38,7 +38,9 @@ def serving(
             lines.append(line)
             if line.startswith("serving ") or not line:
                 break
-        assert lines[-1].startswith("serving cartpole at "), "".join(lines)[-3000:]
+        # "serving NAME[, NAME...] at URL": the policies' names, sorted (cartpole among them).
+        assert lines[-1].startswith("serving cartpole"), "".join(lines)[-3000:]
+        assert " at http" in lines[-1], "".join(lines)[-3000:]
         yield proc
     finally:
         if proc.poll() is None:
