@@ -13,7 +13,17 @@ from typing import Annotated
 import typer
 
 from rlserve import __version__
-from rlserve.commands import bench, console, demo, evaluate, export, serve, train, tune
+from rlserve.commands import (
+    bench,
+    console,
+    demo,
+    evaluate,
+    export,
+    ingress_env,
+    serve,
+    train,
+    tune,
+)
 
 __all__ = ["app", "main"]
 
@@ -52,5 +62,5 @@ def main(
     take_stop_signals_back()  # Ctrl-C and SIGTERM stop every command, however we were started
 
 
-for _module in (train, export, serve, evaluate, demo, tune, bench):
-    app.command(_module.__name__.rsplit(".", 1)[-1])(_module.command)
+for _module in (train, export, serve, evaluate, demo, tune, bench, ingress_env):
+    app.command(_module.__name__.rsplit(".", 1)[-1].replace("_", "-"))(_module.command)

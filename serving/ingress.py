@@ -116,6 +116,10 @@ class IngressLimits:
     max_sessions: int = 256
 
 
+MAX_WORKDIR_CHARS = 107 - len("/") - 56 - len("/metrics.sock")
+"""Longest ingress workdir: Ray 2.60 puts HAProxy's sockets in ``WORKDIR/<node id, 56 hex>/``,
+and a Unix socket's path holds at most 107 bytes (a longer one fails HAProxy's start)."""
+
 SESSION_HANDSHAKE_HEADROOM = 16
 """Handshakes HAProxy passes to a replica beyond its ``max_sessions`` (refused there, 503)."""
 
@@ -338,6 +342,11 @@ def ingress_environment(
         return env
     if any(c in str(workdir) for c in ' "\\|#\n\t'):
         raise ValueError(f"ingress: workdir {str(workdir)!r} must not contain spaces or quotes")
+    if len(str(workdir)) > MAX_WORKDIR_CHARS:
+        raise ValueError(
+            f"ingress: workdir {str(workdir)!r} is {len(str(workdir))} characters long; HAProxy's "
+            f"Unix sockets go in a per-node directory under it, so at most {MAX_WORKDIR_CHARS}"
+        )
     stats, metrics = _free_port(), _free_port()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     limits = limits or IngressLimits()

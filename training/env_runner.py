@@ -63,14 +63,15 @@ class EnvRunner:
         self.observation_space, self.action_space = self._spaces()
         if runner_index > 0:  # an actor of its own: size torch's threads to its CPUs
             torch.set_num_threads(max(1, int(config.num_cpus_per_env_runner)))
+        self.device = self._inference_device(config, runner_index)
         # The initial weights are replaced by the learner's: keep the global RNG untouched.
         with torch.random.fork_rng(devices=[]):
             self.module: RLModule = config.algo_class.build_module(
                 config, self.observation_space, self.action_space
             )
-        self.module.eval()
+        self.module.to(self.device).eval()
         seed = derive_seed(config.seed, runner_index, 10_000)
-        self._generator = torch.Generator()
+        self._generator = torch.Generator(device=self.device)
         if seed is not None:
             self._generator.manual_seed(seed)
         self._timestep = 0
@@ -82,6 +83,22 @@ class EnvRunner:
             else None
         )
         self._reset_all()
+
+    @staticmethod
+    def _inference_device(config: Any, runner_index: int) -> torch.device:
+        """CUDA for a remote runner given GPUs (``num_gpus_per_env_runner``), else the CPU.
+
+        Raises:
+            RuntimeError: If the runner was given GPUs but torch sees no CUDA device.
+        """
+        if runner_index == 0 or config.num_gpus_per_env_runner <= 0:
+            return torch.device("cpu")
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"env runner {runner_index}: num_gpus_per_env_runner="
+                f"{config.num_gpus_per_env_runner:g} but torch sees no CUDA device here"
+            )
+        return torch.device("cuda")
 
     # ----------------------------------------------------------------- env management
     def _make_vector_env(self) -> None:
@@ -161,16 +178,16 @@ class EnvRunner:
 
     def forward(self, leaves: list[np.ndarray], explore: bool, valid: np.ndarray) -> dict[str, Any]:
         """Actions (and extras) for a batch; ``valid`` rows feed the filter's statistics."""
-        tensors = [torch.from_numpy(np.asarray(x)) for x in leaves]
+        tensors = [torch.from_numpy(np.asarray(x)).to(self.device) for x in leaves]
         with torch.no_grad():
             if explore:
                 out = self.module.forward_exploration(tensors, self._generator, self._timestep)
             else:
                 out = self.module.forward_inference(tensors)
             if self.module.obs_filter.enabled:
-                flat = self.module.preprocessor(tensors).flat.numpy()
+                flat = self.module.preprocessor(tensors).flat.cpu().numpy()
                 self._filter_delta.push(flat[valid])
-        return {key: value.numpy() for key, value in out.items()}
+        return {key: value.cpu().numpy() for key, value in out.items()}
 
     def account(
         self, sub_env: int, reward: float, terminated: bool, truncated: bool, valid: bool
@@ -334,8 +351,10 @@ class EnvRunner:
         # submodule and cost ~2 ms a call, which an off-policy loop that syncs after every
         # env step (SAC) pays each step. Any mismatch takes the checked path and its error.
         state = self.module.state_dict()
-        if state.keys() == weights.keys() and all(
-            tuple(state[k].shape) == np.shape(v) for k, v in weights.items()
+        if (
+            self.device.type == "cpu"
+            and state.keys() == weights.keys()
+            and all(tuple(state[k].shape) == np.shape(v) for k, v in weights.items())
         ):
             for key, value in weights.items():
                 np.copyto(state[key].numpy(), value, casting="same_kind")

@@ -27,6 +27,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from formats.errors import RlserveError
 from training.env_runner import EnvRunner, Fragment
+from training.placement import missing_resources
 
 __all__ = ["EnvRunnerFailedError", "EnvRunnerGroup"]
 
@@ -60,6 +61,17 @@ class EnvRunnerGroup:
         if config.num_env_runners > 0:
             if not ray.is_initialized():
                 ray.init(include_dashboard=False, configure_logging=False)
+            missing = missing_resources(
+                "env_runners",
+                "num_env_runners",
+                int(config.num_env_runners),
+                {
+                    "CPU": ("num_cpus_per_env_runner", config.num_cpus_per_env_runner),
+                    "GPU": ("num_gpus_per_env_runner", config.num_gpus_per_env_runner),
+                },
+            )
+            if missing:  # Ray would wait for them forever
+                raise EnvRunnerFailedError(missing)
             self._remote_cls = ray.remote(
                 num_cpus=config.num_cpus_per_env_runner, num_gpus=config.num_gpus_per_env_runner
             )(EnvRunner)

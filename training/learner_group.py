@@ -33,6 +33,7 @@ import ray
 import torch
 
 from training.distributed import Shard, backend_for, init_process_group
+from training.placement import missing_resources
 
 if TYPE_CHECKING:
     from training.config import AlgorithmConfig
@@ -192,17 +193,17 @@ class LearnerGroup:
     @staticmethod
     def _check_resources(config: AlgorithmConfig) -> None:
         """Refuse at once what the cluster can never place (Ray would wait forever)."""
-        total = ray.cluster_resources()  # type: ignore[no-untyped-call]
-        n = int(config.num_learners)
-        for key, per_learner, option in (
-            ("CPU", config.num_cpus_per_learner, "num_cpus_per_learner"),
-            ("GPU", config.num_gpus_per_learner, "num_gpus_per_learner"),
-        ):
-            if per_learner * n > total.get(key, 0.0):
-                raise LearnerGroupError(
-                    f"learners(num_learners={n}, {option}={per_learner}) needs {per_learner * n:g} "
-                    f"{key}s, and the Ray cluster has {total.get(key, 0.0):g} in all"
-                )
+        missing = missing_resources(
+            "learners",
+            "num_learners",
+            int(config.num_learners),
+            {
+                "CPU": ("num_cpus_per_learner", config.num_cpus_per_learner),
+                "GPU": ("num_gpus_per_learner", config.num_gpus_per_learner),
+            },
+        )
+        if missing:
+            raise LearnerGroupError(missing)
 
     def __len__(self) -> int:
         return len(self._actors)

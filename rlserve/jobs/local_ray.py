@@ -123,6 +123,15 @@ def init_ray(address: str | None = None, *, dashboard: bool = False, **kwargs: A
     except (ConnectionError, RuntimeError) as err:
         if address is None:
             raise
+        if os.environ.get(_AUTH_MODE) != "token" and not _token_available():
+            # Something listens there (the probe got through), but this client has no token
+            # to show: what a token-authenticated cluster (Ray's default) answers with.
+            raise RayClusterError(
+                f"the Ray cluster at {address} answered but did not let this client join: a "
+                "cluster with token authentication (Ray's default) needs its token here, in "
+                "RAY_AUTH_TOKEN, a file named by RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token "
+                f"(Ray said: {err})"
+            ) from None
         hint = (
             "check the address (`ray status` on the head node prints it) and that this "
             "machine reaches it; a cluster with token authentication (Ray's default) needs "

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.helpers.cluster import cluster_env, run_on_cluster, two_node_cluster
@@ -155,3 +157,55 @@ def test_an_unreachable_address_is_a_clear_error_at_once(tmp_path: Path) -> None
     assert out.returncode == 2, out.stderr
     assert "error: cannot reach the Ray cluster at 127.0.0.1:1" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_cluster_that_wants_a_token_says_so(cluster: str, tmp_path: Path) -> None:
+    # The cluster answers, but this client has no token to show (none in the environment,
+    # none in ~/.ray): the error says what is missing instead of "cannot reach".
+    env = {k: v for k, v in cluster_env().items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}
+    out = subprocess.run(
+        [sys.executable, "-m", "rlserve", "train", "--address", cluster, "--env", "CartPole-v1",
+         "--stop-iters", "1", "--checkpoint-dir", str(tmp_path / "run")],
+        cwd=tmp_path, env={**env, "HOME": str(tmp_path)}, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-4000:]
+    assert f"error: the Ray cluster at {cluster} answered" in out.stderr, out.stderr[-4000:]
+    assert "needs its token here, in RAY_AUTH_TOKEN" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def _trial_nodes_while_running(proc: subprocess.Popen[str]) -> set[int]:
+    """The raylets (one per node) whose workers ran a PPO trial while ``proc`` ran."""
+    seen: set[int] = set()
+    while proc.poll() is None:
+        for worker in psutil.process_iter(["cmdline"]):
+            try:
+                if " ".join(worker.info["cmdline"] or []).startswith("ray::PPO"):
+                    parent = worker.parent()
+                    if parent is not None and parent.name() == "raylet":
+                        seen.add(parent.pid)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        time.sleep(0.2)
+    return seen
+
+
+def test_tune_trials_run_on_both_nodes(cluster: str, tmp_path: Path) -> None:
+    # One CPU per trial (the algorithm's driver; no remote runners) on 1-CPU nodes: the two
+    # trials of the grid can only run at once on different nodes.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rlserve", "tune", "--address", cluster, "--env", "CartPole-v1",
+         "--grid", "lr=0.001,0.0005", "--set", "train_batch_size=1000",
+         "--set", "minibatch_size=250", "--stop-iters", "4", "--storage", str(tmp_path / "tune")],
+        cwd=tmp_path, env=cluster_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        nodes = _trial_nodes_while_running(proc)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-4000:]
+    assert any(line.startswith("best checkpoint: ") for line in out.splitlines()), out
+    assert len(nodes) == 2, nodes

@@ -97,8 +97,13 @@ def _alive_nodes(address: str) -> int:
 
 
 @contextmanager
-def two_node_cluster(cpus_per_node: int = 1) -> Iterator[Cluster]:
-    """Start the cluster; yield the head's ``127.0.0.1:port``; end both nodes."""
+def two_node_cluster(
+    cpus_per_node: int = 1, node_env: dict[str, str] | None = None
+) -> Iterator[Cluster]:
+    """Start the cluster; yield the head's ``127.0.0.1:port``; end both nodes.
+
+    ``node_env``: more environment for both nodes' ``ray start`` (e.g. the ingress's).
+    """
     port = _free_port()
     address = f"127.0.0.1:{port}"
     common = [
@@ -114,7 +119,7 @@ def two_node_cluster(cpus_per_node: int = 1) -> Iterator[Cluster]:
             processes.append(
                 subprocess.Popen(
                     command,
-                    env=cluster_env(),
+                    env={**cluster_env(), **(node_env or {})},
                     start_new_session=True,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from serving.ingress import (
     CLIENT_IDLE_TIMEOUT_S,
     DISCONNECT_HEADER,
     HEADER_TIMEOUT_S,
+    MAX_WORKDIR_CHARS,
     PROXY_READY_TIMEOUT_S,
     REPLICA_DRAIN_S,
     TIMEOUT_HEADER,
@@ -19,6 +23,22 @@ from serving.ingress import (
     connection_limits,
     ingress_environment,
 )
+
+
+@pytest.fixture()
+def tmp_path() -> Iterator[Path]:
+    """pytest's own, but short: an ingress workdir holds Unix sockets (MAX_WORKDIR_CHARS)."""
+    path = Path(tempfile.mkdtemp(prefix="rlsi-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_workdir_too_long_for_haproxys_sockets_is_refused() -> None:
+    fits = Path("/tmp") / ("w" * (MAX_WORKDIR_CHARS - len("/tmp/")))
+    with pytest.raises(ValueError, match=f"at most {MAX_WORKDIR_CHARS}"):
+        ingress_environment("haproxy", fits / "x")
+    assert ingress_environment("proxy", fits / "x")  # no HAProxy, no sockets
+
 
 # The shape of the config Ray Serve 2.60 writes (trimmed): the stats page and the Prometheus
 # exporter bound to all interfaces, the HTTP frontend on the address asked for.

@@ -203,3 +203,41 @@ def test_algorithm_is_a_context_manager(ray_session: Any) -> None:
         assert algo.train()[m.TRAINING_ITERATION] == 1
         raise RuntimeError("boom")
     assert algo.env_runner_group.num_healthy_remote_env_runners == 0  # the actors are gone
+
+
+@pytest.mark.parametrize(
+    ("runners", "message"),
+    [
+        ({"num_env_runners": 1, "num_gpus_per_env_runner": 1}, "needs 1 GPUs"),
+        ({"num_env_runners": 3, "num_cpus_per_env_runner": 1}, "needs 3 CPUs"),
+    ],
+)
+def test_env_runners_the_cluster_cannot_place_are_refused_at_once(
+    ray_session: Any, runners: dict[str, Any], message: str
+) -> None:
+    import torch
+
+    if torch.cuda.is_available() and "GPU" in message:
+        pytest.skip("this machine has a GPU to place the runner on")
+    config = tiny_ppo().env_runners(**runners)
+    with pytest.raises(EnvRunnerFailedError, match=f"env_runners\\(num_env_runners=.*{message}"):
+        config.build()
+
+
+def test_a_runner_given_gpus_infers_on_cuda_or_says_torch_sees_none(ray_session: Any) -> None:
+    import torch
+
+    from training.env_runner import EnvRunner
+
+    config = tiny_ppo().env_runners(num_gpus_per_env_runner=0.5)
+    assert EnvRunner._inference_device(config, 0).type == "cpu"  # the driver's runner
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match=r"num_gpus_per_env_runner=0\.5 but torch sees no"):
+            EnvRunner._inference_device(config, 1)
+        return
+    with config.env_runners(num_env_runners=1).build() as algo:  # a GPU machine: sample on it
+        devices = algo.env_runner_group.foreach_worker(
+            lambda runner: runner.device.type, local_env_runner=False
+        )
+        assert devices == ["cuda"]
+        assert algo.train()[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] > 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers.configs import tiny_dqn, tiny_ppo, tiny_sac
+from tests.helpers.configs import tiny_dqn, tiny_impala, tiny_ppo, tiny_sac
 from training import Algorithm, AlgorithmConfig
 from training.config import ConfigError
 from training.distributed import LOCAL, Shard, all_reduce_gradients, all_reduce_metrics
@@ -65,6 +65,7 @@ def test_without_a_process_group_the_collectives_change_nothing() -> None:
     ("config", "message"),
     [
         (lambda: tiny_sac().learners(num_learners=2), "SAC trains on one learner"),
+        (lambda: tiny_impala().learners(num_learners=2), "IMPALA trains on one learner"),
         (lambda: tiny_ppo(minibatch_size=1).learners(num_learners=2), "at least one"),
         (lambda: tiny_ppo().learners(num_learners=2).resources(num_gpus=1), "num_gpus_per"),
     ],

@@ -1,13 +1,16 @@
-"""``rlserve serve --address``: replicas on both nodes of a 2-node cluster, one HTTP address,
-artifacts shipped through Ray (not read from the driver's disk), and a killed node's replica
-replaced on the other.
+"""A worker node of a 2-node cluster dies: its env runners and its Serve replica are replaced on
+the head. Serving on the cluster also shows replicas on both nodes behind one HTTP address and
+artifacts shipped through Ray (the replacement never reads the driver's disk).
 
-Serial, with a cluster of its own: the test kills the cluster's worker node.
+Serial, with a cluster of its own per test: each test kills the cluster's worker node.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.serial]
 OBS = {"observation": [0.01, -0.02, 0.03, 0.04]}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def cluster() -> Iterator[Cluster]:
     with two_node_cluster(cpus_per_node=1) as address:
         yield address
@@ -98,3 +101,61 @@ def test_replicas_on_both_nodes_survive_a_node_and_never_read_the_drivers_disk(
         answer = httpx.post(f"{url}/v1/policies/cartpole/compute_action", json=OBS, timeout=10)
         assert answer.status_code == 200 and answer.json()["version"] == version
         assert _answers(url, 20) == [200] * 20
+
+
+RUNNERS = """
+import json, os, sys, time, ray
+from rlserve.jobs.local_ray import init_ray
+from training import PPOConfig
+init_ray(sys.argv[1], log_to_driver=False)
+config = (
+    PPOConfig().environment("CartPole-v1")
+    .env_runners(num_env_runners=2, num_cpus_per_env_runner=0.5)
+    .training(train_batch_size=200, minibatch_size=100, num_epochs=1)
+)
+def node(runner):
+    return ray.get_runtime_context().get_node_id()
+with config.build() as algo:
+    algo.train()
+    placed = algo.env_runner_group.foreach_worker(node, local_env_runner=False)
+    print(json.dumps(placed), flush=True)
+    while not os.path.exists(sys.argv[2]):  # the test kills the worker node meanwhile
+        time.sleep(0.2)
+    steps = [algo.train()["num_env_steps_sampled_lifetime"] for _ in range(3)]
+    group = algo.env_runner_group
+    print(json.dumps({
+        "nodes": group.foreach_worker(node, local_env_runner=False),
+        "head": ray.get_runtime_context().get_node_id(),
+        "restarts": group.num_restarts, "healthy": group.num_healthy_remote_env_runners,
+        "steps": steps,
+    }), flush=True)
+"""
+
+
+def test_env_runners_of_a_dead_node_are_replaced_on_the_head(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUNNERS, cluster, str(killed)],
+        env=cluster_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first, proc.communicate(timeout=30)[1][-4000:]
+        assert len(set(json.loads(first))) == 2, first  # one runner on each node
+        cluster.kill_worker_node()
+        killed.touch()
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-4000:]
+    after = json.loads(out.strip().splitlines()[-1])
+    assert after["healthy"] == 2 and after["restarts"] >= 1, after
+    assert set(after["nodes"]) == {after["head"]}, after  # both now on the head
+    assert after["steps"] == sorted(after["steps"]) and after["steps"][0] > 0, after
