@@ -12,7 +12,7 @@ from formats.errors import RlserveError
 from rlserve.cli import app
 
 runner = CliRunner()
-COMMANDS = ("train", "tune", "export", "serve", "evaluate", "bench", "demo")
+COMMANDS = ("train", "tune", "export", "serve", "evaluate", "bench", "demo", "ingress-env")
 
 
 def _boom(*args: Any, **kwargs: Any) -> Any:
