@@ -101,6 +101,28 @@ def test_a_failed_remote_env_is_re_created_and_its_episode_cut(
         runner.stop()
 
 
+def test_a_remote_env_whose_process_dies_is_re_created(ray_session: Any) -> None:
+    config = tiny_ppo(
+        "CartPole-v1",
+        remote_worker_envs=True,
+        restart_failed_sub_environments=True,
+        num_envs_per_env_runner=2,
+    )
+    runner = EnvRunner(config, 0)
+    try:
+        runner.sample(10)
+        assert runner.remote_envs is not None
+        ray.kill(runner.remote_envs.actors[1], no_restart=True)  # as if its node died
+        fragment = runner.sample(30)
+        assert runner.remote_envs.num_restarts == 1
+        # The other env stepped on: only its own episode ends make reset rows.
+        ended = fragment.terminated[:-1, 0] | fragment.truncated[:-1, 0]
+        assert (~fragment.valid[1:, 0] == ended).all()
+        assert runner.sample(30).valid[:, 1].sum() > 0  # the new env actor steps on
+    finally:
+        runner.stop()
+
+
 def test_without_restarts_a_failed_remote_env_fails_the_runner(
     ray_session: Any, tmp_path: Path
 ) -> None:
