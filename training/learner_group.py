@@ -64,6 +64,8 @@ class LearnerActor:
         observation_space: The module's observation space.
         action_space: The module's action space.
         shard: This learner's rank, the group's size and the shared minibatch seed.
+        weights: The driver module's state, loaded before the learner is built: what the
+            learner copies at its start (target networks) must be the same on every learner.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class LearnerActor:
         observation_space: gym.Space[Any],
         action_space: gym.Space[Any],
         shard: Shard,
+        weights: dict[str, np.ndarray],
     ) -> None:
         from training.algorithms import algorithm_class
 
@@ -83,6 +86,7 @@ class LearnerActor:
         # Small RL networks run fastest on few threads; take what the actor reserved.
         torch.set_num_threads(max(1, int(cfg.num_cpus_per_learner)))
         self.module = algo_cls.build_module(cfg, observation_space, action_space)
+        self.module.load_state_dict(_tensors(weights))
         self.module.to(self.device)
         self.learner = algo_cls.build_learner(cfg, self.module, self.device, shard)
 
@@ -173,10 +177,10 @@ class LearnerGroup:
         remote: Any = ray.remote(
             num_cpus=config.num_cpus_per_learner, num_gpus=config.num_gpus_per_learner
         )(LearnerActor)
-        as_dict = config.to_dict()
+        as_dict, initial = config.to_dict(), ray.put(weights)  # one copy for all learners
         self._actors: list[Any] = [
             remote.options(max_restarts=0).remote(
-                algorithm, as_dict, observation_space, action_space, Shard(rank, n, seed)
+                algorithm, as_dict, observation_space, action_space, Shard(rank, n, seed), initial
             )
             for rank in range(n)
         ]
@@ -188,7 +192,6 @@ class LearnerGroup:
         except ray.exceptions.RayError as err:
             self.stop()
             raise LearnerGroupError(f"the {n} learners could not start: {err}") from None
-        self.set_weights(weights)
 
     @staticmethod
     def _check_resources(config: AlgorithmConfig) -> None:

@@ -64,7 +64,10 @@ def test_without_a_process_group_the_collectives_change_nothing() -> None:
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        (lambda: tiny_sac().learners(num_learners=2), "SAC trains on one learner"),
+        (
+            lambda: tiny_sac(replay_buffer_config={"prioritized": True}).learners(num_learners=2),
+            "each learner computes its slice's",
+        ),
         (lambda: tiny_impala().learners(num_learners=2), "IMPALA trains on one learner"),
         (lambda: tiny_ppo(minibatch_size=1).learners(num_learners=2), "at least one"),
         (lambda: tiny_ppo().learners(num_learners=2).resources(num_gpus=1), "num_gpus_per"),
@@ -144,6 +147,34 @@ def test_two_dqn_learners_keep_identical_online_and_target_networks(ray_session:
             lambda learner: {k: v.numpy().copy() for k, v in learner.target.state_dict().items()}
         )
         _assert_identical(targets[1:], targets[0])
+
+
+@pytest.mark.integration
+def test_two_sac_learners_stay_identical_and_restore_from_a_checkpoint(
+    ray_session: Any, tmp_path: Path
+) -> None:
+    def critics_and_alpha(learner: Any) -> dict[str, np.ndarray]:
+        state = {f"target.{k}": v for k, v in learner.target_q_networks.state_dict().items()}
+        return {
+            **{k: v.numpy().copy() for k, v in state.items()},
+            "log_alpha": learner.log_alpha.detach().numpy().copy(),
+        }
+
+    with _learners(tiny_sac(), 2).build() as algo:
+        result = algo.train()
+        learner = result["learners"]["default_policy"]
+        assert learner["num_updates"] > 0 and np.isfinite(learner["critic_loss"])
+        _assert_identical(_all_weights(algo), algo.get_weights())
+        extras = algo.foreach_learner(critics_and_alpha)
+        _assert_identical(extras[1:], extras[0])
+        assert learner["alpha_value"] == pytest.approx(float(np.exp(extras[0]["log_alpha"])))
+        path = algo.save(str(tmp_path / "ckpt")).checkpoint.path
+        saved = algo.get_weights()
+    with Algorithm.from_checkpoint(path) as restored:
+        _assert_identical(_all_weights(restored), saved)
+        back = restored.foreach_learner(critics_and_alpha)
+        _assert_identical(back, extras[0])
+        assert restored.train()["learners"]["default_policy"]["num_updates"] > 0
 
 
 @pytest.mark.integration

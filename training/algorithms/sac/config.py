@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from training.config import AlgorithmConfig
+from training.config import AlgorithmConfig, ConfigError
 from training.config_sections import ModelConfig, Section, TrainingSection
 
 __all__ = ["ReplayBufferConfig", "SACConfig", "SACTrainingSection"]
@@ -116,6 +116,21 @@ class SACConfig(AlgorithmConfig):
         section = self._values["training"]
         assert isinstance(section, SACTrainingSection)
         return section
+
+    def validate(self) -> None:
+        """The common checks, and prioritized replay with one learner only.
+
+        Raises:
+            ConfigError: For prioritized replay with data-parallel learners: each learner
+                sees the TD errors of its slice of the batch only.
+        """
+        super().validate()
+        if self.num_learners > 1 and self.hyperparameters.replay_buffer_config.prioritized:
+            raise ConfigError(
+                f"learners(num_learners={self.num_learners}) with replay_buffer_config="
+                "{'prioritized': True}: the priorities need every row's TD error, and each "
+                "learner computes its slice's; use uniform replay or num_learners=0"
+            )
 
     def get_rollout_fragment_length(self) -> int:
         """Steps per env per sampling round (``"auto"``: 1)."""

@@ -16,6 +16,7 @@ import torch
 
 from training.algorithms.sac.config import SACTrainingSection
 from training.algorithms.sac.module import SACModule
+from training.distributed import LOCAL, Shard, all_reduce_gradients, all_reduce_metrics
 from training.optim import clip_gradients, make_adam
 from training.preprocessing import PreprocessedObs
 from training.replay_buffers import ReplayBatch
@@ -60,12 +61,22 @@ class SACLearner:
         module: Actor and critics (on ``device``).
         config: SAC's hyper-parameters.
         device: Where the update runs.
+        shard: This learner's place among data-parallel learners (default: the only one):
+            each trains on its slice of every replayed batch and all-reduces its gradients,
+            so that all take the batch's mean gradient and stay identical.
     """
 
-    def __init__(self, module: SACModule, config: SACTrainingSection, device: torch.device) -> None:
+    def __init__(
+        self,
+        module: SACModule,
+        config: SACTrainingSection,
+        device: torch.device,
+        shard: Shard = LOCAL,
+    ) -> None:
         self.module = module
         self.config = config
         self.device = device
+        self.shard = shard
         self.target_q_networks = copy.deepcopy(module.q_networks)
         self.target_q_networks.requires_grad_(False)
         self.critic_params: list[torch.Tensor] = list(module.q_networks.parameters())
@@ -87,14 +98,20 @@ class SACLearner:
         return float(self.log_alpha.detach().exp())
 
     def _tensors(self, batch: ReplayBatch) -> SACBatch:
+        world = self.shard.world_size
+        rows = self.shard.slice(torch.arange(len(batch.actions))).numpy() if world > 1 else None
+
         def to(array: Any) -> torch.Tensor:
-            return torch.as_tensor(array, device=self.device)
+            return torch.as_tensor(
+                array if rows is None else np.asarray(array)[rows], device=self.device
+            )
 
         module = self.module
-        actions = to(batch.actions).reshape(len(batch.actions), -1).float()
         weights = batch.weights
         if weights is None:
             weights = np.ones(len(batch.actions), np.float32)
+        actions = to(batch.actions)
+        actions = actions.reshape(len(actions), -1).float()
         return SACBatch(
             obs=[to(x) for x in batch.obs],
             actions=(actions - module.action_low) / ((module.action_high - module.action_low) / 2)
@@ -107,21 +124,33 @@ class SACLearner:
         )
 
     def _step(
-        self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, params: list[Any]
+        self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, params: list[Any], share: float
     ) -> float | None:
-        """Backward and step; the gradient norm only when clipping (it costs ~0.2 ms a call)."""
+        """Backward, the learners' mean gradient, and step.
+
+        Returns the gradient norm only when clipping (it costs ~0.2 ms a call).
+        """
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
+        all_reduce_gradients(params, share)
         limit = self.config.grad_clip
         norm = None if limit is None else clip_gradients(params, limit)
         optimizer.step()
         return norm
 
+    def update_many(self, batches: list[ReplayBatch]) -> list[UpdateResult]:
+        """:meth:`update` on each batch (one call per sampling round for learner actors)."""
+        return [self.update(batch) for batch in batches]
+
     def update(self, batch: ReplayBatch) -> UpdateResult:
-        """One gradient step on each loss, then the target update."""
+        """One gradient step on each loss, then the target update.
+
+        With data-parallel learners the TD errors are this learner's rows only.
+        """
         module, b = self.module, self._tensors(batch)
         alpha = self.log_alpha.detach().exp()
         rows = len(b.rewards)
+        share = rows / len(batch.actions)
         # s and s' go through the preprocessing and the actor as one batch: the actor is not
         # updated until step 2, so pi(.|s') for the target and pi(.|s) for the actor loss
         # come from the same weights either way, at the cost of one forward pass, not two.
@@ -143,7 +172,7 @@ class SACLearner:
         q_taken = module.q_values(obs, b.actions)  # (B, num_q)
         td_errors = q_taken - target.unsqueeze(1)
         critic_loss = 0.5 * (b.weights.unsqueeze(1) * td_errors.pow(2)).mean(dim=0).sum()
-        critic_norm = self._step(self.critic_optimizer, critic_loss, self.critic_params)
+        critic_norm = self._step(self.critic_optimizer, critic_loss, self.critic_params, share)
 
         # 2. Actor: J_pi = E[alpha log pi(a~|s) - min_i Q_i(s, a~)], a~ reparameterised,
         #    against the critics just updated. They are frozen here so the backward pass
@@ -152,7 +181,7 @@ class SACLearner:
         try:
             q_new = module.q_values(obs, actions).min(dim=1).values
             actor_loss = (b.weights * (alpha * logp - q_new)).mean()
-            actor_norm = self._step(self.actor_optimizer, actor_loss, self.actor_params)
+            actor_norm = self._step(self.actor_optimizer, actor_loss, self.actor_params, share)
         finally:
             module.q_networks.requires_grad_(True)
 
@@ -160,6 +189,7 @@ class SACLearner:
         alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
         self.alpha_optimizer.zero_grad(set_to_none=True)
         alpha_loss.backward()  # type: ignore[no-untyped-call]
+        all_reduce_gradients([self.log_alpha], share)
         self.alpha_optimizer.step()
 
         # 4. Targets: theta_targ <- tau theta + (1 - tau) theta_targ.
@@ -181,6 +211,7 @@ class SACLearner:
         if critic_norm is not None and actor_norm is not None:
             metrics["critic_gradients_global_norm"] = critic_norm
             metrics["actor_gradients_global_norm"] = actor_norm
+        metrics = all_reduce_metrics(metrics, share, self.device)
         # The first critic's errors drive prioritized replay (as RLlib does).
         return UpdateResult(metrics, td_errors.detach()[:, 0].cpu().numpy())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -10,10 +11,11 @@ import torch
 from training import metrics as m
 from training.algorithm import Algorithm
 from training.algorithms.sac.config import SACConfig
-from training.algorithms.sac.learner import SACLearner
+from training.algorithms.sac.learner import SACLearner, UpdateResult
 from training.algorithms.sac.module import SACModule
 from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
 from training.config import AlgorithmConfig
+from training.distributed import LOCAL, Shard
 from training.replay_buffers import add_fragments, make_replay_buffer, updates_per_round
 from training.rl_module import RLModule
 
@@ -27,6 +29,7 @@ class SAC(Algorithm):
 
     config_class: ClassVar[type[AlgorithmConfig]] = SACConfig
     name: ClassVar[str] = "SAC"
+    supports_learner_group: ClassVar[bool] = True
     learner: SACLearner
 
     @classmethod
@@ -46,13 +49,21 @@ class SAC(Algorithm):
             twin_q=config.twin_q,
         )
 
+    @classmethod
+    def build_learner(
+        cls, config: AlgorithmConfig, module: RLModule, device: torch.device, shard: Shard
+    ) -> SACLearner:
+        """A :class:`SACLearner` with its target critics (one of ``shard.world_size``)."""
+        assert isinstance(module, SACModule)
+        assert isinstance(config, SACConfig)
+        return SACLearner(module, config.hyperparameters, device, shard)
+
     def setup_learner(self) -> None:
-        """Learner (with the target critics) and the replay buffer."""
-        assert isinstance(self.module, SACModule)
+        """Learner (unless learner actors do the learning) and the replay buffer."""
         assert isinstance(self.config, SACConfig)
-        hyper = self.config.hyperparameters
-        self.learner = SACLearner(self.module, hyper, self.device)
-        buffer = hyper.replay_buffer_config
+        if self.learner_group is None:
+            self.learner = self.build_learner(self.config, self.module, self.device, LOCAL)
+        buffer = self.config.hyperparameters.replay_buffer_config
         self.replay_buffer = make_replay_buffer(
             buffer.capacity,
             prioritized=buffer.prioritized,
@@ -75,11 +86,7 @@ class SAC(Algorithm):
             lifetime = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
             if lifetime >= cfg.num_steps_sampled_before_learning_starts:
                 rounds = updates_per_round(sampled, cfg.training_intensity, cfg.train_batch_size)
-                for _ in range(rounds):
-                    batch = self.replay_buffer.sample(cfg.train_batch_size)
-                    result = self.learner.update(batch)
-                    if batch.indices is not None:
-                        self.replay_buffer.update_priorities(batch.indices, result.td_errors)
+                for result in self._updates(rounds):
                     for key, value in result.metrics.items():
                         stats[key] = stats.get(key, 0.0) + value
                     updates += 1
@@ -87,29 +94,66 @@ class SAC(Algorithm):
             self.sync_weights()
         metrics = {key: value / updates for key, value in stats.items()}
         metrics["num_updates"] = float(updates)
-        metrics["alpha_value"] = self.learner.alpha
+        metrics["alpha_value"] = self.foreach_learner(_alpha_of)[0]
         metrics["replay_buffer_size"] = float(self.replay_buffer.size)
         return metrics
 
+    def _updates(self, rounds: int) -> list[UpdateResult]:
+        """``rounds`` updates on replayed batches.
+
+        Prioritized replay samples each batch after the last one's priorities are in (one
+        learner: several data-parallel learners see a slice of the TD errors each, and are
+        refused with it); uniform replay sends all of a round's batches in one call.
+        """
+        size = self.config.train_batch_size
+        if not self.config.replay_buffer_config.prioritized:
+            if rounds == 0:
+                return []
+            batches = [self.replay_buffer.sample(size) for _ in range(rounds)]
+            results: list[UpdateResult] = self.learner_update("update_many", batches)
+            return results
+        results = []
+        for _ in range(rounds):
+            batch = self.replay_buffer.sample(size)
+            result = self.learner_update("update", batch)
+            assert batch.indices is not None  # a prioritized buffer's batch
+            self.replay_buffer.update_priorities(batch.indices, result.td_errors)
+            results.append(result)
+        return results
+
     def learner_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """The three Adam states, ``log(alpha)`` and the target critics."""
-        tensors: dict[str, torch.Tensor] = {}
-        data: dict[str, Any] = {}
-        for name in _OPTIMIZERS:
-            t, data[name] = flatten_optimizer_state(getattr(self.learner, name).state_dict(), name)
-            tensors.update(t)
-        tensors["log_alpha"] = self.learner.log_alpha.detach().cpu().reshape(1).clone()
-        for key, value in self.learner.target_q_networks.state_dict().items():
-            tensors[f"target.{key}"] = value.detach().cpu().contiguous()
-        return tensors, data
+        """The three Adam states, ``log(alpha)`` and the target critics.
+
+        Learner 0's: with data-parallel learners all agree.
+        """
+        state: tuple[dict[str, torch.Tensor], dict[str, Any]] = self.foreach_learner(_state_of)[0]
+        return state
 
     def set_learner_state(self, tensors: dict[str, torch.Tensor], data: dict[str, Any]) -> None:
-        """Restore what :meth:`learner_state` wrote."""
-        for name in _OPTIMIZERS:
-            getattr(self.learner, name).load_state_dict(
-                unflatten_optimizer_state(tensors, data[name], name)
-            )
-        with torch.no_grad():
-            self.learner.log_alpha.copy_(tensors["log_alpha"].reshape(()))
-        target = {k[len("target.") :]: v for k, v in tensors.items() if k.startswith("target.")}
-        self.learner.target_q_networks.load_state_dict(target)
+        """Restore what :meth:`learner_state` wrote (into every learner)."""
+        self.foreach_learner(functools.partial(_restore, tensors=tensors, data=data))
+
+
+def _alpha_of(learner: SACLearner) -> float:
+    return learner.alpha
+
+
+def _state_of(learner: SACLearner) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    data: dict[str, Any] = {}
+    for name in _OPTIMIZERS:
+        t, data[name] = flatten_optimizer_state(getattr(learner, name).state_dict(), name)
+        tensors.update(t)
+    tensors["log_alpha"] = learner.log_alpha.detach().cpu().reshape(1).clone()
+    for key, value in learner.target_q_networks.state_dict().items():
+        tensors[f"target.{key}"] = value.detach().cpu().contiguous()
+    return tensors, data
+
+
+def _restore(learner: SACLearner, tensors: dict[str, torch.Tensor], data: dict[str, Any]) -> None:
+    for name in _OPTIMIZERS:
+        getattr(learner, name).load_state_dict(unflatten_optimizer_state(tensors, data[name], name))
+    with torch.no_grad():
+        learner.log_alpha.copy_(tensors["log_alpha"].reshape(()).to(learner.device))
+    target = {k[len("target.") :]: v for k, v in tensors.items() if k.startswith("target.")}
+    learner.target_q_networks.load_state_dict(target)
