@@ -338,7 +338,7 @@ class AlgorithmConfig(_Config):
         if not algo.supports_learner_group:
             raise ConfigError(
                 f"learners(): num_learners={self.num_learners}: {algo.name} trains on one "
-                "learner in the driver (data-parallel learners: PPO and DQN); use "
+                "learner in the driver (data-parallel learners: PPO, DQN, SAC, IMPALA); use "
                 "num_learners=0"
             )
         rows_per_step = int(self.get("minibatch_size", self.train_batch_size))

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from tests.helpers.configs import tiny_dqn, tiny_impala, tiny_ppo, tiny_sac
-from training import Algorithm, AlgorithmConfig
+from training import IMPALA, Algorithm, AlgorithmConfig
+from training import metrics as m
 from training.config import ConfigError
 from training.distributed import LOCAL, Shard, all_reduce_gradients, all_reduce_metrics
 from training.learner_group import LearnerGroupError
@@ -68,7 +69,6 @@ def test_without_a_process_group_the_collectives_change_nothing() -> None:
             lambda: tiny_sac(replay_buffer_config={"prioritized": True}).learners(num_learners=2),
             "each learner computes its slice's",
         ),
-        (lambda: tiny_impala().learners(num_learners=2), "IMPALA trains on one learner"),
         (lambda: tiny_ppo(minibatch_size=1).learners(num_learners=2), "at least one"),
         (lambda: tiny_ppo().learners(num_learners=2).resources(num_gpus=1), "num_gpus_per"),
     ],
@@ -175,6 +175,47 @@ def test_two_sac_learners_stay_identical_and_restore_from_a_checkpoint(
         back = restored.foreach_learner(critics_and_alpha)
         _assert_identical(back, extras[0])
         assert restored.train()["learners"]["default_policy"]["num_updates"] > 0
+
+
+@pytest.mark.integration
+def test_two_impala_learners_stay_identical_and_compute_one_learners_update(
+    ray_session: Any, tmp_path: Path
+) -> None:
+    """Each learner takes half of every train batch's trajectories (in turn: no lag)."""
+    config = tiny_impala()
+    config.env_runners(observation_filter="MeanStdFilter")
+    finals = []
+    for n in (1, 2):
+        with _learners(config.copy(), n).build() as algo:
+            assert isinstance(algo, IMPALA)
+            for _ in range(2):
+                result = algo.train()
+                _assert_identical(_all_weights(algo), algo.get_weights())
+            learner = result["learners"]["default_policy"]
+            assert learner["num_env_steps_trained"] > 0 and np.isfinite(learner["total_loss"])
+            assert result[m.WEIGHTS_VERSION] == algo.num_updates > 0
+            finals.append(algo.get_weights())
+            if n == 2:
+                path = algo.save(str(tmp_path / "ckpt")).checkpoint.path
+                updates = algo.num_updates
+    for key, value in finals[0].items():
+        np.testing.assert_allclose(finals[1][key], value, rtol=1e-4, atol=1e-5, err_msg=key)
+    with Algorithm.from_checkpoint(path) as restored:
+        assert isinstance(restored, IMPALA)
+        assert restored.num_updates == updates
+        assert restored.foreach_learner(lambda learner: learner.num_updates) == [updates] * 2
+        assert restored.train()[m.WEIGHTS_VERSION] > updates
+
+
+@pytest.mark.integration
+def test_impala_learner_actors_train_beside_asynchronous_runners(ray_session: Any) -> None:
+    config = tiny_impala(num_env_runners=1, num_cpus_per_env_runner=0.5)
+    with _learners(config, 2).build() as algo:
+        assert isinstance(algo, IMPALA)
+        result = algo.train()
+        assert result[m.WEIGHTS_VERSION] == algo.num_updates > 0
+        assert result["learners"]["default_policy"]["num_env_steps_trained"] > 0
+        _assert_identical(_all_weights(algo), algo.get_weights())
 
 
 @pytest.mark.integration

@@ -14,6 +14,7 @@ it, in turn (no lag, V-trace's weights are 1): the cheap setting for tests and d
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, ClassVar
 
@@ -29,6 +30,7 @@ from training.algorithms.ppo.module import PPOModule
 from training.algorithms.ppo.ppo import PPO
 from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
 from training.config import AlgorithmConfig
+from training.distributed import LOCAL, Shard
 from training.env_runner import Fragment
 from training.learner_thread import LearnerThread
 from training.preprocessing import RunningStat
@@ -47,6 +49,7 @@ class IMPALA(Algorithm):
 
     config_class: ClassVar[type[AlgorithmConfig]] = IMPALAConfig
     name: ClassVar[str] = "IMPALA"
+    supports_learner_group: ClassVar[bool] = True
     learner: IMPALALearner
 
     @classmethod
@@ -59,11 +62,24 @@ class IMPALA(Algorithm):
         """PPO's actor-critic itself (so export and serving treat both alike)."""
         return PPO.build_module(config, observation_space, action_space)
 
+    @classmethod
+    def build_learner(
+        cls, config: AlgorithmConfig, module: RLModule, device: torch.device, shard: Shard
+    ) -> IMPALALearner:
+        """An :class:`IMPALALearner` (one of ``shard.world_size`` data-parallel ones)."""
+        assert isinstance(module, PPOModule)
+        assert isinstance(config, IMPALAConfig)
+        return IMPALALearner(module, config.hyperparameters, device, shard)
+
     def setup_learner(self) -> None:
-        """The V-trace learner; its thread starts with the first asynchronous iteration."""
-        assert isinstance(self.module, PPOModule)
-        assert isinstance(self.config, IMPALAConfig)
-        self.learner = IMPALALearner(self.module, self.config.hyperparameters, self.device)
+        """The V-trace learner, unless learner actors do the learning.
+
+        The learner thread starts with the first asynchronous iteration.
+        """
+        if self.learner_group is None:
+            self.learner = self.build_learner(self.config, self.module, self.device, LOCAL)
+        self.num_updates = 0
+        """Gradient steps taken: the version of the weights the runners are sent."""
         self._thread: LearnerThread[_TrainItem] | None = None
         self._pending: list[Fragment] = []
         self._pending_rows = 0
@@ -71,7 +87,7 @@ class IMPALA(Algorithm):
 
     def sync_weights(self, weights_version: int | None = None) -> None:
         """Broadcast (and wait), tagging the runners with the learner's update count."""
-        version = self.learner.num_updates if weights_version is None else weights_version
+        version = self.num_updates if weights_version is None else weights_version
         super().sync_weights(version)
 
     # ----------------------------------------------------------------- training
@@ -94,15 +110,21 @@ class IMPALA(Algorithm):
         while sampled < cfg.min_sample_timesteps_per_iteration:
             fragments = self.sample_fragments(cfg.train_batch_size)
             sampled += sum(f.num_env_steps for f in fragments)
-            stats.append(self.learner.update(fragments))
+            stats.append(self._update(fragments))
             self.sync_weights()
         elapsed = time.perf_counter() - start
         trained = sum(entry["num_env_steps_trained"] for entry in stats)
         self._iteration_figures = {
             m.NUM_ENV_STEPS_TRAINED_THROUGHPUT: trained / elapsed if elapsed > 0 else 0.0,
-            m.WEIGHTS_VERSION: self.learner.num_updates,
+            m.WEIGHTS_VERSION: self.num_updates,
         }
         return stats
+
+    def _update(self, fragments: list[Fragment]) -> dict[str, float]:
+        """One gradient step, in the driver's learner or on every learner actor."""
+        result: dict[str, float] = self.learner_update("update", fragments)
+        self.num_updates += 1
+        return result
 
     def _learner_thread(self) -> LearnerThread[_TrainItem]:
         if self._thread is None:
@@ -110,7 +132,7 @@ class IMPALA(Algorithm):
             self._thread = LearnerThread(
                 self._learn,
                 self._weights_copy,
-                lambda: self.learner.num_updates,
+                lambda: self.num_updates,
                 queue_size=hyper.learner_queue_size,
                 broadcast_interval=hyper.broadcast_interval,
             )
@@ -122,7 +144,7 @@ class IMPALA(Algorithm):
         fragments, filter_state = item
         if filter_state is not None:
             self.module.obs_filter.set_stats(RunningStat.from_json(filter_state))
-        return self.learner.update(fragments)
+        return self._update(fragments)
 
     def _weights_copy(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy().copy() for k, v in self.module.state_dict().items()}
@@ -179,7 +201,7 @@ class IMPALA(Algorithm):
             m.LEARNER_QUEUE_LENGTH_MEAN: float(np.mean(queue_lengths)) if queue_lengths else 0.0,
             m.LEARNER_TIME_SHARE: (thread.busy_s - busy_before) / elapsed if elapsed else 0.0,
             m.DRIVER_MS_PER_FRAGMENT: 1000.0 * driver_s / max(fragments_taken, 1),
-            m.WEIGHTS_VERSION: self.learner.num_updates,
+            m.WEIGHTS_VERSION: self.num_updates,
         }
         return stats
 
@@ -189,17 +211,17 @@ class IMPALA(Algorithm):
 
     # ----------------------------------------------------------------- checkpoints
     def learner_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Adam's state and the update count (the weights version)."""
-        tensors, data = flatten_optimizer_state(self.learner.optimizer.state_dict(), "optimizer")
-        data["num_updates"] = self.learner.num_updates
+        """Adam's state (learner 0's: all agree) and the update count (the weights version)."""
+        tensors, data = self.foreach_learner(_optimizer_state)[0]
+        data["num_updates"] = self.num_updates
         return tensors, data
 
     def set_learner_state(self, tensors: dict[str, torch.Tensor], data: dict[str, Any]) -> None:
-        """Restore Adam's state and the update count."""
-        self.learner.optimizer.load_state_dict(
-            unflatten_optimizer_state(tensors, data, "optimizer")
+        """Restore Adam's state (into every learner) and the update count."""
+        self.num_updates = int(data["num_updates"])
+        self.foreach_learner(
+            functools.partial(_restore, tensors=tensors, data=data, num_updates=self.num_updates)
         )
-        self.learner.num_updates = int(data["num_updates"])
 
     def cleanup(self) -> None:
         """Stop the learner thread, then the runners."""
@@ -223,3 +245,14 @@ def _mean_metrics(stats: list[dict[str, float]]) -> dict[str, float]:
     merged["num_env_steps_trained"] = float(sum(s["num_env_steps_trained"] for s in stats))
     merged["num_updates"] = float(len(stats))
     return merged
+
+
+def _optimizer_state(learner: IMPALALearner) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    return flatten_optimizer_state(learner.optimizer.state_dict(), "optimizer")
+
+
+def _restore(
+    learner: IMPALALearner, tensors: dict[str, torch.Tensor], data: dict[str, Any], num_updates: int
+) -> None:
+    learner.optimizer.load_state_dict(unflatten_optimizer_state(tensors, data, "optimizer"))
+    learner.num_updates = num_updates

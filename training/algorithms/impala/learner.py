@@ -19,6 +19,7 @@ from training import columns as cols
 from training.algorithms.impala.config import IMPALATrainingSection
 from training.algorithms.impala.vtrace import vtrace
 from training.algorithms.ppo.module import PPOModule
+from training.distributed import LOCAL, Shard, all_reduce_gradients, all_reduce_metrics
 from training.distributions import ActionDistribution
 from training.env_runner import Fragment
 from training.optim import clip_gradients, make_adam
@@ -58,14 +59,23 @@ class IMPALALearner:
         module: The learner's module (on ``device``).
         config: IMPALA's hyper-parameters.
         device: Where the update runs.
+        shard: This learner's place among data-parallel learners (default: the only one):
+            each takes its slice of the train batch's trajectories (V-trace runs along each
+            trajectory alone), and the gradients are summed over the learners with every
+            loss divided by the whole batch's valid rows, so all take one learner's step.
     """
 
     def __init__(
-        self, module: PPOModule, config: IMPALATrainingSection, device: torch.device
+        self,
+        module: PPOModule,
+        config: IMPALATrainingSection,
+        device: torch.device,
+        shard: Shard = LOCAL,
     ) -> None:
         self.module = module
         self.config = config
         self.device = device
+        self.shard = shard
         self.optimizer = make_adam(module.parameters(), lr=config.lr)
         self.num_updates = 0
         """Gradient steps taken: the version of the weights the runners are sent."""
@@ -74,13 +84,18 @@ class IMPALALearner:
         return torch.as_tensor(array, device=self.device)
 
     def build_batch(self, fragments: list[Fragment]) -> IMPALABatch:
-        """Put the fragments side by side (they share ``T``: every runner has one config)."""
+        """Put the fragments side by side (they share ``T``: every runner has one config).
+
+        With data-parallel learners, this learner's slice of the columns (trajectories).
+        """
         lengths = {f.rewards.shape[0] for f in fragments}
         if len(lengths) != 1:
             raise ValueError(f"fragments of different lengths {sorted(lengths)} in one batch")
+        columns = sum(f.rewards.shape[1] for f in fragments)
+        mine = self.shard.slice(torch.arange(columns)).numpy()
 
         def side_by_side(arrays: list[np.ndarray]) -> Tensor:
-            return self._tensor(np.concatenate(arrays, axis=1))
+            return self._tensor(np.concatenate(arrays, axis=1)[:, mine])
 
         obs = [
             side_by_side([np.concatenate([o, nxt[None]]) for o, nxt in zip(*pair, strict=True)])
@@ -90,6 +105,7 @@ class IMPALALearner:
                 strict=True,
             )
         ]
+        # All columns' versions: the lag figures are the whole batch's on every learner.
         versions = np.concatenate(
             [np.full(f.rewards.shape[1], f.weights_version) for f in fragments]
         )
@@ -136,9 +152,12 @@ class IMPALALearner:
             clip_pg_rho_threshold=cfg.vtrace_clip_pg_rho_threshold,
         )
 
-        # Losses over the valid rows: policy gradient, value regression, entropy bonus.
+        # Losses over the valid rows: policy gradient, value regression, entropy bonus, each
+        # a sum over this learner's rows divided by the whole batch's valid rows.
         mask = batch.valid.float()
-        count = mask.sum().clamp(min=1.0)
+        local = float(mask.sum())
+        total_rows = all_reduce_metrics({"rows": local}, 1.0, self.device)["rows"]
+        count = torch.tensor(max(total_rows, 1.0), device=self.device)
         policy_loss = -(target_logp * targets.pg_advantages * mask).sum() / count
         vf_loss = 0.5 * (((values - targets.vs) ** 2) * mask).sum() / count
         entropy = (dist.entropy().reshape(steps, envs) * mask).sum() / count
@@ -148,6 +167,7 @@ class IMPALALearner:
             group["lr"] = cfg.lr
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()  # type: ignore[no-untyped-call]
+        all_reduce_gradients(self.module.parameters(), 1.0)  # the sum: each part is /count
         grad_norm = clip_gradients(self.module.parameters(), cfg.grad_clip)
         self.optimizer.step()
 
@@ -159,17 +179,33 @@ class IMPALALearner:
             vs, predicted = targets.vs[valid], values.detach()[valid]
             variance = float(vs.var()) if vs.numel() > 1 else 0.0
             residual = float((vs - predicted).var()) if vs.numel() > 1 else 0.0
+        # The losses are parts of the whole batch's (summed over learners); the ratio
+        # statistics are each learner's, weighted by its share of the valid rows.
+        metrics = all_reduce_metrics(
+            {
+                "policy_loss": policy_loss.item(),
+                "vf_loss": vf_loss.item(),
+                "total_loss": total.item(),
+                "entropy": entropy.item(),
+            },
+            1.0,
+            self.device,
+        )
+        share = local / total_rows if total_rows > 0 else 0.0
+        ratios = {
+            "mean_rho": float(rhos.mean()) if rhos.numel() else 0.0,
+            "max_rho": float(rhos.max()) if rhos.numel() else 0.0,
+            "vf_explained_var": 1.0 - residual / variance if variance > 0 else 0.0,
+        }
+        ratios = all_reduce_metrics(ratios, share, self.device)
+        if total_rows == 0:
+            ratios = dict.fromkeys(ratios, float("nan"))
         return {
-            "policy_loss": policy_loss.item(),
-            "vf_loss": vf_loss.item(),
-            "total_loss": total.item(),
-            "entropy": entropy.item(),
-            "mean_rho": float(rhos.mean()) if rhos.numel() else float("nan"),
-            "max_rho": float(rhos.max()) if rhos.numel() else float("nan"),
-            "vf_explained_var": 1.0 - residual / variance if variance > 0 else float("nan"),
-            "gradients_global_norm": grad_norm,
+            **metrics,
+            **ratios,
+            "gradients_global_norm": grad_norm,  # of the all-reduced gradient: the same on all
             "policy_lag_mean": float(lags.mean()),
             "policy_lag_max": float(lags.max()),
-            "num_env_steps_trained": float(valid.sum()),
+            "num_env_steps_trained": total_rows,
             "lr": cfg.lr,
         }
