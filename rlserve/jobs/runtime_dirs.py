@@ -88,11 +88,18 @@ def runtime_dirs() -> list[Path]:
 def remove_runtime_dirs() -> None:
     """End the processes still carrying this process's runtime directories; remove them.
 
-    Bounded: about three seconds per directory at most (see :func:`end_processes`).
+    Bounded: about three seconds per sweep (see :func:`end_processes`), at most three sweeps
+    per directory. One sweep is not always enough: a Ray node stopped in the middle of its
+    start-up may still be spawning its agents while the first sweep runs (seen as two agents
+    outliving a SIGINT sent right after ``ray.init`` began), and the next sweep finds them.
     """
     while _made:
         path = _made.pop()
-        end_processes(processes_of(path, mine=True))
+        for _ in range(3):
+            found = processes_of(path, mine=True)
+            if not found:
+                break
+            end_processes(found)
         shutil.rmtree(path, ignore_errors=True)
     os.environ.pop(SERVICE_DIR_VARIABLE, None)
 
