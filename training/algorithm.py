@@ -60,8 +60,9 @@ class Algorithm(Trainable, abc.ABC):
 
     config_class: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
     name: ClassVar[str] = "Algorithm"
-    supports_learner_group: ClassVar[bool] = False
-    """Whether ``learners(num_learners=N)`` works (the algorithm has :meth:`build_learner`)."""
+    learner_class: ClassVar[Any] = None
+    """The learner, built as ``learner_class(module, config.hyperparameters, device, shard)``;
+    ``None``: the algorithm has no learner of that shape (no ``learners(num_learners=N)``)."""
     config: AlgorithmConfig  # type: ignore[assignment]
     learner_group: LearnerGroup | None
     learner: Any  # the driver's learner (absent while a LearnerGroup learns)
@@ -96,10 +97,12 @@ class Algorithm(Trainable, abc.ABC):
     ) -> Any:
         """This algorithm's learner around ``module`` (for the driver, or one of N learners).
 
-        Algorithms with ``supports_learner_group`` implement it; the learner all-reduces its
-        gradients with the other learners of ``shard`` (see :mod:`training.distributed`).
+        The learner all-reduces its gradients with the other learners of ``shard`` (see
+        :mod:`training.distributed`).
         """
-        raise NotImplementedError(f"{cls.name} has no data-parallel learners")
+        if cls.learner_class is None:
+            raise NotImplementedError(f"{cls.name} has no data-parallel learners")
+        return cls.learner_class(module, config.hyperparameters, device, shard)
 
     @abc.abstractmethod
     def setup_learner(self) -> None:

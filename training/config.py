@@ -335,7 +335,7 @@ class AlgorithmConfig(_Config):
                     )
             return
         algo = self.algo_class
-        if not algo.supports_learner_group:
+        if algo.learner_class is None:
             raise ConfigError(
                 f"learners(): num_learners={self.num_learners}: {algo.name} trains on one "
                 "learner in the driver (data-parallel learners: PPO, DQN, SAC, IMPALA); use "

@@ -15,7 +15,7 @@ from training.algorithms.dqn.learner import DQNLearner
 from training.algorithms.dqn.module import DQNModule, linear_epsilon
 from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
 from training.config import AlgorithmConfig
-from training.distributed import LOCAL, Shard
+from training.distributed import LOCAL
 from training.replay_buffers import ReplayBuffer, add_fragments, updates_per_round
 from training.rl_module import RLModule
 
@@ -27,7 +27,7 @@ class DQN(Algorithm):
 
     config_class: ClassVar[type[AlgorithmConfig]] = DQNConfig
     name: ClassVar[str] = "DQN"
-    supports_learner_group: ClassVar[bool] = True
+    learner_class: ClassVar[Any] = DQNLearner
     learner: DQNLearner
 
     @classmethod
@@ -46,15 +46,6 @@ class DQN(Algorithm):
             dueling=config.dueling,
             epsilon=(config.epsilon_initial, config.epsilon_final, config.epsilon_timesteps),
         )
-
-    @classmethod
-    def build_learner(
-        cls, config: AlgorithmConfig, module: RLModule, device: torch.device, shard: Shard
-    ) -> DQNLearner:
-        """A :class:`DQNLearner` with its target network (one of ``shard.world_size``)."""
-        assert isinstance(module, DQNModule)
-        assert isinstance(config, DQNConfig)
-        return DQNLearner(module, config.hyperparameters, device, shard)
 
     def setup_learner(self) -> None:
         """Learner (unless learner actors do the learning) and the replay buffer."""

@@ -26,11 +26,10 @@ from training import metrics as m
 from training.algorithm import Algorithm
 from training.algorithms.impala.config import IMPALAConfig
 from training.algorithms.impala.learner import IMPALALearner
-from training.algorithms.ppo.module import PPOModule
 from training.algorithms.ppo.ppo import PPO
 from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
 from training.config import AlgorithmConfig
-from training.distributed import LOCAL, Shard
+from training.distributed import LOCAL
 from training.env_runner import Fragment
 from training.learner_thread import LearnerThread
 from training.preprocessing import RunningStat
@@ -49,7 +48,7 @@ class IMPALA(Algorithm):
 
     config_class: ClassVar[type[AlgorithmConfig]] = IMPALAConfig
     name: ClassVar[str] = "IMPALA"
-    supports_learner_group: ClassVar[bool] = True
+    learner_class: ClassVar[Any] = IMPALALearner
     learner: IMPALALearner
 
     @classmethod
@@ -61,15 +60,6 @@ class IMPALA(Algorithm):
     ) -> RLModule:
         """PPO's actor-critic itself (so export and serving treat both alike)."""
         return PPO.build_module(config, observation_space, action_space)
-
-    @classmethod
-    def build_learner(
-        cls, config: AlgorithmConfig, module: RLModule, device: torch.device, shard: Shard
-    ) -> IMPALALearner:
-        """An :class:`IMPALALearner` (one of ``shard.world_size`` data-parallel ones)."""
-        assert isinstance(module, PPOModule)
-        assert isinstance(config, IMPALAConfig)
-        return IMPALALearner(module, config.hyperparameters, device, shard)
 
     def setup_learner(self) -> None:
         """The V-trace learner, unless learner actors do the learning.

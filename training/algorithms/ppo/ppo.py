@@ -15,7 +15,7 @@ from training.algorithms.ppo.learner import PPOLearner
 from training.algorithms.ppo.module import PPOModule
 from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
 from training.config import AlgorithmConfig
-from training.distributed import LOCAL, Shard
+from training.distributed import LOCAL
 from training.rl_module import RLModule
 
 __all__ = ["PPO"]
@@ -26,7 +26,7 @@ class PPO(Algorithm):
 
     config_class: ClassVar[type[AlgorithmConfig]] = PPOConfig
     name: ClassVar[str] = "PPO"
-    supports_learner_group: ClassVar[bool] = True
+    learner_class: ClassVar[Any] = PPOLearner
     learner: PPOLearner
 
     @classmethod
@@ -43,15 +43,6 @@ class PPO(Algorithm):
             config.model,
             observation_filter=config.uses_observation_filter,
         )
-
-    @classmethod
-    def build_learner(
-        cls, config: AlgorithmConfig, module: RLModule, device: torch.device, shard: Shard
-    ) -> PPOLearner:
-        """A :class:`PPOLearner` (one of ``shard.world_size`` data-parallel ones)."""
-        assert isinstance(module, PPOModule)
-        assert isinstance(config, PPOConfig)
-        return PPOLearner(module, config.hyperparameters, device, shard)
 
     def setup_learner(self) -> None:
         """PPO learner on the module's device (unless learner actors do the learning)."""

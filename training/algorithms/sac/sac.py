@@ -15,7 +15,7 @@ from training.algorithms.sac.learner import SACLearner, UpdateResult
 from training.algorithms.sac.module import SACModule
 from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
 from training.config import AlgorithmConfig
-from training.distributed import LOCAL, Shard
+from training.distributed import LOCAL
 from training.replay_buffers import add_fragments, make_replay_buffer, updates_per_round
 from training.rl_module import RLModule
 
@@ -29,7 +29,7 @@ class SAC(Algorithm):
 
     config_class: ClassVar[type[AlgorithmConfig]] = SACConfig
     name: ClassVar[str] = "SAC"
-    supports_learner_group: ClassVar[bool] = True
+    learner_class: ClassVar[Any] = SACLearner
     learner: SACLearner
 
     @classmethod
@@ -48,15 +48,6 @@ class SAC(Algorithm):
             observation_filter=config.uses_observation_filter,
             twin_q=config.twin_q,
         )
-
-    @classmethod
-    def build_learner(
-        cls, config: AlgorithmConfig, module: RLModule, device: torch.device, shard: Shard
-    ) -> SACLearner:
-        """A :class:`SACLearner` with its target critics (one of ``shard.world_size``)."""
-        assert isinstance(module, SACModule)
-        assert isinstance(config, SACConfig)
-        return SACLearner(module, config.hyperparameters, device, shard)
 
     def setup_learner(self) -> None:
         """Learner (unless learner actors do the learning) and the replay buffer."""
