@@ -155,6 +155,13 @@ def export_checkpoint(
     if max_batch_size < 8:
         raise ExportError(f"max_batch_size must be >= 8, got {max_batch_size}")
     module, contents = load_module(checkpoint_path)
+    if module.is_recurrent:
+        # The graph would need the state as named inputs and outputs (the next step of the
+        # recurrent-policies issue); exporting it without them would drop the memory.
+        raise ExportError(
+            f"checkpoint {checkpoint_path}: recurrent policies (model use_lstm) cannot be "
+            "exported yet; use the checkpoint (Algorithm.compute_single_action with state)"
+        )
     graph = InferenceGraph(module)
     obs_space, act_space = module.observation_space, module.action_space
     examples = example_inputs(obs_space, batch=3)

@@ -370,13 +370,28 @@ class Algorithm(Trainable, abc.ABC):
         self._push_weights_to_learners()
         self.sync_weights()
 
-    def compute_single_action(self, observation: Any, explore: bool | None = None) -> Any:
-        """Action for one observation, with the training-time preprocessing and filter."""
-        return self.get_policy().compute_single_action(observation, explore=explore)
+    def compute_single_action(
+        self, observation: Any, state: list[Any] | None = None, explore: bool | None = None
+    ) -> Any:
+        """Action for one observation, with the training-time preprocessing and filter.
 
-    def compute_actions(self, observations: Any, explore: bool | None = None) -> np.ndarray:
-        """Actions for a batch of observations (a list, or a batched array/dict)."""
-        return self.get_policy().compute_actions(observations, explore=explore)
+        A recurrent policy takes and returns its state: ``(action, state_out, {})``.
+        """
+        return self.get_policy().compute_single_action(observation, state=state, explore=explore)
+
+    def compute_actions(
+        self,
+        observations: Any,
+        state_batches: list[Any] | None = None,
+        explore: bool | None = None,
+    ) -> Any:
+        """Actions for a batch of observations (a list, or a batched array/dict).
+
+        A recurrent policy takes and returns its states: ``(actions, state_outs, {})``.
+        """
+        return self.get_policy().compute_actions(
+            observations, state_batches=state_batches, explore=explore
+        )
 
     # ----------------------------------------------------------------- checkpoints
     def save(self, checkpoint_dir: str | None = None) -> Any:

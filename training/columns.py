@@ -16,6 +16,10 @@ __all__ = [
     "OBS",
     "Q_VALUES",
     "REWARDS",
+    "STATE_IN_C",
+    "STATE_IN_H",
+    "STATE_OUT_C",
+    "STATE_OUT_H",
     "TERMINATEDS",
     "TRUNCATEDS",
     "VF_PREDS",
@@ -27,6 +31,13 @@ ACTION_DIST_INPUTS = "action_dist_inputs"
 ACTION_LOGP = "action_logp"
 VF_PREDS = "vf_preds"
 Q_VALUES = "q_values"
+
+# A recurrent module's state (an LSTM's hidden and cell vectors): what a step is fed, and
+# what it gives back for the next step.
+STATE_IN_H = "state_in_h"
+STATE_IN_C = "state_in_c"
+STATE_OUT_H = "state_out_h"
+STATE_OUT_C = "state_out_c"
 
 # Episode columns (trace JSON keys).
 OBS = "obs"

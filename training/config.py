@@ -313,6 +313,7 @@ class AlgorithmConfig(_Config):
         if self.env is None:
             raise ConfigError(f"{type(self).__name__}.environment(): no env set")
         self._validate_learners()
+        self._validate_recurrence()
         if self.num_gpus > 0:
             import torch
 
@@ -321,6 +322,21 @@ class AlgorithmConfig(_Config):
                     f"resources(): num_gpus={self.num_gpus} but torch sees no CUDA device; "
                     "use num_gpus=0 to train on the CPU"
                 )
+
+    def _validate_recurrence(self) -> None:
+        if not self.model.use_lstm:
+            return
+        if self.algo_class.name != "PPO":
+            raise ConfigError(
+                f"training(model={{'use_lstm': True}}): recurrent policies train with PPO; "
+                f"{self.algo_class.name} takes feed-forward models only"
+            )
+        if self.remote_worker_envs:
+            raise ConfigError(
+                "training(model={'use_lstm': True}) with env_runners(remote_worker_envs=True): "
+                "the envs' states are kept by a runner stepping its envs together; use "
+                "gym_env_vectorize_mode='ASYNC' for parallel envs"
+            )
 
     def _validate_learners(self) -> None:
         if self.num_learners == 0:

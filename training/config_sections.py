@@ -44,6 +44,13 @@ class ModelConfig(Section):
         vf_share_layers: Whether PPO's value head shares the policy's hidden layers.
         free_log_std: Whether a Gaussian policy's log-std is a free parameter (not a network
             output). Only ``True`` is supported: it keeps the exported graph simple.
+        use_lstm: Put an LSTM between the encoder and the heads (PPO): the policy then carries
+            a state from step to step (``Policy.get_initial_state``).
+        lstm_cell_size: The LSTM's hidden and cell size.
+        max_seq_len: Steps per training sequence: fragments are cut into sequences of this
+            length, each starting from the state the runner had there.
+        lstm_use_prev_action: Feed the previous action to the LSTM (not supported yet).
+        lstm_use_prev_reward: Feed the previous reward to the LSTM (not supported yet).
     """
 
     fcnet_hiddens: list[int] = Field(default_factory=lambda: [64, 64], min_length=1)
@@ -51,6 +58,11 @@ class ModelConfig(Section):
     conv_filters: list[list[int]] | None = None
     vf_share_layers: bool = False
     free_log_std: Literal[True] = True
+    use_lstm: bool = False
+    lstm_cell_size: int = Field(default=256, ge=1, le=65536)
+    max_seq_len: int = Field(default=20, ge=1, le=100_000)
+    lstm_use_prev_action: Literal[False] = False
+    lstm_use_prev_reward: Literal[False] = False
 
     @field_validator("fcnet_hiddens")
     @classmethod

@@ -142,6 +142,11 @@ class EnvRunner:
             assert self.env is not None
             self._obs, _ = self.env.reset(seed=seeds if seeds[0] is not None else None)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
+        # A recurrent module's state per sub-env (every episode starts from the initial one).
+        self._state = {
+            key: value.cpu().numpy()
+            for key, value in self.module.initial_state(self.num_envs).items()
+        }
         self._ep_return = np.zeros(self.num_envs, dtype=np.float64)
         self._ep_len = np.zeros(self.num_envs, dtype=np.int64)
         if self._traces is not None:
@@ -176,14 +181,28 @@ class EnvRunner:
         """Replace them (after a sampling loop that stepped the envs itself)."""
         self._obs = obs
 
-    def forward(self, leaves: list[np.ndarray], explore: bool, valid: np.ndarray) -> dict[str, Any]:
-        """Actions (and extras) for a batch; ``valid`` rows feed the filter's statistics."""
+    def forward(
+        self,
+        leaves: list[np.ndarray],
+        explore: bool,
+        valid: np.ndarray,
+        state: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, Any]:
+        """Actions (and extras) for a batch; ``valid`` rows feed the filter's statistics.
+
+        A recurrent module is fed ``state`` and returns its new state among the outputs.
+        """
         tensors = [torch.from_numpy(np.asarray(x)).to(self.device) for x in leaves]
+        recurrent: dict[str, Any] = {}
+        if state is not None:
+            recurrent["state"] = {k: torch.from_numpy(v).to(self.device) for k, v in state.items()}
         with torch.no_grad():
             if explore:
-                out = self.module.forward_exploration(tensors, self._generator, self._timestep)
+                out = self.module.forward_exploration(
+                    tensors, self._generator, self._timestep, **recurrent
+                )
             else:
-                out = self.module.forward_inference(tensors)
+                out = self.module.forward_inference(tensors, **recurrent)
             if self.module.obs_filter.enabled:
                 flat = self.module.preprocessor(tensors).flat.cpu().numpy()
                 self._filter_delta.push(flat[valid])
@@ -272,9 +291,15 @@ class EnvRunner:
         extras: dict[str, list[np.ndarray]] = {}
         returns: list[float] = []
         lengths: list[int] = []
+        recurrent = self.module.is_recurrent
         for t in range(steps):
             leaves = self._leaves(self._obs)
-            out = self.forward(leaves, explore, ~self._autoreset)
+            state_in = self._state if recurrent else None
+            out = self.forward(leaves, explore, ~self._autoreset, state_in)
+            if state_in is not None:  # the state each row was sampled from, for training
+                extras.setdefault(cols.STATE_IN_H, []).append(state_in[cols.STATE_IN_H])
+                extras.setdefault(cols.STATE_IN_C, []).append(state_in[cols.STATE_IN_C])
+                new_h, new_c = out.pop(cols.STATE_OUT_H), out.pop(cols.STATE_OUT_C)
             action = out[cols.ACTIONS]
             next_obs, reward, term, trunc = self._step(action, t, terminated, truncated, valid)
             is_valid = ~self._autoreset
@@ -293,6 +318,11 @@ class EnvRunner:
                 returns.append(float(self._ep_return[j]))
                 lengths.append(int(self._ep_len[j]))
                 self._ep_return[j], self._ep_len[j] = 0.0, 0
+            if state_in is not None:
+                # After a reset row the env holds a new episode: it starts from the initial
+                # state (the learner's sequences reset at the same rows).
+                new_h[~is_valid], new_c[~is_valid] = 0.0, 0.0
+                self._state = {cols.STATE_IN_H: new_h, cols.STATE_IN_C: new_c}
             self._autoreset = term | trunc
             self._obs = next_obs
             self._timestep += int(is_valid.sum())

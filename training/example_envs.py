@@ -7,6 +7,10 @@ environment of ``bench/slow_env.py``, for comparing ``gym_env_vectorize_mode="AS
 
     PPOConfig().environment("training.example_envs:SlowCartPole",
                             env_config={"step_latency_s": 0.005})
+
+``StatelessCartPole`` is CartPole-v1 without the two velocities in its observation (the cart's
+position and the pole's angle only): a memory task, solvable only by a policy that infers the
+velocities from what it saw before (``model={"use_lstm": True}``).
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import time
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
-__all__ = ["SlowCartPole"]
+__all__ = ["SlowCartPole", "StatelessCartPole"]
 
 
 class SlowCartPole(gym.Wrapper[Any, Any, Any, Any]):
@@ -39,3 +44,22 @@ class SlowCartPole(gym.Wrapper[Any, Any, Any, Any]):
         """Step after the latency."""
         time.sleep(self.step_latency_s)
         return self.env.step(action)
+
+
+class StatelessCartPole(gym.ObservationWrapper[Any, Any, Any]):
+    """CartPole-v1 observing ``[cart position, pole angle]`` only (no velocities).
+
+    Args:
+        env_config: Unused (the env takes no settings).
+    """
+
+    def __init__(self, env_config: dict[str, Any] | None = None) -> None:
+        super().__init__(gym.make("CartPole-v1"))
+        full = self.env.observation_space
+        assert isinstance(full, gym.spaces.Box)
+        keep = [0, 2]
+        self.observation_space = gym.spaces.Box(full.low[keep], full.high[keep], dtype=np.float32)
+
+    def observation(self, observation: Any) -> Any:
+        """Drop the cart's and the pole's velocities."""
+        return np.asarray(observation, dtype=np.float32)[[0, 2]]

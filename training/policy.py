@@ -71,31 +71,94 @@ class Policy:
                 )
         return [torch.as_tensor(np.asarray(x), device=self.device) for x in leaves]
 
-    @torch.no_grad()
-    def compute_actions(self, observations: Any, explore: bool | None = None) -> np.ndarray:
-        """Actions for a batch (a list of observations or batched arrays / dicts of arrays)."""
-        leaves = self._leaves(observations, batched=True)
-        return self._actions(leaves, self.explore_default if explore is None else explore)
+    @property
+    def is_recurrent(self) -> bool:
+        """Whether the policy carries a state from step to step (``model.use_lstm``)."""
+        return self.model.is_recurrent
 
-    def compute_single_action(self, observation: Any, explore: bool | None = None) -> Any:
-        """Action for one observation (a Python int for Discrete, an array for Box)."""
+    def get_initial_state(self) -> list[np.ndarray]:
+        """An episode's first state: ``[hidden, cell]``, each ``(cell size,)``.
+
+        ``[]`` for a feed-forward policy (RLlib's ``Policy.get_initial_state``).
+        """
+        return [v[0].cpu().numpy() for v in self.model.initial_state(1).values()]
+
+    @torch.no_grad()
+    def compute_actions(
+        self,
+        observations: Any,
+        state_batches: list[Any] | None = None,
+        explore: bool | None = None,
+    ) -> Any:
+        """Actions for a batch (a list of observations or batched arrays / dicts of arrays).
+
+        A recurrent policy takes ``state_batches`` (``[hidden (B, cell), cell (B, cell)]``;
+        ``None``: every row at its initial state) and returns ``(actions, state_outs, {})``;
+        a feed-forward one returns the actions alone.
+        """
+        leaves = self._leaves(observations, batched=True)
+        explore = self.explore_default if explore is None else explore
+        if not self.is_recurrent:
+            return self._actions(leaves, explore)[0]
+        state = self._state(state_batches, int(leaves[0].shape[0]))
+        actions, state_out = self._actions(leaves, explore, state)
+        return actions, state_out, {}
+
+    def compute_single_action(
+        self, observation: Any, state: list[Any] | None = None, explore: bool | None = None
+    ) -> Any:
+        """Action for one observation (a Python int for Discrete, an array for Box).
+
+        A recurrent policy takes ``state`` (``[hidden, cell]``; ``None``: the initial state)
+        and returns ``(action, state_out, {})``, as RLlib's old stack did; a feed-forward one
+        returns the action alone.
+        """
         with torch.no_grad():
             leaves = self._leaves(observation, batched=False)
-            action = self._actions(leaves, self.explore_default if explore is None else explore)[0]
+            explore = self.explore_default if explore is None else explore
+            batched = None if state is None else [np.asarray(s)[None] for s in state]
+            recurrent = self._state(batched, 1) if self.is_recurrent else None
+            actions, state_out = self._actions(leaves, explore, recurrent)
+        action: Any = actions[0]
         if isinstance(self.action_space, gym.spaces.Discrete):
-            return int(action)
-        return action
+            action = int(action)
+        if not self.is_recurrent:
+            return action
+        return action, [s[0] for s in state_out], {}
 
-    def _actions(self, leaves: list[Tensor], explore: bool) -> np.ndarray:
+    def _state(self, batches: list[Any] | None, rows: int) -> dict[str, Tensor]:
+        initial = self.model.initial_state(rows)
+        if batches is None:
+            return initial
+        if len(batches) != len(initial):
+            raise ValueError(
+                f"state: expected {len(initial)} arrays (hidden, cell), got {len(batches)}"
+            )
+        state = {}
+        for (key, zeros), given in zip(initial.items(), batches, strict=True):
+            array = np.asarray(given, dtype=np.float32)
+            if array.shape != tuple(zeros.shape):
+                raise ValueError(
+                    f"state: expected {tuple(zeros.shape)} per array, got {array.shape}"
+                )
+            state[key] = torch.as_tensor(array, device=self.device)
+        return state
+
+    def _actions(
+        self, leaves: list[Tensor], explore: bool, state: dict[str, Tensor] | None = None
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        recurrent: dict[str, Any] = {} if state is None else {"state": state}
         if explore:
-            out = self.model.forward_exploration(leaves, None, self.timestep)
+            out = self.model.forward_exploration(leaves, None, self.timestep, **recurrent)
             actions = self.model.clip_actions(out[cols.ACTIONS])
         else:
-            actions = self.model.forward_inference(leaves)[cols.ACTIONS]
+            out = self.model.forward_inference(leaves, **recurrent)
+            actions = out[cols.ACTIONS]
         result: np.ndarray = actions.cpu().numpy()
         if isinstance(self.action_space, gym.spaces.Box):
             result = result.astype(self.action_space.dtype, copy=False)
-        return result
+        state_out = [out[k].cpu().numpy() for k in (cols.STATE_OUT_H, cols.STATE_OUT_C) if k in out]
+        return result, state_out
 
     @torch.no_grad()
     def preprocess(self, observations: Any) -> np.ndarray:

@@ -128,6 +128,13 @@ class RLModule(nn.Module, abc.ABC):
             self.register_buffer("action_low", torch.from_numpy(low))
             self.register_buffer("action_high", torch.from_numpy(high))
 
+    is_recurrent = False
+    """Whether the module carries a state from step to step (``model.use_lstm``)."""
+
+    def initial_state(self, batch: int) -> dict[str, Tensor]:
+        """The state of ``batch`` episodes at their start (empty for a feed-forward module)."""
+        return {}
+
     def encode_inputs(self, leaves: list[Tensor]) -> PreprocessedObs:
         """Preprocess and filter raw observation leaves."""
         pre = self.preprocessor(leaves)

@@ -44,6 +44,14 @@ class _CheckpointActor:
         from training.policy import Policy
 
         module, contents = load_module(source.location)
+        if module.is_recurrent:
+            from rlserve.jobs.sources import EvaluationError
+
+            raise EvaluationError(
+                f"{source.location}: recurrent policies (model use_lstm) cannot be evaluated "
+                "by rlserve evaluate yet; play them with Algorithm.compute_single_action(obs, "
+                "state=...)"
+            )
         steps = int(contents.metadata.get("counters", {}).get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0))
         self.policy = Policy(module, torch.device("cpu"), explore_default=False, timestep=steps)
 

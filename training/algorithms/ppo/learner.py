@@ -17,6 +17,7 @@ from torch import Tensor
 from training import columns as cols
 from training.algorithms.ppo.config import PPOTrainingSection
 from training.algorithms.ppo.module import PPOModule
+from training.algorithms.ppo.recurrent import build_sequence_batch, sgd_step_sequences
 from training.distributed import LOCAL, Shard, all_reduce_gradients, all_reduce_metrics
 from training.distributions import ActionDistribution
 from training.env_runner import Fragment
@@ -135,20 +136,33 @@ class PPOLearner:
         )
 
     def update(self, fragments: list[Fragment], lr: float) -> dict[str, float]:
-        """One PPO update over the fragments; returns the learner metrics."""
+        """One PPO update over the fragments; returns the learner metrics.
+
+        A recurrent module trains on sequences (:mod:`training.algorithms.ppo.recurrent`):
+        ``minibatch_size`` then counts rows, in whole sequences of ``max_seq_len``.
+        """
         cfg = self.config
-        batch = self.build_batch(fragments)
-        rows = batch.actions.shape[0]
-        minibatch = min(cfg.minibatch_size, rows)
+        batch: Any
+        if self.module.is_recurrent:
+            batch = build_sequence_batch(self, fragments)
+            step: Any = sgd_step_sequences
+            length = self.module.model_config.max_seq_len
+            units = batch.actions.shape[0]  # sequences
+            minibatch = min(max(1, cfg.minibatch_size // length), units)
+        else:
+            batch = self.build_batch(fragments)
+            step = PPOLearner._sgd_step
+            length, units = 1, batch.actions.shape[0]  # rows
+            minibatch = min(cfg.minibatch_size, units)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         sums: dict[str, float] = {}
         count = 0
         for _ in range(cfg.num_epochs):
-            order = torch.randperm(rows, device=self.device, generator=self._generator)
-            for start in range(0, rows - minibatch + 1, minibatch):
+            order = torch.randperm(units, device=self.device, generator=self._generator)
+            for start in range(0, units - minibatch + 1, minibatch):
                 idx = order[start : start + minibatch]
-                stats = self._sgd_step(batch, idx)
+                stats = step(self, batch, idx)
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + value
                 count += 1
@@ -160,13 +174,14 @@ class PPOLearner:
                 self.kl_coeff *= 1.5
             elif metrics["mean_kl_loss"] < 0.5 * cfg.kl_target:
                 self.kl_coeff *= 0.5
-        targets = batch.value_targets.cpu().numpy()
+        rows = batch.mask.cpu().numpy() if self.module.is_recurrent else slice(None)
+        targets = batch.value_targets.cpu().numpy()[rows]
         variance = float(np.var(targets))
-        residual = float(np.var(targets - batch.vf_preds.cpu().numpy()))
+        residual = float(np.var(targets - batch.vf_preds.cpu().numpy()[rows]))
         metrics["vf_explained_var"] = 1.0 - residual / variance if variance > 0 else float("nan")
         metrics["curr_kl_coeff"] = self.kl_coeff
         metrics["lr"] = lr
-        metrics["num_module_steps_trained"] = float(count * minibatch)
+        metrics["num_module_steps_trained"] = float(count * minibatch * length)
         return metrics
 
     def _sgd_step(self, batch: PPOBatch, minibatch: Tensor) -> dict[str, float]:
