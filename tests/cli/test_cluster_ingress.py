@@ -55,11 +55,13 @@ def cluster(workdir: Path) -> Iterator[Cluster]:
         yield head
 
 
-def test_ingress_env_prints_the_haproxy_environment_and_writes_the_wrapper(tmp_path: Path) -> None:
-    env = ingress_env(tmp_path / "w", "--max-ongoing-requests", "8", "--max-batch-size", "4")
+def test_ingress_env_prints_the_haproxy_environment_and_writes_the_wrapper(
+    workdir: Path, tmp_path: Path
+) -> None:
+    env = ingress_env(workdir / "w", "--max-ongoing-requests", "8", "--max-batch-size", "4")
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     wrapper = Path(env["RAY_SERVE_HAPROXY_BINARY_PATH"])
-    assert wrapper.parent == (tmp_path / "w").resolve() and wrapper.stat().st_mode & 0o100
+    assert wrapper.parent == (workdir / "w").resolve() and wrapper.stat().st_mode & 0o100
     # HAProxy gates each replica at the service's HTTP slots and queue (8, and 8 queued).
     assert "maxconn 8/" in wrapper.read_text() and "avg_queue ge 8" in wrapper.read_text()
     refused = subprocess.run(
@@ -67,6 +69,12 @@ def test_ingress_env_prints_the_haproxy_environment_and_writes_the_wrapper(tmp_p
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert refused.returncode == 2 and "error: --max-queued-requests" in refused.stderr
+    # pytest's own temporary directories are too long for HAProxy's per-node sockets.
+    too_long = subprocess.run(
+        [sys.executable, "-m", "rlserve", "ingress-env", "--workdir", str(tmp_path / "w")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert too_long.returncode == 2 and "characters long" in too_long.stderr, too_long.stderr
 
 
 def test_a_joined_cluster_serves_through_haproxy(
