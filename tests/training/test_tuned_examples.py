@@ -27,6 +27,7 @@ def test_the_examples_are_found() -> None:
     assert {"cartpole_ppo", "cartpole_dqn", "pendulum_ppo", "pendulum_sac"} <= names
     assert "cartpole_impala" in names
     assert "lunarlander_sac" in names
+    assert "stateless_cartpole_lstm_ppo" in names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.stem)

@@ -7,8 +7,8 @@ deterministic evaluation) and ``config`` (flat settings as in ``AlgorithmConfig.
 Its header comment says what it reaches, and how fast, on a 2-core machine.
 
 The examples: ``cartpole_ppo``, ``cartpole_dqn``, ``cartpole_impala``, ``pendulum_ppo``,
-``pendulum_sac`` and ``lunarlander_sac`` (LunarLanderContinuous-v3: needs Box2D, the ``box2d``
-extra).
+``pendulum_sac``, ``lunarlander_sac`` (LunarLanderContinuous-v3: needs Box2D, the ``box2d``
+extra) and ``stateless_cartpole_lstm_ppo`` (a recurrent policy on a memory task).
 """
 
 from __future__ import annotations
