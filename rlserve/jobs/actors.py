@@ -31,9 +31,18 @@ logger = logging.getLogger(__name__)
 
 
 class _Actor(Protocol):
+    def start_episode(self) -> None: ...
+
     def act(self, obs: Any, *, explore: bool, seed: int) -> Any: ...
 
     def close(self) -> None: ...
+
+
+class _FeedForward:
+    """An actor whose answers depend on the observation alone."""
+
+    def start_episode(self) -> None:
+        """Nothing to reset."""
 
 
 class _CheckpointActor:
@@ -44,31 +53,32 @@ class _CheckpointActor:
         from training.policy import Policy
 
         module, contents = load_module(source.location)
-        if module.is_recurrent:
-            from rlserve.jobs.sources import EvaluationError
-
-            raise EvaluationError(
-                f"{source.location}: recurrent policies (model use_lstm) cannot be evaluated "
-                "by rlserve evaluate yet; play them with Algorithm.compute_single_action(obs, "
-                "state=...)"
-            )
         steps = int(contents.metadata.get("counters", {}).get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0))
         self.policy = Policy(module, torch.device("cpu"), explore_default=False, timestep=steps)
+        self.state: list[Any] | None = None
+        """A recurrent policy's state along the episode being played."""
+
+    def start_episode(self) -> None:
+        if self.policy.is_recurrent:
+            self.state = self.policy.get_initial_state()
 
     def act(self, obs: Any, *, explore: bool, seed: int) -> Any:
         import torch
 
-        if not explore:
-            return self.policy.compute_single_action(obs, explore=False)
+        recurrent = {"state": self.state} if self.policy.is_recurrent else {}
         with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's RNG
             torch.manual_seed(seed)
-            return self.policy.compute_single_action(obs, explore=True)
+            answer = self.policy.compute_single_action(obs, explore=explore, **recurrent)
+        if not self.policy.is_recurrent:
+            return answer
+        action, self.state, _ = answer
+        return action
 
     def close(self) -> None:
         pass
 
 
-class _ArtifactActor:
+class _ArtifactActor(_FeedForward):
     def __init__(self, source: PolicySource) -> None:
         from exporters import load_artifact
         from serving.runtime import PolicyRuntime
@@ -85,7 +95,7 @@ class _ArtifactActor:
         pass
 
 
-class _UrlActor:
+class _UrlActor(_FeedForward):
     def __init__(self, source: PolicySource) -> None:
         from serving.client import PolicyClient
 
@@ -106,7 +116,7 @@ class _UrlActor:
         self.client.close()
 
 
-class _SessionActor:
+class _SessionActor(_FeedForward):
     """A served policy over one WebSocket session (``rlserve evaluate URL --session``)."""
 
     def __init__(self, source: PolicySource) -> None:
@@ -157,6 +167,7 @@ def play_chunk(
 
         for seed in seeds:
             start = time.perf_counter()
+            current.start_episode()
             episode = play_episode(instance, act, seed)
             episodes.append(episode)
             elapsed = time.perf_counter() - start

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,7 @@ def test_recurrent_ppo_trains_checkpoints_and_restores(tmp_path: Path) -> None:
         learner = result["learners"]["default_policy"]
         assert all(np.isfinite(learner[k]) for k in ("policy_loss", "vf_loss", "entropy"))
         assert learner["num_module_steps_trained"] > 0
+        _count_steps_in_the_state(algo.get_policy().model)
         path = algo.save(str(tmp_path / "ckpt")).checkpoint.path
         obs = np.array([0.02, 0.01], np.float32)
         state = algo.get_policy().get_initial_state()
@@ -160,13 +162,52 @@ def test_recurrent_ppo_trains_checkpoints_and_restores(tmp_path: Path) -> None:
                 np.testing.assert_array_equal(a, b)
     with pytest.raises(ExportError, match=r"recurrent policies .* cannot be exported yet"):
         export_checkpoint(path, tmp_path / "artifact")
+    # rlserve evaluate carries the state along each episode, from the initial one.
     from typer.testing import CliRunner
 
     from rlserve.cli import app
+    from serving.episodes import play_episode
+    from training.example_envs import StatelessCartPole
 
-    evaluated = CliRunner().invoke(app, ["evaluate", path, "--episodes", "1", "--num-workers", "0"])
-    assert evaluated.exit_code == 2, evaluated.output
-    assert "recurrent policies (model use_lstm) cannot be evaluated" in evaluated.stderr
+    args = ["evaluate", path, "--episodes", "2", "--num-workers", "0", "--json"]
+    evaluated = CliRunner().invoke(app, args)
+    assert evaluated.exit_code == 0, evaluated.output
+    episodes = json.loads(evaluated.stdout)["episodes"]
+    with Algorithm.from_checkpoint(path) as restored:
+        for episode in episodes:
+            state = restored.get_policy().get_initial_state()
+
+            def act(obs: Any, _seed: int | None) -> Any:
+                nonlocal state
+                action, state, _ = restored.compute_single_action(obs, state=state, explore=False)
+                return action
+
+            played = play_episode(StatelessCartPole(), act, episode["seed"])
+            assert played.episode_return == episode["return"]
+        # Without its state the policy would have pushed right all along.
+        always_right = [
+            play_episode(StatelessCartPole(), lambda o, s: 1, e["seed"]) for e in episodes
+        ]
+        assert [e.episode_return for e in always_right] != [e["return"] for e in episodes]
+
+
+def _count_steps_in_the_state(module: Any) -> None:
+    """Weights under which the action depends on the state alone: the LSTM's first cell adds
+    ~0.46 per step (input and forget gates open), and the policy pushes right (1) while its
+    output is below 0.5, that is on an episode's first step, then left (0). A policy that
+    loses its state pushes right forever; a barely trained one answers alike either way.
+    """
+    assert isinstance(module, PPOModule) and module.lstm is not None
+    cell = module.lstm.hidden_size
+    with torch.no_grad():
+        for param in [*module.lstm.parameters(), *module.pi_head.parameters()]:
+            param.zero_()
+        gates = module.lstm.bias_ih  # (input, forget, cell, output) blocks of `cell` each
+        gates[: 2 * cell] = 10.0
+        gates[3 * cell :] = 10.0
+        gates[2 * cell] = 0.5
+        module.pi_head.weight[0, 0] = 10.0
+        module.pi_head.bias[0] = -5.0
 
 
 @pytest.mark.parametrize(
