@@ -113,6 +113,28 @@ def test_two_ppo_learners_stay_identical_and_compute_one_learners_update(
 
 
 @pytest.mark.integration
+def test_two_recurrent_ppo_learners_split_the_sequences_and_compute_one_learners_update(
+    ray_session: Any,
+) -> None:
+    config = tiny_ppo(
+        "training.example_envs:StatelessCartPole",
+        train_batch_size=96,
+        minibatch_size=24,
+        num_epochs=2,
+        model={"use_lstm": True, "lstm_cell_size": 8, "max_seq_len": 4, "fcnet_hiddens": [16]},
+    )
+    finals = []
+    for n in (1, 2):
+        with _learners(config.copy(), n).build() as algo:
+            for _ in range(2):
+                algo.train()
+                _assert_identical(_all_weights(algo), algo.get_weights())
+            finals.append(algo.get_weights())
+    for key, value in finals[0].items():
+        np.testing.assert_allclose(finals[1][key], value, rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+@pytest.mark.integration
 def test_ppo_learners_checkpoint_and_restore_into_every_learner(
     ray_session: Any, tmp_path: Path
 ) -> None:
