@@ -60,6 +60,8 @@ class Algorithm(Trainable, abc.ABC):
 
     config_class: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
     name: ClassVar[str] = "Algorithm"
+    supports_lstm: ClassVar[bool] = False
+    """Whether ``training(model={"use_lstm": True})`` works (its module has the LSTM path)."""
     learner_class: ClassVar[Any] = None
     """The learner, built as ``learner_class(module, config.hyperparameters, device, shard)``;
     ``None``: the algorithm has no learner of that shape (no ``learners(num_learners=N)``)."""

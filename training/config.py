@@ -326,10 +326,10 @@ class AlgorithmConfig(_Config):
     def _validate_recurrence(self) -> None:
         if not self.model.use_lstm:
             return
-        if self.algo_class.name != "PPO":
+        if not self.algo_class.supports_lstm:
             raise ConfigError(
-                f"training(model={{'use_lstm': True}}): recurrent policies train with PPO; "
-                f"{self.algo_class.name} takes feed-forward models only"
+                f"training(model={{'use_lstm': True}}): recurrent policies train with PPO or "
+                f"IMPALA; {self.algo_class.name} takes feed-forward models only"
             )
         if self.remote_worker_envs:
             raise ConfigError(

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from exporters import ExportError, export_checkpoint
-from training import Algorithm, DQNConfig, PPOConfig
+from training import Algorithm, DQNConfig, IMPALAConfig, PPOConfig
 from training import columns as cols
 from training.algorithms.ppo.module import PPOModule
 from training.algorithms.ppo.recurrent import build_sequence_batch
@@ -228,3 +228,22 @@ def test_what_recurrence_cannot_do_yet_is_refused_at_build(config: Any, message:
 def test_previous_actions_and_rewards_are_not_inputs_yet() -> None:
     with pytest.raises(ConfigError, match="lstm_use_prev_action"):
         PPOConfig().training(model={"use_lstm": True, "lstm_use_prev_action": True})
+
+
+def test_impala_runs_its_lstm_along_each_fragment_from_the_recorded_state() -> None:
+    """Trained in turn (no lag), V-trace's importance ratios are exactly 1: the learner
+    recomputes the runner's log-probabilities only if it replays the runner's states."""
+    config = (
+        IMPALAConfig()
+        .environment(STATELESS)
+        .env_runners(num_envs_per_env_runner=3, rollout_fragment_length=16)
+        .training(model=LSTM, train_batch_size=48, min_sample_timesteps_per_iteration=96)
+        .debugging(seed=0)
+    )
+    with config.build() as algo:
+        for _ in range(2):
+            learner = algo.train()["learners"]["default_policy"]
+            assert learner["mean_rho"] == pytest.approx(1.0, abs=1e-5), learner
+            assert learner["max_rho"] == pytest.approx(1.0, abs=1e-5), learner
+        action, state, _ = algo.compute_single_action(np.zeros(2, np.float32), explore=False)
+        assert action in (0, 1) and len(state) == 2

@@ -48,6 +48,7 @@ class IMPALA(Algorithm):
 
     config_class: ClassVar[type[AlgorithmConfig]] = IMPALAConfig
     name: ClassVar[str] = "IMPALA"
+    supports_lstm: ClassVar[bool] = True
     learner_class: ClassVar[Any] = IMPALALearner
     learner: IMPALALearner
 

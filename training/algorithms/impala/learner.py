@@ -40,6 +40,8 @@ class IMPALABatch(NamedTuple):
         truncated: ``(T, N)``.
         valid: ``(T, N)``, False on autoreset rows.
         weights_versions: ``(N,)`` the weights version that sampled each column.
+        state: A recurrent module's state at each column's first row, ``(N, cell)`` each, as
+            the runner recorded it (empty for a feed-forward module).
     """
 
     obs: list[Tensor]
@@ -50,6 +52,7 @@ class IMPALABatch(NamedTuple):
     truncated: Tensor
     valid: Tensor
     weights_versions: np.ndarray
+    state: dict[str, Tensor]
 
 
 class IMPALALearner:
@@ -118,6 +121,11 @@ class IMPALALearner:
             truncated=side_by_side([f.truncated for f in fragments]),
             valid=side_by_side([f.valid for f in fragments]),
             weights_versions=versions,
+            state={
+                key: self._tensor(np.concatenate([f.extras[key][0] for f in fragments])[mine])
+                for key in (cols.STATE_IN_H, cols.STATE_IN_C)
+                if self.module.is_recurrent
+            },
         )
 
     def update(self, fragments: list[Fragment]) -> dict[str, float]:
@@ -126,9 +134,22 @@ class IMPALALearner:
         batch = self.build_batch(fragments)
         steps, envs = batch.rewards.shape
 
-        # The learner's policy and values on every row, plus V of the observation after.
-        flat_obs = [leaf.reshape(steps * envs + envs, *leaf.shape[2:]) for leaf in batch.obs]
-        out = self.module.forward_train(flat_obs)
+        # The learner's policy and values on every row, plus V of the observation after;
+        # a recurrent module runs along each column from the state its runner recorded,
+        # reset where an episode starts (each fragment is one sequence: no cutting needed).
+        if self.module.is_recurrent:
+            ended = torch.ones(1, envs, dtype=torch.bool, device=self.device)
+            valid = torch.cat([batch.valid, ended])
+            starts = torch.zeros_like(valid)
+            starts[1:] = ~valid[:-1]
+            out = self.module.forward_train_sequences(batch.obs, batch.state, starts)
+            out = {
+                key: value.reshape(steps * envs + envs, *value.shape[2:])
+                for key, value in out.items()
+            }
+        else:
+            flat = [leaf.reshape(steps * envs + envs, *leaf.shape[2:]) for leaf in batch.obs]
+            out = self.module.forward_train(flat)
         dist = ActionDistribution(
             self.module.action_space, out[cols.ACTION_DIST_INPUTS][: steps * envs]
         )

@@ -26,6 +26,7 @@ class PPO(Algorithm):
 
     config_class: ClassVar[type[AlgorithmConfig]] = PPOConfig
     name: ClassVar[str] = "PPO"
+    supports_lstm: ClassVar[bool] = True
     learner_class: ClassVar[Any] = PPOLearner
     learner: PPOLearner
 
