@@ -18,12 +18,21 @@ import gymnasium as gym
 import torch
 
 from exporters.errors import ExportError
-from exporters.graph import OUTPUT_NAMES, InferenceGraph, example_inputs, input_specs
+from exporters.graph import (
+    OUTPUT_NAMES,
+    STATE_INPUT_NAMES,
+    STATE_OUTPUT_NAMES,
+    InferenceGraph,
+    example_inputs,
+    example_state,
+    input_specs,
+)
 from exporters.manifest import (
     FORMAT_FILES,
     ActionDistribution,
     FormatEntry,
     Manifest,
+    StateSpec,
     TensorSpec,
     content_version,
 )
@@ -48,7 +57,7 @@ def _distribution(algorithm: str, action_space: gym.Space[Any]) -> ActionDistrib
 
 def _outputs(graph: InferenceGraph, examples: tuple[torch.Tensor, ...]) -> list[TensorSpec]:
     with torch.no_grad():
-        dist_inputs, actions = graph(*examples)
+        dist_inputs, actions, *_ = graph(*examples)
     return [
         TensorSpec(name=OUTPUT_NAMES[0], shape=["batch", *dist_inputs.shape[1:]], dtype="float32"),
         TensorSpec(
@@ -56,6 +65,20 @@ def _outputs(graph: InferenceGraph, examples: tuple[torch.Tensor, ...]) -> list[
             shape=["batch", *actions.shape[1:]],
             dtype=str(actions.numpy().dtype),
         ),
+    ]
+
+
+def _state_specs(module: Any) -> list[StateSpec] | None:
+    """The manifest's description of a recurrent module's state (``None``: feed-forward)."""
+    if not module.is_recurrent:
+        return None
+    return [
+        StateSpec(input=name_in, output=name_out, shape=["batch", *zeros.shape[1:]])
+        for (name_in, name_out), zeros in zip(
+            zip(STATE_INPUT_NAMES, STATE_OUTPUT_NAMES, strict=True),
+            module.initial_state(1).values(),
+            strict=True,
+        )
     ]
 
 
@@ -84,12 +107,13 @@ def _export_onnx(
     import onnx
 
     _quiet_onnx_registry()
+    outputs = [*OUTPUT_NAMES, *(STATE_OUTPUT_NAMES if graph.module.is_recurrent else ())]
     torch.onnx.export(
         graph,
         examples,
         str(path),
         input_names=names,
-        output_names=list(OUTPUT_NAMES),
+        output_names=outputs,
         dynamic_shapes=_dynamic_shapes(len(examples), max_batch_size),
         opset_version=opset,
         dynamo=True,
@@ -155,16 +179,10 @@ def export_checkpoint(
     if max_batch_size < 8:
         raise ExportError(f"max_batch_size must be >= 8, got {max_batch_size}")
     module, contents = load_module(checkpoint_path)
-    if module.is_recurrent:
-        # The graph would need the state as named inputs and outputs (the next step of the
-        # recurrent-policies issue); exporting it without them would drop the memory.
-        raise ExportError(
-            f"checkpoint {checkpoint_path}: recurrent policies (model use_lstm) cannot be "
-            "exported yet; use the checkpoint (Algorithm.compute_single_action with state)"
-        )
     graph = InferenceGraph(module)
     obs_space, act_space = module.observation_space, module.action_space
-    examples = example_inputs(obs_space, batch=3)
+    # A recurrent graph takes its state after the observation leaves, under its own names.
+    examples = (*example_inputs(obs_space, batch=3), *example_state(module, batch=3))
     inputs = [TensorSpec(**spec) for spec in input_specs(obs_space)]
     algorithm = str(contents.metadata["algorithm"])
     format_entries = {
@@ -179,6 +197,8 @@ def export_checkpoint(
         for name in chosen
     }
     graph_contains = ["preprocessing", "policy_network", "deterministic_action"]
+    if module.is_recurrent:
+        graph_contains.insert(2, "lstm")
     if module.obs_filter.enabled:
         graph_contains.insert(1, "observation_filter")
     if isinstance(act_space, gym.spaces.Box):
@@ -201,8 +221,11 @@ def export_checkpoint(
         max_batch_size=max_batch_size,
         formats=format_entries,
         library_versions=library_versions(ARTIFACT_LIBRARIES),
+        state=_state_specs(module),
     )
     names = [spec.name for spec in inputs]
+    if module.is_recurrent:
+        names += list(STATE_INPUT_NAMES)
 
     def write_files(directory: Path) -> None:
         for name in chosen:
@@ -226,7 +249,7 @@ def export_checkpoint(
 
     def manifest_for(files: FileTable) -> dict[str, Any]:
         version = content_version(draft, files)
-        return draft.model_copy(update={"version": version}).model_dump(mode="json")
+        return draft.model_copy(update={"version": version}).to_json()
 
     return write_directory_atomically(
         out_dir, write_files, metadata_name="manifest.json", metadata=manifest_for

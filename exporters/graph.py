@@ -22,15 +22,32 @@ import torch
 from torch import Tensor, nn
 
 from formats.leaves import flatten_leaves
+from training import columns as cols
 from training.rl_module import RLModule
 
-__all__ = ["OUTPUT_NAMES", "InferenceGraph", "example_inputs", "input_specs"]
+__all__ = [
+    "OUTPUT_NAMES",
+    "STATE_INPUT_NAMES",
+    "STATE_OUTPUT_NAMES",
+    "InferenceGraph",
+    "example_inputs",
+    "example_state",
+    "input_specs",
+]
 
 OUTPUT_NAMES = ("action_dist_inputs", "actions")
+STATE_INPUT_NAMES = (cols.STATE_IN_H, cols.STATE_IN_C)
+"""A recurrent graph's state inputs, after the observation leaves (named, never positional)."""
+STATE_OUTPUT_NAMES = (cols.STATE_OUT_H, cols.STATE_OUT_C)
+"""A recurrent graph's state outputs, after ``OUTPUT_NAMES``: the next step's state inputs."""
 
 
 class InferenceGraph(nn.Module):
     """``forward(*leaves) -> (action_dist_inputs, actions)`` around a module's inference path.
+
+    A recurrent module's graph takes its state after the observation leaves (``state_in_h``,
+    ``state_in_c``) and returns the next state after the actions (``state_out_h``,
+    ``state_out_c``).
 
     Args:
         module: A trained module (eval mode).
@@ -41,10 +58,16 @@ class InferenceGraph(nn.Module):
         self.module = module
         self.eval()
 
-    def forward(self, *leaves: Tensor) -> tuple[Tensor, Tensor]:
-        """Run the whole inference path on a batch of raw observation leaves."""
-        out = self.module.forward_inference(list(leaves))
-        return out["action_dist_inputs"], self.module.clip_actions(out["actions"])
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        """Run the whole inference path on a batch of raw observation leaves (and state)."""
+        if not self.module.is_recurrent:
+            out = self.module.forward_inference(list(inputs))
+            return out["action_dist_inputs"], self.module.clip_actions(out["actions"])
+        count = len(STATE_INPUT_NAMES)
+        state = dict(zip(STATE_INPUT_NAMES, inputs[-count:], strict=True))
+        out = self.module.forward_inference(list(inputs[:-count]), state=state)  # type: ignore[call-arg]
+        dist_inputs, actions = out["action_dist_inputs"], self.module.clip_actions(out["actions"])
+        return dist_inputs, actions, *(out[name] for name in STATE_OUTPUT_NAMES)
 
 
 def _leaf_dtype(space: gym.Space[Any]) -> np.dtype[Any]:
@@ -75,3 +98,12 @@ def example_inputs(observation_space: gym.Space[Any], batch: int = 3) -> tuple[T
         samples = [np.asarray(space.sample(), dtype=_leaf_dtype(space)) for _ in range(batch)]
         rows.append(torch.from_numpy(np.stack(samples)))
     return tuple(rows)
+
+
+def example_state(module: RLModule, batch: int, seed: int = 0) -> tuple[Tensor, ...]:
+    """A batch of states (random, in the LSTM's range) as graph inputs; ``()`` if feed-forward."""
+    generator = torch.Generator().manual_seed(seed)
+    return tuple(
+        torch.rand(zeros.shape, generator=generator) * 2.0 - 1.0
+        for zeros in module.initial_state(batch).values()
+    )

@@ -26,12 +26,13 @@ __all__ = [
     "ActionDistribution",
     "FormatEntry",
     "Manifest",
+    "StateSpec",
     "TensorSpec",
     "content_version",
 ]
 
 ARTIFACT_FORMAT = "rlserve-artifact"
-ARTIFACT_VERSION = "1.2"
+ARTIFACT_VERSION = "1.3"
 """The format this rlserve writes; the loader reads every ``1.x`` and refuses a newer major.
 
 * 1.1: ``version`` is :func:`content_version` (1.0 hashed the module weights only).
@@ -40,6 +41,9 @@ ARTIFACT_VERSION = "1.2"
   refuses a SAC one at that field (the manifest model is strict) rather than sampling an
   unsquashed Gaussian from it. Like any format change it gives re-exported artifacts new ids
   (``format_version`` is part of :func:`content_version`).
+* 1.3: ``state`` describes a recurrent policy's state inputs and outputs. Written only for a
+  recurrent policy, so a 1.2 reader reads every feed-forward 1.3 artifact and refuses a
+  recurrent one at that field (it could not feed the state).
 """
 ActionDistribution = Literal["categorical", "diag_gaussian", "squashed_gaussian", "q_values"]
 """``action_distribution``: what ``action_dist_inputs`` holds and how serving samples it.
@@ -64,6 +68,19 @@ class TensorSpec(_Strict):
     dtype: str
     path: str | None = None
     """For inputs: the observation leaf (dotted Dict/Tuple path) this input carries."""
+
+
+class StateSpec(_Strict):
+    """One part of a recurrent policy's state: fed as ``input``, returned as ``output``.
+
+    A step takes the state its previous step returned; an episode starts from ``initial``.
+    """
+
+    input: str
+    output: str
+    shape: list[int | str]
+    dtype: str = "float32"
+    initial: Literal["zeros"] = "zeros"
 
 
 class FormatEntry(_Strict):
@@ -96,6 +113,15 @@ class Manifest(_Strict):
     max_batch_size: int
     formats: dict[str, FormatEntry]
     library_versions: dict[str, str]
+    state: list[StateSpec] | None = None
+    """A recurrent policy's state (``None``: feed-forward; then left out of the JSON)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest as JSON, ``state`` only when there is one (see ``ARTIFACT_VERSION``)."""
+        data = self.model_dump(mode="json")
+        if data.get("state") is None:
+            data.pop("state", None)
+        return data
 
 
 PROVENANCE_FIELDS = frozenset(
@@ -141,7 +167,9 @@ def content_version(manifest: Manifest, files: Mapping[str, Mapping[str, Any]]) 
     Returns:
         16 hex digits (64 bits: matching a given version needs about 2**64 attempts).
     """
-    core = manifest.model_dump(mode="json", exclude={"version", *PROVENANCE_FIELDS})
+    core = manifest.to_json()
+    for field in ("version", *PROVENANCE_FIELDS):
+        core.pop(field, None)
     table = {
         name: {"sha256": entry["sha256"], "size": entry["size"]}
         for name, entry in sorted(files.items())

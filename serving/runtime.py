@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol
 import gymnasium as gym
 import numpy as np
 
-from exporters import Artifact, load_artifact
+from exporters import Artifact, ArtifactError, load_artifact
 
 __all__ = ["BACKENDS", "ActionBatch", "Backend", "GraphRunner", "PolicyRuntime"]
 
@@ -62,7 +62,8 @@ class PolicyRuntime:
         allow_torchscript: Accept the pickle-based TorchScript backend (trusted artifacts).
 
     Raises:
-        exporters.ArtifactError: The artifact lacks the backend's format, or it is unsafe.
+        exporters.ArtifactError: The artifact lacks the backend's format, or it is unsafe, or
+            it is a recurrent policy (its state cannot be carried by the service yet).
     """
 
     def __init__(
@@ -75,6 +76,13 @@ class PolicyRuntime:
         epsilon: float = 0.05,
         allow_torchscript: bool = False,
     ) -> None:
+        if artifact.manifest.state:
+            raise ArtifactError(
+                f"artifact {artifact.path}: a recurrent policy (its graph takes and returns "
+                f"{', '.join(spec.input for spec in artifact.manifest.state)}); serving and "
+                "evaluating one is not supported yet: run its graph yourself, feeding back the "
+                "state outputs (the manifest's 'state')"
+            )
         self.artifact = artifact
         self.name = artifact.manifest.policy_name
         """The name it is served under (the registry sets it; the manifest's until then)."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from exporters import ExportError, export_checkpoint
+from exporters import ArtifactError, export_checkpoint, load_artifact
 from training import Algorithm, DQNConfig, IMPALAConfig, PPOConfig
 from training import columns as cols
 from training.algorithms.ppo.module import PPOModule
@@ -160,8 +160,7 @@ def test_recurrent_ppo_trains_checkpoints_and_restores(tmp_path: Path) -> None:
             assert action == action_before
             for a, b in zip(state, state_before, strict=True):
                 np.testing.assert_array_equal(a, b)
-    with pytest.raises(ExportError, match=r"recurrent policies .* cannot be exported yet"):
-        export_checkpoint(path, tmp_path / "artifact")
+    _exported_graphs_carry_the_state(path, tmp_path / "artifact")
     # rlserve evaluate carries the state along each episode, from the initial one.
     from typer.testing import CliRunner
 
@@ -247,3 +246,44 @@ def test_impala_runs_its_lstm_along_each_fragment_from_the_recorded_state() -> N
             assert learner["max_rho"] == pytest.approx(1.0, abs=1e-5), learner
         action, state, _ = algo.compute_single_action(np.zeros(2, np.float32), explore=False)
         assert action in (0, 1) and len(state) == 2
+
+
+def _exported_graphs_carry_the_state(checkpoint: str, out: Path) -> None:
+    """Every format takes and returns the state by name; onnxruntime, fed back its own state
+    outputs for 200 steps, answers as compute_single_action does; serving refuses it (yet)."""
+    import onnxruntime as ort
+
+    from serving import PolicyRuntime
+    from training.example_envs import StatelessCartPole
+
+    artifact = load_artifact(export_checkpoint(checkpoint, out))  # self-checked: 200 steps
+    manifest = artifact.manifest
+    assert manifest.state is not None
+    assert [(s.input, s.output, s.shape, s.initial) for s in manifest.state] == [
+        ("state_in_h", "state_out_h", ["batch", 8], "zeros"),
+        ("state_in_c", "state_out_c", ["batch", 8], "zeros"),
+    ]
+    assert "lstm" in manifest.graph_contains
+    session = ort.InferenceSession(str(artifact.file("onnx")), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["obs_0", "state_in_h", "state_in_c"]
+    outputs = [o.name for o in session.get_outputs()]
+    assert outputs == ["action_dist_inputs", "actions", "state_out_h", "state_out_c"]
+    env = StatelessCartPole()
+    obs, _ = env.reset(seed=5)
+    graph_state = [np.zeros((1, 8), np.float32)] * 2
+    with Algorithm.from_checkpoint(checkpoint) as algo:
+        state = algo.get_policy().get_initial_state()
+        for _ in range(200):
+            action, state, _ = algo.compute_single_action(obs, state=state, explore=False)
+            feed = {"obs_0": obs[None], "state_in_h": graph_state[0], "state_in_c": graph_state[1]}
+            _, actions, *graph_state = session.run(None, feed)
+            assert int(actions[0]) == action
+            for a, b in zip(graph_state, state, strict=True):
+                np.testing.assert_allclose(a[0], b, rtol=1e-4, atol=1e-5)
+            obs, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                obs, _ = env.reset()
+                state = algo.get_policy().get_initial_state()
+                graph_state = [np.zeros((1, 8), np.float32)] * 2
+    with pytest.raises(ArtifactError, match=r"a recurrent policy .* not supported yet"):
+        PolicyRuntime(artifact)
