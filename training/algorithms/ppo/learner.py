@@ -16,6 +16,7 @@ from torch import Tensor
 
 from training import columns as cols
 from training.algorithms.ppo.config import PPOTrainingSection
+from training.algorithms.ppo.gae import compute_gae
 from training.algorithms.ppo.module import PPOModule
 from training.algorithms.ppo.recurrent import build_sequence_batch, sgd_step_sequences
 from training.distributed import LOCAL, Shard, all_reduce_gradients, all_reduce_metrics
@@ -35,35 +36,6 @@ class PPOBatch(NamedTuple):
     advantages: Tensor
     value_targets: Tensor
     vf_preds: Tensor
-
-
-def compute_gae(
-    rewards: np.ndarray,
-    values: np.ndarray,
-    next_values: np.ndarray,
-    terminated: np.ndarray,
-    truncated: np.ndarray,
-    gamma: float,
-    lambda_: float,
-) -> np.ndarray:
-    """Generalised advantage estimates for a time-major ``(T, N)`` fragment.
-
-    ``next_values[t]`` is ``V`` of the observation after step ``t``: for a truncated step that
-    is the episode's final observation (bootstrap), for a terminated step it is ignored.
-
-    Returns:
-        ``(T, N)`` advantages.
-    """
-    steps = rewards.shape[0]
-    advantages = np.zeros_like(rewards, dtype=np.float32)
-    last = np.zeros(rewards.shape[1], dtype=np.float32)
-    not_terminated = 1.0 - terminated.astype(np.float32)
-    not_done = 1.0 - (terminated | truncated).astype(np.float32)
-    for t in reversed(range(steps)):
-        delta = rewards[t] + gamma * next_values[t] * not_terminated[t] - values[t]
-        last = delta + gamma * lambda_ * not_done[t] * last
-        advantages[t] = last
-    return advantages
 
 
 class PPOLearner:

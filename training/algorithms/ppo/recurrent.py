@@ -10,23 +10,38 @@ observation where it was truncated, is read with the state the policy had there.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from training import columns as cols
+from training.algorithms.ppo.config import PPOTrainingSection
+from training.algorithms.ppo.gae import compute_gae
+from training.algorithms.ppo.module import PPOModule
 from training.algorithms.ppo.sequences import cut_sequences, episode_starts
-from training.distributed import all_reduce_gradients, all_reduce_metrics
+from training.distributed import Shard, all_reduce_gradients, all_reduce_metrics
 from training.distributions import ActionDistribution
 from training.env_runner import Fragment
 from training.optim import clip_gradients
 
-if TYPE_CHECKING:
-    from training.algorithms.ppo.learner import PPOLearner
-
 __all__ = ["SequenceBatch", "build_sequence_batch", "sgd_step_sequences"]
+
+
+class LearnerParts(Protocol):
+    """What these steps use of :class:`~training.algorithms.ppo.learner.PPOLearner`."""
+
+    config: PPOTrainingSection
+    module: PPOModule
+    device: torch.device
+    shard: Shard
+    kl_coeff: float
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer: ...
+
+    def _tensor(self, array: np.ndarray) -> Tensor: ...
 
 
 class SequenceBatch(NamedTuple):
@@ -44,7 +59,7 @@ class SequenceBatch(NamedTuple):
 
 
 @torch.no_grad()
-def _fragment_values(learner: PPOLearner, frag: Fragment) -> np.ndarray:
+def _fragment_values(learner: LearnerParts, frag: Fragment) -> np.ndarray:
     """``V`` of every row and of the observation after the last, ``(T + 1, N)``."""
     stacked = [
         learner._tensor(np.concatenate([o, nxt[None]], axis=0))
@@ -61,10 +76,8 @@ def _fragment_values(learner: PPOLearner, frag: Fragment) -> np.ndarray:
     return values
 
 
-def build_sequence_batch(learner: PPOLearner, fragments: list[Fragment]) -> SequenceBatch:
+def build_sequence_batch(learner: LearnerParts, fragments: list[Fragment]) -> SequenceBatch:
     """GAE per fragment, then every fragment cut into sequences of ``max_seq_len``."""
-    from training.algorithms.ppo.learner import compute_gae
-
     cfg = learner.config
     length = learner.module.model_config.max_seq_len
     parts: list[Any] = []
@@ -110,7 +123,7 @@ def build_sequence_batch(learner: PPOLearner, fragments: list[Fragment]) -> Sequ
 
 
 def sgd_step_sequences(
-    learner: PPOLearner, batch: SequenceBatch, minibatch: Tensor
+    learner: LearnerParts, batch: SequenceBatch, minibatch: Tensor
 ) -> dict[str, float]:
     """One gradient step on a minibatch of sequences (this learner's slice of them)."""
     cfg = learner.config
