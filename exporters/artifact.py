@@ -203,14 +203,22 @@ class OnnxPolicy:
             sess_options=options,
             providers=providers or ["CPUExecutionProvider"],
         )
-        self.input_names = [spec.name for spec in artifact.manifest.inputs]
-        self.input_dtypes = [np.dtype(spec.dtype) for spec in artifact.manifest.inputs]
+        manifest = artifact.manifest
+        state = manifest.state or []
+        self.input_names = [spec.name for spec in manifest.inputs] + [s.input for s in state]
+        self.input_dtypes = [np.dtype(spec.dtype) for spec in manifest.inputs] + [
+            np.dtype(s.dtype) for s in state
+        ]
 
-    def run(self, leaves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """``(action_dist_inputs, actions)`` for a batch given as observation leaves."""
+    def run(self, inputs: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+        """The graph's outputs for a batch: ``(action_dist_inputs, actions, *next_state)``.
+
+        Args:
+            inputs: The observation leaves, then a recurrent policy's state (the manifest's
+                ``state`` order); each with the batch as its first axis.
+        """
         feed = {
-            name: np.ascontiguousarray(leaf, dtype=dtype)
-            for name, dtype, leaf in zip(self.input_names, self.input_dtypes, leaves, strict=True)
+            name: np.ascontiguousarray(value, dtype=dtype)
+            for name, dtype, value in zip(self.input_names, self.input_dtypes, inputs, strict=True)
         }
-        dist_inputs, actions = self.session.run(None, feed)
-        return dist_inputs, actions
+        return tuple(self.session.run(None, feed))

@@ -11,7 +11,8 @@ one *before* ``torch.export.load`` opens it, so loading an rlserve ``.pt2`` neve
 deprecated upstream. It is served only when the caller passes ``allow_torchscript=True`` for an
 artifact it built itself.
 
-Outputs match the ONNX graph: ``(action_dist_inputs, actions)`` as numpy arrays.
+Inputs and outputs match the ONNX graph: the observation leaves (then a recurrent policy's
+state) in, ``(action_dist_inputs, actions)`` (then the next state) out, as numpy arrays.
 """
 
 from __future__ import annotations
@@ -174,7 +175,10 @@ class TorchPolicy:
         self.artifact = artifact
         self.format = fmt
         self.device = torch.device(device)
-        self.input_dtypes = [np.dtype(spec.dtype) for spec in artifact.manifest.inputs]
+        manifest = artifact.manifest
+        self.input_dtypes = [np.dtype(spec.dtype) for spec in manifest.inputs] + [
+            np.dtype(s.dtype) for s in manifest.state or []
+        ]
         self.module = self._load(fmt, path, allow_torchscript)
 
     def _load(self, fmt: str, path: Path, allow_torchscript: bool) -> Any:
@@ -198,14 +202,19 @@ class TorchPolicy:
             program = move_to_device_pass(program, self.device)
         return LiftedProgram(program)
 
-    def run(self, leaves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """``(action_dist_inputs, actions)`` for a batch given as observation leaves."""
+    def run(self, inputs: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+        """The graph's outputs for a batch: ``(action_dist_inputs, actions, *next_state)``.
+
+        Args:
+            inputs: The observation leaves, then a recurrent policy's state (the manifest's
+                ``state`` order); each with the batch as its first axis.
+        """
         import torch
 
-        inputs = [
-            torch.from_numpy(np.ascontiguousarray(leaf, dtype=dtype)).to(self.device)
-            for leaf, dtype in zip(leaves, self.input_dtypes, strict=True)
+        tensors = [
+            torch.from_numpy(np.ascontiguousarray(value, dtype=dtype)).to(self.device)
+            for value, dtype in zip(inputs, self.input_dtypes, strict=True)
         ]
         with torch.inference_mode():
-            dist_inputs, actions = self.module(*inputs)
-        return dist_inputs.cpu().numpy(), actions.cpu().numpy()
+            outputs = self.module(*tensors)
+        return tuple(output.cpu().numpy() for output in outputs)

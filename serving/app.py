@@ -25,11 +25,11 @@ from ray.serve import Application, metrics
 from ray.serve.config import BackpressureConfig
 
 from exporters import load_artifact
-from serving.batching import Coalescer, compute_batch
+from serving.batching import Coalescer, Item, compute_batch
 from serving.http_app import PolicyApi, ServingSettings, create_app
 from serving.ingress import IngressLimits
 from serving.registry import PolicyRegistry
-from serving.runtime import ActionBatch, Backend, PolicyRuntime
+from serving.runtime import ActionBatch, Backend, PolicyRuntime, State
 from serving.sessions import SessionServer, SessionSettings
 from serving.shipping import fetch_artifact, is_shipped
 
@@ -308,16 +308,21 @@ class PolicyDeployment:
             self._gauged = set(open_now)
 
     async def _infer(
-        self, runtime: PolicyRuntime, leaves: list[np.ndarray], explore: bool, seed: int | None
+        self,
+        runtime: PolicyRuntime,
+        leaves: list[np.ndarray],
+        explore: bool,
+        seed: int | None,
+        state: State | None = None,
     ) -> ActionBatch:
         if self._api is not None and self._api.active <= 1:
             # Alone in the replica: nobody to batch with, so waiting for company would only
             # add latency. Batches form as soon as requests overlap.
             start = time.perf_counter()
-            alone = runtime.compute(leaves, explore=explore, seed=seed)
+            alone = runtime.compute(leaves, explore=explore, seed=seed, state=state)
             self._record_call(runtime, start, 1)
             return alone
-        result: ActionBatch = await self._batched_infer((runtime, leaves, explore, seed))
+        result: ActionBatch = await self._batched_infer(Item(runtime, leaves, explore, seed, state))
         return result
 
     def _record_call(self, runtime: PolicyRuntime, start: float, requests: int) -> None:
@@ -328,9 +333,7 @@ class PolicyDeployment:
         self._batch_rows.observe(requests, tags=tags)
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
-    async def _batched_infer(
-        self, items: list[tuple[PolicyRuntime, list[np.ndarray], bool, int | None]]
-    ) -> list[ActionBatch]:
+    async def _batched_infer(self, items: list[Item]) -> list[ActionBatch]:
         """One graph call per policy for all queued requests, then per-request sampling."""
         return compute_batch(items, self._record_call)
 

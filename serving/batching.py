@@ -13,25 +13,54 @@ arrived in the same ``select`` meet in one call; alone, a message waits one loop
 microseconds), never a timer. Batches are as large as the load makes them (capped at
 ``max_batch_size``), and the Python work per message (futures, queues, a batch-wait task) is a
 fraction of ``@serve.batch``'s.
+
+A recurrent policy's requests bring their state rows along: they are concatenated with the
+observations (a request without a state gets the initial state's rows), and each answer gets
+its own rows of the next state back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from serving.observations import ObservationError, observations_to_leaves
-from serving.runtime import ActionBatch, PolicyRuntime
+from serving.runtime import ActionBatch, PolicyRuntime, State
 
-__all__ = ["Coalescer", "Item", "Recorder", "compute_batch"]
+__all__ = ["Coalescer", "Infer", "Item", "Recorder", "compute_batch"]
 
-Item = tuple[PolicyRuntime, list[np.ndarray], bool, int | None]
-"""One request: ``(runtime, observation leaves, explore, seed)``."""
-Pending = tuple[PolicyRuntime, list[np.ndarray] | None, bool, int | None]
+
+class Item(NamedTuple):
+    """One validated request."""
+
+    runtime: PolicyRuntime
+    leaves: list[np.ndarray]
+    explore: bool
+    seed: int | None
+    state: State | None = None
+    """A recurrent policy's state rows (``None``: the initial state)."""
+
+
+class Infer(Protocol):
+    """``await infer(runtime, leaves, explore, seed, state)``: how a request reaches the model."""
+
+    def __call__(
+        self,
+        runtime: PolicyRuntime,
+        leaves: list[np.ndarray],
+        explore: bool,
+        seed: int | None,
+        state: State | None = None,
+    ) -> Awaitable[ActionBatch]:
+        """The answer to one validated request."""
+        ...
+
+
+Pending = tuple[PolicyRuntime, list[np.ndarray] | None, bool, int | None, State | None]
 """A request waiting for its pass: leaves ``None`` while its observation is still JSON."""
 Recorder = Callable[[PolicyRuntime, float, int], None]
 """``record(runtime, start, requests)``: called after each graph call (``start``:
@@ -42,32 +71,44 @@ def compute_batch(items: list[Item], record: Recorder | None = None) -> list[Act
     """One graph call per policy for all ``items``, then per-request sampling, in order."""
     results: list[ActionBatch | None] = [None] * len(items)
     by_policy: dict[int, list[int]] = {}
-    for index, (runtime, _, _, _) in enumerate(items):
-        by_policy.setdefault(id(runtime), []).append(index)
+    for index, item in enumerate(items):
+        by_policy.setdefault(id(item.runtime), []).append(index)
     for indices in by_policy.values():
-        runtime = items[indices[0]][0]
-        if len(indices) == 1:
-            leaves = items[indices[0]][1]
-        else:
-            leaves = [
-                np.concatenate([items[i][1][leaf] for i in indices])
-                for leaf in range(len(items[indices[0]][1]))
-            ]
+        runtime = items[indices[0]].runtime
+        group = [items[i] for i in indices]
+        leaves = _concatenated([item.leaves for item in group])
+        state = None
+        if runtime.is_recurrent:
+            state = _concatenated(
+                [
+                    runtime.initial_state(item.leaves[0].shape[0])
+                    if item.state is None
+                    else item.state
+                    for item in group
+                ]
+            )
         start = time.perf_counter()
-        dist_inputs, actions = runtime.run_graph(leaves)
+        dist_inputs, actions, next_state = runtime.run_graph(leaves, state)
         if record is not None:
             record(runtime, start, len(indices))
         offset = 0
-        for i in indices:
-            rows = items[i][1][0].shape[0]
+        for i, item in zip(indices, group, strict=True):
+            rows = item.leaves[0].shape[0]
             part = slice(offset, offset + rows)
             offset += rows
-            _, _, explore, seed = items[i]
             batch_actions = actions[part]
-            if explore:
-                batch_actions = runtime.sample(dist_inputs[part], batch_actions, seed)
-            results[i] = ActionBatch(batch_actions, dist_inputs[part], len(indices))
+            if item.explore:
+                batch_actions = runtime.sample(dist_inputs[part], batch_actions, item.seed)
+            rows_state = None if next_state is None else [x[part] for x in next_state]
+            results[i] = ActionBatch(batch_actions, dist_inputs[part], len(indices), rows_state)
     return [r for r in results if r is not None]
+
+
+def _concatenated(requests: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """Each array of the requests joined along the rows (one request: as it is)."""
+    if len(requests) == 1:
+        return requests[0]
+    return [np.concatenate(column) for column in zip(*requests, strict=True)]
 
 
 class Coalescer:
@@ -85,13 +126,23 @@ class Coalescer:
         self._scheduled = False
 
     async def __call__(
-        self, runtime: PolicyRuntime, leaves: list[np.ndarray], explore: bool, seed: int | None
+        self,
+        runtime: PolicyRuntime,
+        leaves: list[np.ndarray],
+        explore: bool,
+        seed: int | None,
+        state: State | None = None,
     ) -> ActionBatch:
         """The answer to one validated request, computed with what else arrives in this pass."""
-        return await self._submit((runtime, leaves, explore, seed))
+        return await self._submit((runtime, leaves, explore, seed, state))
 
     async def observation(
-        self, runtime: PolicyRuntime, observation: Any, explore: bool, seed: int | None
+        self,
+        runtime: PolicyRuntime,
+        observation: Any,
+        explore: bool,
+        seed: int | None,
+        state: State | None = None,
     ) -> ActionBatch:
         """The answer to one observation in its JSON form, validated with the rest of its pass.
 
@@ -102,7 +153,7 @@ class Coalescer:
         Raises:
             ObservationError: For this observation, worded as for a single ``observation``.
         """
-        return await self._submit((runtime, None, explore, seed), observation)
+        return await self._submit((runtime, None, explore, seed, state), observation)
 
     async def _submit(self, item: Pending, observation: Any = None) -> ActionBatch:
         loop = asyncio.get_running_loop()
@@ -122,8 +173,8 @@ class Coalescer:
         live = [entry for entry in taken if not entry[2].done()]  # not cancelled meanwhile
         items: list[Item] = []
         futures: list[asyncio.Future[ActionBatch]] = []
-        for (runtime, leaves, explore, seed), future in _validated(live):
-            items.append((runtime, leaves, explore, seed))
+        for item, future in _validated(live):
+            items.append(item)
             futures.append(future)
         if not items:
             return
@@ -144,9 +195,9 @@ def _validated(
     ready: list[tuple[Item, asyncio.Future[ActionBatch]]] = []
     raw: dict[int, list[tuple[Pending, Any, asyncio.Future[ActionBatch]]]] = {}
     for entry in entries:
-        (runtime, leaves, explore, seed), _, future = entry
+        (runtime, leaves, explore, seed, state), _, future = entry
         if leaves is not None:
-            ready.append(((runtime, leaves, explore, seed), future))
+            ready.append((Item(runtime, leaves, explore, seed, state), future))
         else:
             raw.setdefault(id(runtime), []).append(entry)
     for group in raw.values():
@@ -155,16 +206,16 @@ def _validated(
         try:
             stacked = observations_to_leaves(space, [observation for _, observation, _ in group])
         except ObservationError:  # find the bad ones: each alone
-            for (_, _, explore, seed), observation, future in group:
+            for (_, _, explore, seed, state), observation, future in group:
                 try:
                     leaves = observations_to_leaves(space, [observation])
                 except ObservationError as err:
                     message = str(err).replace("observations[0]", "observation")
                     future.set_exception(ObservationError(message))
                     continue
-                ready.append(((runtime, leaves, explore, seed), future))
+                ready.append((Item(runtime, leaves, explore, seed, state), future))
             continue
-        for row, ((_, _, explore, seed), _, future) in enumerate(group):
+        for row, ((_, _, explore, seed, state), _, future) in enumerate(group):
             leaves = [leaf[row : row + 1] for leaf in stacked]
-            ready.append(((runtime, leaves, explore, seed), future))
+            ready.append((Item(runtime, leaves, explore, seed, state), future))
     return ready

@@ -9,7 +9,6 @@ observer in :mod:`serving.middleware`. Route paths, headers and content types co
 from __future__ import annotations
 
 import io
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -19,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from serving import wire
-from serving.batching import Coalescer
+from serving.batching import Coalescer, Infer
 from serving.decoding import DecodeError, decode_npy
 from serving.http_edge import (
     ApiError,
@@ -52,8 +51,9 @@ from serving.openapi import (
     error_responses,
     npy_body,
 )
+from serving.recurrent import state_from_json, state_to_json
 from serving.registry import PolicyRegistry
-from serving.runtime import ActionBatch, PolicyRuntime
+from serving.runtime import ActionBatch, PolicyRuntime, State
 from serving.sessions import PROTOCOL_DESCRIPTION, SessionServer, SessionSettings
 
 __all__ = [
@@ -68,14 +68,16 @@ __all__ = [
 ]
 
 COMPUTE = (f"/{wire.COMPUTE_ACTION}", f"/{wire.COMPUTE_ACTIONS}")
-Infer = Callable[[PolicyRuntime, list[np.ndarray], bool, int | None], Awaitable[ActionBatch]]
-"""``infer(runtime, leaves, explore, seed)``: how a validated batch reaches the model."""
 
 
 async def _direct_infer(
-    runtime: PolicyRuntime, leaves: list[np.ndarray], explore: bool, seed: int | None
+    runtime: PolicyRuntime,
+    leaves: list[np.ndarray],
+    explore: bool,
+    seed: int | None,
+    state: State | None = None,
 ) -> ActionBatch:
-    return runtime.compute(leaves, explore=explore, seed=seed)
+    return runtime.compute(leaves, explore=explore, seed=seed, state=state)
 
 
 def _npy_leaves(runtime: PolicyRuntime, body: bytes, max_rows: int) -> list[np.ndarray]:
@@ -171,11 +173,14 @@ class PolicyApi:
             leaves = observations_to_leaves(runtime.observation_space, [req.observation])
         except ObservationError as err:
             raise ApiError(422, str(err).replace("observations[0]", "observation")) from None
-        batch = await self.run(runtime, leaves, req.explore, req.seed)
+        state = state_from_json(runtime, req.state, None)
+        batch = await self.run(runtime, leaves, req.explore, req.seed, state)
         action = actions_to_json(runtime.action_space, batch.actions)[0]
         answer = {"action": action, "policy": name, "version": runtime.version}
         if req.return_dist_inputs:
             answer["action_dist_inputs"] = batch.action_dist_inputs[0].tolist()
+        if batch.state is not None:
+            answer["state"] = state_to_json(batch.state, single=True)
         return json_answer(answer, batch.batched_requests)
 
     async def _compute_actions(self, name: str, request: Request) -> Response:
@@ -186,9 +191,15 @@ class PolicyApi:
             raise ApiError(415, f"expected Content-Type: {wire.JSON} or {wire.NPY}")
         body = await read_body(request, self.cfg.max_body_bytes, self.cfg.body_timeout_s)
         if kind == wire.NPY:
+            if runtime.is_recurrent:
+                raise ApiError(
+                    415,
+                    f"policy {name!r} is recurrent: its state travels in JSON requests and "
+                    f"answers ('state'), not in {wire.NPY} bodies; send JSON, or use a session",
+                )
             leaves = _npy_leaves(runtime, body, self.cfg.max_rows)
             explore = _query_flag(request, "explore")
-            seed, with_dist = None, False
+            seed, with_dist, state = None, False, None
         else:
             req = parse_json(ComputeActionsRequest, body)
             if len(req.observations) > self.cfg.max_rows:
@@ -199,8 +210,9 @@ class PolicyApi:
                 leaves = observations_to_leaves(runtime.observation_space, req.observations)
             except ObservationError as err:
                 raise ApiError(422, str(err)) from None
+            state = state_from_json(runtime, req.state, len(req.observations))
             explore, seed, with_dist = req.explore, req.seed, req.return_dist_inputs
-        batch = await self.run(runtime, leaves, explore, seed)
+        batch = await self.run(runtime, leaves, explore, seed, state)
         if wire.NPY in request.headers.get("accept", ""):
             buffer = io.BytesIO()
             np.save(buffer, batch.actions, allow_pickle=False)
@@ -214,6 +226,8 @@ class PolicyApi:
         answer = {"actions": actions, "policy": name, "version": runtime.version}
         if with_dist:
             answer["action_dist_inputs"] = batch.action_dist_inputs.tolist()
+        if batch.state is not None:
+            answer["state"] = state_to_json(batch.state, single=False)
         return json_answer(answer, batch.batched_requests)
 
 

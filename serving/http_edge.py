@@ -34,6 +34,8 @@ __all__ = [
     "ApiError",
     "ComputeActionRequest",
     "ComputeActionsRequest",
+    "ObservationRequest",
+    "ObservationsRequest",
     "ServingSettings",
     "authorize",
     "content_type",
@@ -84,16 +86,36 @@ class _Request(BaseModel):
     return_dist_inputs: bool = False
 
 
-class ComputeActionRequest(_Request):
+class ObservationRequest(_Request):
     """One observation in the JSON form of the policy's observation space."""
 
     observation: Any
 
 
-class ComputeActionsRequest(_Request):
+class ObservationsRequest(_Request):
     """A batch of observations."""
 
     observations: list[Any]
+
+
+_STATE = (
+    "A recurrent policy's state, as the previous answer's 'state' (a list with one array per "
+    "part of the policy's 'state'); absent or null: the initial state, an episode's first step."
+)
+
+
+class ComputeActionRequest(ObservationRequest):
+    """``compute_action``: one observation (and a recurrent policy's state)."""
+
+    state: list[Any] | None = Field(default=None, description=_STATE)
+
+
+class ComputeActionsRequest(ObservationsRequest):
+    """``compute_actions``: a batch of observations (and a recurrent policy's state rows)."""
+
+    state: list[Any] | None = Field(
+        default=None, description=_STATE + " Each part has one row per observation."
+    )
 
 
 def authorize(request: HTTPConnection, token: str | None) -> None:
@@ -178,7 +200,7 @@ else:  # pragma: no cover - Python 3.10 has no asyncio.timeout
             handle.cancel()
 
 
-def parse_json(model: type[_Request], body: bytes) -> Any:
+def parse_json(model: type[BaseModel], body: bytes) -> Any:
     """``body`` validated as ``model``.
 
     Raises:
@@ -193,7 +215,7 @@ def parse_json(model: type[_Request], body: bytes) -> Any:
     return validate_request(model, data, body)
 
 
-def validate_request(model: type[_Request], data: Any, body: bytes | str) -> Any:
+def validate_request(model: type[BaseModel], data: Any, body: bytes | str) -> Any:
     """Decoded JSON ``data`` (of ``body``) validated as ``model``.
 
     Raises:
@@ -217,7 +239,7 @@ def validate_request(model: type[_Request], data: Any, body: bytes | str) -> Any
     return request
 
 
-_OBSERVATION_FIELDS = ("observation", "observations")
+_OBSERVATION_FIELDS = ("observation", "observations", "state")
 
 
 class _JSONBytes(Response):

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from exporters.manifest import TensorSpec
+from exporters.manifest import StateSpec, TensorSpec
 from serving import wire
 
 __all__ = [
@@ -47,6 +47,11 @@ class ActionAnswer(BaseModel):
         description="The action distribution's inputs (when asked for); see the policy's "
         "action_distribution.",
     )
+    state: list[list[float]] | None = Field(
+        default=None,
+        description="A recurrent policy's next state: send it as the next request's 'state' "
+        "(only for recurrent policies).",
+    )
 
 
 class ActionsAnswer(BaseModel):
@@ -56,6 +61,11 @@ class ActionsAnswer(BaseModel):
     policy: str
     version: str
     action_dist_inputs: list[list[float]] | None = None
+    state: list[list[list[float]]] | None = Field(
+        default=None,
+        description="A recurrent policy's next state, one row per observation: send it as "
+        "the next request's 'state' (only for recurrent policies).",
+    )
 
 
 class Health(BaseModel):
@@ -86,6 +96,15 @@ class PolicyDescription(BaseModel):
         "q_values (epsilon-greedy)."
     )
     inputs: list[TensorSpec]
+    recurrent: bool = Field(
+        description="Whether the policy carries a state from step to step (an LSTM): over "
+        "HTTP the client sends each answer's 'state' with the next observation; a session "
+        "holds it on the server, per agent."
+    )
+    state: list[StateSpec] | None = Field(
+        description="A recurrent policy's state, part by part: the graph's input and output "
+        "names, the shape of one row and the initial value (null: feed-forward)."
+    )
     formats: list[str]
     backend: str
     max_rows: int = Field(description="Most observations in one compute_actions request.")

@@ -95,6 +95,8 @@ class PolicyRegistry:
             "action_space": manifest.action_space,
             "action_distribution": manifest.action_distribution,
             "inputs": [spec.model_dump() for spec in manifest.inputs],
+            "recurrent": runtime.is_recurrent,
+            "state": [spec.model_dump() for spec in runtime.state_specs] or None,
             "formats": sorted(manifest.formats),
             "backend": runtime.backend,
             "max_rows": max_rows,

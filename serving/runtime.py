@@ -9,44 +9,74 @@ distribution inputs outside the graph: categorical (Gumbel-max over logits), dia
 (high - low)``, ``u ~ N(mean, std)``, as :class:`training.distributions.SquashedGaussian`
 samples in training), or epsilon-greedy over Q-values. A ``seed`` makes one request's sample
 reproducible; without one, a fresh generator is used.
+
+A recurrent policy's graph also takes its state (after the observation leaves) and returns the
+next one; the runtime carries none of it. Whoever asks for actions passes the state in
+(``state=None``: the initial state, zeros) and keeps what comes back in
+:attr:`ActionBatch.state`: the HTTP client carries it from request to answer to request, a
+session keeps it on the server per agent (:mod:`serving.recurrent`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import gymnasium as gym
 import numpy as np
 
-from exporters import Artifact, ArtifactError, load_artifact
+from exporters import Artifact, load_artifact
+from exporters.manifest import StateSpec
 
-__all__ = ["BACKENDS", "ActionBatch", "Backend", "GraphRunner", "PolicyRuntime"]
+__all__ = [
+    "BACKENDS",
+    "ActionBatch",
+    "Backend",
+    "GraphOutputs",
+    "GraphRunner",
+    "PolicyRuntime",
+    "State",
+]
 
 Backend = Literal["onnx", "torch_export", "torchscript"]
 BACKENDS: tuple[Backend, ...] = ("onnx", "torch_export", "torchscript")
 
 
-class GraphRunner(Protocol):
-    """Runs an artifact's inference graph: observation leaves in, graph outputs out."""
+State = list[np.ndarray]
+"""A recurrent policy's state for a batch: one array per :class:`StateSpec`, rows first."""
 
-    def run(self, leaves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """``(action_dist_inputs, actions)`` for a batch."""
+
+class GraphRunner(Protocol):
+    """Runs an artifact's inference graph: its inputs in, its outputs out, in order."""
+
+    def run(self, inputs: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+        """``(action_dist_inputs, actions, *next_state)`` for the leaves (then the state)."""
         ...
+
+
+class GraphOutputs(NamedTuple):
+    """One graph call's outputs for a batch."""
+
+    action_dist_inputs: np.ndarray
+    actions: np.ndarray
+    state: State | None
+    """A recurrent policy's next state (``None``: feed-forward)."""
 
 
 @dataclass(frozen=True)
 class ActionBatch:
-    """Actions for a batch and the distribution inputs they came from.
+    """Actions for a batch, the distribution inputs they came from, and the next state.
 
     ``batched_requests`` counts the requests that shared the inference call (> 1 when Ray
-    Serve combined concurrent requests).
+    Serve combined concurrent requests). ``state`` is a recurrent policy's state after these
+    actions, to pass with the next observations (``None``: feed-forward).
     """
 
     actions: np.ndarray
     action_dist_inputs: np.ndarray
     batched_requests: int = 1
+    state: State | None = None
 
 
 class PolicyRuntime:
@@ -62,8 +92,7 @@ class PolicyRuntime:
         allow_torchscript: Accept the pickle-based TorchScript backend (trusted artifacts).
 
     Raises:
-        exporters.ArtifactError: The artifact lacks the backend's format, or it is unsafe, or
-            it is a recurrent policy (its state cannot be carried by the service yet).
+        exporters.ArtifactError: The artifact lacks the backend's format, or it is unsafe.
     """
 
     def __init__(
@@ -76,14 +105,11 @@ class PolicyRuntime:
         epsilon: float = 0.05,
         allow_torchscript: bool = False,
     ) -> None:
-        if artifact.manifest.state:
-            raise ArtifactError(
-                f"artifact {artifact.path}: a recurrent policy (its graph takes and returns "
-                f"{', '.join(spec.input for spec in artifact.manifest.state)}); serving and "
-                "evaluating one is not supported yet: run its graph yourself, feeding back the "
-                "state outputs (the manifest's 'state')"
-            )
         self.artifact = artifact
+        self.state_specs: list[StateSpec] = list(artifact.manifest.state or [])
+        """A recurrent policy's state, part by part (``[]``: feed-forward)."""
+        self.is_recurrent = bool(self.state_specs)
+        """Whether the policy carries a state from one step to the next (read per request)."""
         self.name = artifact.manifest.policy_name
         """The name it is served under (the registry sets it; the manifest's until then)."""
         self.backend = backend
@@ -138,25 +164,49 @@ class PolicyRuntime:
         """The policy's action space."""
         return self.artifact.action_space
 
+    def initial_state(self, rows: int) -> State:
+        """The state an episode starts from (zeros), for ``rows`` rows."""
+        return [
+            np.zeros((rows, *(int(side) for side in spec.shape[1:])), np.dtype(spec.dtype))
+            for spec in self.state_specs
+        ]
+
     def compute(
-        self, leaves: list[np.ndarray], *, explore: bool = False, seed: int | None = None
+        self,
+        leaves: list[np.ndarray],
+        *,
+        explore: bool = False,
+        seed: int | None = None,
+        state: State | None = None,
     ) -> ActionBatch:
-        """Actions for a batch of validated observation leaves."""
-        dist_inputs, actions = self.run_graph(leaves)
+        """Actions for a batch of validated observation leaves (and a recurrent state)."""
+        dist_inputs, actions, next_state = self.run_graph(leaves, state)
         if explore:
             actions = self.sample(dist_inputs, actions, seed)
-        return ActionBatch(actions, dist_inputs)
+        return ActionBatch(actions, dist_inputs, state=next_state)
 
-    def run_graph(self, leaves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """The graph's outputs; batches beyond the artifact's limit are split and merged."""
-        limit = self.artifact.manifest.max_batch_size
+    def run_graph(self, leaves: list[np.ndarray], state: State | None = None) -> GraphOutputs:
+        """The graph's outputs; batches beyond the artifact's limit are split and merged.
+
+        Args:
+            leaves: The observation leaves of a batch.
+            state: A recurrent policy's state for those rows (``None``: the initial state);
+                ignored for a feed-forward policy.
+        """
         rows = leaves[0].shape[0]
+        inputs = list(leaves)
+        if self.is_recurrent:
+            inputs += self.initial_state(rows) if state is None else state
+        limit = self.artifact.manifest.max_batch_size
         if rows <= limit:
-            return self.session.run(leaves)
-        parts = [
-            self.session.run([x[i : i + limit] for x in leaves]) for i in range(0, rows, limit)
-        ]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            outputs = self.session.run(inputs)
+        else:
+            parts = [
+                self.session.run([x[i : i + limit] for x in inputs]) for i in range(0, rows, limit)
+            ]
+            outputs = tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+        dist_inputs, actions, *next_state = outputs
+        return GraphOutputs(dist_inputs, actions, next_state if self.is_recurrent else None)
 
     def _squash(self, u: np.ndarray) -> np.ndarray:
         """``(batch, action_dim)`` Gaussian draws -> the Box, in float32 as training computes it."""

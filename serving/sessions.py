@@ -15,6 +15,15 @@ The protocol (``rlserve.session.v1``, offered as the WebSocket subprotocol):
   space's shape) is answered with a ``.npy`` action, a batch (one more leading axis) with a
   ``.npy`` batch of actions. Single-array observation spaces only; ``?explore=true`` on the
   handshake makes these sample.
+- **Recurrent policies** (an LSTM): the server holds the state, per agent of the session.
+  ``"agent": <string or integer>`` names whose observation it is (absent: the session's own
+  agent); each agent starts from the initial state, and ``"reset": true`` beside an
+  observation starts its agent's new episode. ``{"reset": true}`` alone forgets every agent's
+  state, ``{"reset": true, "agent": id}`` one agent's (answered ``{"id", "reset": true, ...}``);
+  closing the session drops them all. A batch names its rows' agents (``"agents": [...]``).
+  One agent's steps follow each other in the order sent; different agents' steps are batched
+  together, with every other session's (:mod:`serving.recurrent`). Feed-forward policies
+  accept these fields and need none of them.
 - Answers come back in the order the messages were sent. A client may send up to ``window``
   messages before reading; past that the server stops reading the socket (TCP backpressure)
   until answers have gone out, so a fast sender cannot make it buffer without bound.
@@ -41,23 +50,23 @@ import io
 import json
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.types import Message
 from starlette.websockets import WebSocket
 
 from formats.leaves import flatten_leaves
 from serving import wire
-from serving.batching import Coalescer
+from serving.batching import Coalescer, Infer
 from serving.decoding import DecodeError, count_boolean_tokens, decode_json, decode_npy
 from serving.http_edge import (
     ApiError,
-    ComputeActionRequest,
-    ComputeActionsRequest,
+    ObservationRequest,
+    ObservationsRequest,
     authorize,
     deadline,
     error_response,
@@ -69,7 +78,8 @@ from serving.observations import (
     array_to_leaves,
     observations_to_leaves,
 )
-from serving.runtime import ActionBatch, PolicyRuntime
+from serving.recurrent import AgentId, AgentStates
+from serving.runtime import ActionBatch, PolicyRuntime, State
 
 if TYPE_CHECKING:  # serving.http_app builds the SessionServer: no import at run time
     from serving.http_app import PolicyApi
@@ -78,6 +88,7 @@ __all__ = [
     "PROTOCOL_DESCRIPTION",
     "SessionActionMessage",
     "SessionActionsMessage",
+    "SessionResetMessage",
     "SessionServer",
     "SessionSettings",
 ]
@@ -97,6 +108,10 @@ sessions.
   "seed": null, "return_dist_inputs": false}}` → `{{"id", "action", "policy", "version"}}`;
   with `"observations": [...]` → `{{"id", "actions", ...}}`. Fields and checks as for
   `compute_action` / `compute_actions`.
+- Recurrent policies: the server holds the state per agent (`"agent": <string or integer>`,
+  absent: the session's own). `"reset": true` beside an observation starts that agent's new
+  episode; `{{"reset": true}}` alone forgets every agent's state, with `"agent"` one agent's.
+  A batch names its rows' agents: `"agents": [...]`. Closing the session drops the states.
 - Binary frame: one `.npy` array (no pickles), a single observation or a batch → one `.npy`
   action or batch of actions; `?explore=true` on the handshake makes these sample.
 - Answers come in the order the messages were sent; up to a window of messages may be sent
@@ -116,7 +131,6 @@ _DRAIN_S = 5.0
 """Before a close, how long the answers already owed may take to go out."""
 _MAX_REASON = 120
 """A close frame's reason is at most 123 bytes (RFC 6455, 5.5)."""
-Infer = Callable[[PolicyRuntime, list[np.ndarray], bool, int | None], Awaitable[ActionBatch]]
 Observer = Callable[[str, str, int], None]
 
 
@@ -132,6 +146,8 @@ class SessionSettings:
             session stays open); ``None``: no deadline. The service's request timeout: Ray
             Serve's own ``request_timeout_s`` would cut the whole connection instead.
         retry_after_s: ``Retry-After`` on the 503 beyond ``max_sessions``.
+        max_agents: Agents whose recurrent state one session holds (a state row is a few KiB:
+            ``2 * lstm_cell_size`` float32); past it a new agent is refused (413).
     """
 
     max_sessions: int = 256
@@ -139,22 +155,48 @@ class SessionSettings:
     idle_timeout_s: float = 30.0
     message_timeout_s: float | None = None
     retry_after_s: float = 1.0
+    max_agents: int = 1024
 
 
-class SessionActionMessage(ComputeActionRequest):
+_MAX_SEED = 2**63 - 1
+_MAX_AGENT_CHARS = 256
+Agent = (
+    Annotated[str, StringConstraints(max_length=_MAX_AGENT_CHARS)]
+    | Annotated[int, Field(ge=-_MAX_SEED - 1, le=_MAX_SEED)]
+)
+"""An agent id: a string of up to 256 characters or a 64-bit integer (booleans are not ids)."""
+_AGENT = "The agent whose observation this is (recurrent policies keep a state per agent)."
+
+
+class SessionActionMessage(ObservationRequest):
     """A text message asking for one observation's action."""
 
     id: Scalar = Field(default=None, description="Echoed in the answer.")
+    agent: Agent | None = Field(default=None, description=_AGENT)
+    reset: bool = Field(default=False, description="Start the agent's state afresh first.")
 
 
-class SessionActionsMessage(ComputeActionsRequest):
+class SessionActionsMessage(ObservationsRequest):
     """A text message asking for a batch's actions."""
 
     id: Scalar = Field(default=None, description="Echoed in the answer.")
+    agents: list[Agent] | None = Field(
+        default=None, description="Each row's agent (needed by recurrent policies)."
+    )
+    reset: bool = Field(default=False, description="Start these agents' states afresh first.")
+
+
+class SessionResetMessage(BaseModel):
+    """A text message forgetting every agent's state, or one agent's."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: Scalar = Field(default=None, description="Echoed in the answer.")
+    reset: Literal[True]
+    agent: Agent | None = Field(default=None, description="Only this agent (absent: every one).")
 
 
 _ACTION_FIELDS = frozenset(SessionActionMessage.model_fields)
-_MAX_SEED = 2**63 - 1
 
 
 def _plain_action(data: dict[str, Any], text: str) -> SessionActionMessage | None:
@@ -176,10 +218,25 @@ def _plain_action(data: dict[str, Any], text: str) -> SessionActionMessage | Non
     seed = data.get("seed")
     if seed is not None and (type(seed) is not int or not 0 <= seed <= _MAX_SEED):
         return None
+    if not _plain_agent(data):
+        return None
+    flags += "reset" in data
     flags += isinstance(data.get("id"), bool)
     if count_boolean_tokens(text) > flags:  # perhaps a boolean in the observation: check it
         return None
     return SessionActionMessage.model_construct(**data)
+
+
+def _plain_agent(data: dict[str, Any]) -> bool:
+    """Whether ``agent`` and ``reset`` are absent or plainly valid."""
+    if "reset" in data and not isinstance(data["reset"], bool):
+        return False
+    agent = data.get("agent")
+    return (
+        agent is None
+        or (type(agent) is str and len(agent) <= _MAX_AGENT_CHARS)
+        or (type(agent) is int and -_MAX_SEED - 1 <= agent <= _MAX_SEED)
+    )
 
 
 def _dumps(answer: dict[str, Any]) -> str:
@@ -276,8 +333,9 @@ class SessionServer:
         pending: Pending = asyncio.Queue()
         slots = asyncio.Semaphore(self.cfg.window)  # answers started and not sent yet
         writer = asyncio.ensure_future(_write(websocket, pending, slots))
+        agents = AgentStates(self.cfg.max_agents)  # dropped with the session
         try:
-            close = await self._read(websocket, name, explore, pending, slots, writer)
+            close = await self._read(websocket, name, explore, pending, slots, writer, agents)
         except BaseException:  # cancelled (the replica stops), or a bug: leave no task behind
             writer.cancel()
             _cancel_all(pending)
@@ -305,6 +363,7 @@ class SessionServer:
         pending: Pending,
         slots: asyncio.Semaphore,
         writer: asyncio.Future[None],
+        agents: AgentStates,
     ) -> _Close | None:
         """Read until the client leaves (``None``) or the session must close (why).
 
@@ -320,7 +379,7 @@ class SessionServer:
                 if message["type"] == "websocket.disconnect":
                     return None
                 await slots.acquire()
-                job = self._job(name, message, explore)
+                job = self._job(name, message, explore, agents)
                 if isinstance(job, _Close):
                     return job
                 if writer.done():  # sending failed: the client is gone
@@ -335,8 +394,12 @@ class SessionServer:
         finally:
             watch.stop()
 
-    def _job(self, name: str, message: Message, explore: bool) -> Job | _Close:
-        """The answer to ``message`` as a running task, or why the session must close."""
+    def _job(self, name: str, message: Message, explore: bool, agents: AgentStates) -> Job | _Close:
+        """The answer to ``message`` as a running task, or why the session must close.
+
+        Tasks start in the order they are made, which is the order the messages came: each
+        takes its agents' turn (:meth:`AgentStates.turn`) before its first wait.
+        """
         text, data = message.get("text"), message.get("bytes")
         limit = self.api.cfg.max_body_bytes
         if text is not None:
@@ -344,16 +407,21 @@ class SessionServer:
             size = len(text) if len(text) * 4 <= limit else len(text.encode("utf-8"))
             if size > limit:
                 return _Close(wire.CloseCode.TOO_BIG, f"message of {size} bytes; at most {limit}")
-            return asyncio.ensure_future(self._answer_text(name, text))
+            return asyncio.ensure_future(self._answer_text(name, text, agents))
         body = data or b""
         if len(body) > limit:
             return _Close(wire.CloseCode.TOO_BIG, f"message of {len(body)} bytes; at most {limit}")
-        return asyncio.ensure_future(self._answer_npy(name, body, explore))
+        return asyncio.ensure_future(self._answer_npy(name, body, explore, agents))
 
     async def _infer(
-        self, runtime: PolicyRuntime, leaves: list[np.ndarray], explore: bool, seed: int | None
+        self,
+        runtime: PolicyRuntime,
+        leaves: list[np.ndarray],
+        explore: bool,
+        seed: int | None,
+        state: State | None = None,
     ) -> ActionBatch:
-        return await self._timed(self.run(runtime, leaves, explore, seed))
+        return await self._timed(self.run(runtime, leaves, explore, seed, state))
 
     async def _timed(self, answer: Awaitable[ActionBatch]) -> ActionBatch:
         """``answer`` within the message deadline (408 past it); a bad observation is 422."""
@@ -373,7 +441,7 @@ class SessionServer:
         if self.observer is not None:
             self.observer(name, runtime.version if runtime else "unknown", status)
 
-    async def _answer_text(self, name: str, text: str) -> tuple[str, str]:
+    async def _answer_text(self, name: str, text: str, agents: AgentStates) -> tuple[str, str]:
         ident: Scalar = None
         runtime = None
         try:
@@ -390,13 +458,17 @@ class SessionServer:
             if "observations" in data:
                 batch = validate_request(SessionActionsMessage, data, text)
                 runtime = self.api.runtime(name)
-                answer = await self._batch(runtime, batch)
+                answer = await self._batch(runtime, batch, agents)
+            elif "observation" not in data and "reset" in data:
+                reset = validate_request(SessionResetMessage, data, text)
+                runtime = self.api.runtime(name)
+                answer = await self._reset(runtime, reset, agents)
             else:
                 one = _plain_action(data, text) or validate_request(
                     SessionActionMessage, data, text
                 )
                 runtime = self.api.runtime(name)
-                answer = await self._single(runtime, one)
+                answer = await self._single(runtime, one, agents)
             answer["id"] = ident
         except ApiError as err:
             self._observe(name, runtime, err.status)
@@ -404,17 +476,17 @@ class SessionServer:
         self._observe(name, runtime, 200)
         return "text", _dumps(answer)
 
-    async def _single(self, runtime: PolicyRuntime, req: SessionActionMessage) -> dict[str, Any]:
-        if isinstance(self.run, Coalescer):  # validated with the other messages of its pass
-            result = await self._timed(
-                self.run.observation(runtime, req.observation, req.explore, req.seed)
-            )
+    async def _single(
+        self, runtime: PolicyRuntime, req: SessionActionMessage, agents: AgentStates
+    ) -> dict[str, Any]:
+        if not runtime.is_recurrent:
+            result = await self._one(runtime, req, None)
         else:
-            try:
-                leaves = observations_to_leaves(runtime.observation_space, [req.observation])
-            except ObservationError as err:
-                raise ApiError(422, str(err).replace("observations[0]", "observation")) from None
-            result = await self._infer(runtime, leaves, req.explore, req.seed)
+            async with agents.turn([req.agent]):
+                state = agents.rows(runtime, [req.agent], req.reset)
+                result = await self._one(runtime, req, state)
+                assert result.state is not None
+                agents.keep(runtime, [req.agent], result.state)
         answer: dict[str, Any] = {
             "id": None,
             "action": actions_to_json(runtime.action_space, result.actions)[0],
@@ -425,15 +497,45 @@ class SessionServer:
             answer["action_dist_inputs"] = result.action_dist_inputs[0].tolist()
         return answer
 
-    async def _batch(self, runtime: PolicyRuntime, req: SessionActionsMessage) -> dict[str, Any]:
+    async def _one(
+        self, runtime: PolicyRuntime, req: SessionActionMessage, state: State | None
+    ) -> ActionBatch:
+        if isinstance(self.run, Coalescer):  # validated with the other messages of its pass
+            return await self._timed(
+                self.run.observation(runtime, req.observation, req.explore, req.seed, state)
+            )
+        try:
+            leaves = observations_to_leaves(runtime.observation_space, [req.observation])
+        except ObservationError as err:
+            raise ApiError(422, str(err).replace("observations[0]", "observation")) from None
+        return await self._infer(runtime, leaves, req.explore, req.seed, state)
+
+    async def _batch(
+        self, runtime: PolicyRuntime, req: SessionActionsMessage, agents: AgentStates
+    ) -> dict[str, Any]:
         max_rows = self.api.cfg.max_rows
         if len(req.observations) > max_rows:
             raise ApiError(413, f"{len(req.observations)} observations exceed max_rows={max_rows}")
+        if req.agents is not None:
+            _check_agents(req.agents, len(req.observations))
         try:
             leaves = observations_to_leaves(runtime.observation_space, req.observations)
         except ObservationError as err:
             raise ApiError(422, str(err)) from None
-        result = await self._infer(runtime, leaves, req.explore, req.seed)
+        if not runtime.is_recurrent:
+            result = await self._infer(runtime, leaves, req.explore, req.seed)
+        elif req.agents is None:
+            raise ApiError(
+                422,
+                f"agents: policy {runtime.name!r} is recurrent and keeps a state per agent; "
+                "name each observation's agent (a list as long as 'observations')",
+            )
+        else:
+            async with agents.turn(req.agents):
+                state = agents.rows(runtime, req.agents, req.reset)
+                result = await self._infer(runtime, leaves, req.explore, req.seed, state)
+                assert result.state is not None
+                agents.keep(runtime, req.agents, result.state)
         answer: dict[str, Any] = {
             "id": None,
             "actions": actions_to_json(runtime.action_space, result.actions),
@@ -444,12 +546,44 @@ class SessionServer:
             answer["action_dist_inputs"] = result.action_dist_inputs.tolist()
         return answer
 
-    async def _answer_npy(self, name: str, body: bytes, explore: bool) -> tuple[str, Any]:
+    async def _reset(
+        self, runtime: PolicyRuntime, req: SessionResetMessage, agents: AgentStates
+    ) -> dict[str, Any]:
+        """Forget one agent's state or every agent's, after their steps sent before it."""
+        everyone = "agent" not in req.model_fields_set
+        async with agents.turn(None if everyone else [req.agent]):
+            agents.reset(req.agent, everyone)
+        answer: dict[str, Any] = {
+            "id": None,
+            "reset": True,
+            "policy": runtime.name,
+            "version": runtime.version,
+        }
+        if not everyone:
+            answer["agent"] = req.agent
+        return answer
+
+    async def _answer_npy(
+        self, name: str, body: bytes, explore: bool, agents: AgentStates
+    ) -> tuple[str, Any]:
         runtime = None
         try:
             runtime = self.api.runtime(name)
             leaves, single = self._npy_leaves(runtime, body)
-            result = await self._infer(runtime, leaves, explore, None)
+            if not runtime.is_recurrent:
+                result = await self._infer(runtime, leaves, explore, None)
+            elif not single:
+                raise ApiError(
+                    415,
+                    f"policy {runtime.name!r} is recurrent: a batch needs its rows' agents; "
+                    f"send JSON with 'agents', or one {wire.NPY} observation per message",
+                )
+            else:  # the session's own agent
+                async with agents.turn([None]):
+                    state = agents.rows(runtime, [None], False)
+                    result = await self._infer(runtime, leaves, explore, None, state)
+                    assert result.state is not None
+                    agents.keep(runtime, [None], result.state)
         except ApiError as err:
             self._observe(name, runtime, err.status)
             return "text", _error(None, err)
@@ -479,6 +613,20 @@ class SessionServer:
             return array_to_leaves(runtime.observation_space, array), single
         except ObservationError as err:
             raise ApiError(422, str(err)) from None
+
+
+def _check_agents(agents: Sequence[AgentId], rows: int) -> None:
+    """A batch's agents: one per observation, each once (422 otherwise)."""
+    if len(agents) != rows:
+        raise ApiError(
+            422, f"agents: expected {rows} agent ids, one per observation; got {len(agents)}"
+        )
+    if len(set(agents)) != len(agents):
+        seen: set[AgentId] = set()
+        for index, agent in enumerate(agents):
+            if agent in seen:
+                raise ApiError(422, f"agents[{index}]: agent {agent!r} appears twice in one batch")
+            seen.add(agent)
 
 
 class _IdleWatch:

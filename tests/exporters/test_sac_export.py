@@ -125,7 +125,7 @@ def test_every_backend_answers_like_the_eager_module(sac: tuple[Path, Path], row
     dist_ref, actions_ref = _eager(checkpoint, leaves)
     for backend in BACKENDS:
         runtime = PolicyRuntime(artifact, backend=backend, allow_torchscript=True)
-        dist_inputs, actions = runtime.run_graph(leaves)
+        dist_inputs, actions, _ = runtime.run_graph(leaves)
         assert dist_inputs.shape == (rows, 6) and actions.shape == (rows, 3), backend
         assert actions.dtype == np.float32, backend
         np.testing.assert_allclose(dist_inputs, dist_ref, rtol=1e-4, atol=1e-5, err_msg=backend)
@@ -149,7 +149,7 @@ def test_saturated_means_give_the_bounds_exactly(sac: tuple[Path, Path]) -> None
     leaves = _leaves(artifact.observation_space, 512)
     for backend in BACKENDS:
         runtime = PolicyRuntime(artifact, backend=backend, allow_torchscript=True)
-        dist_inputs, actions = runtime.run_graph(leaves)
+        dist_inputs, actions, _ = runtime.run_graph(leaves)
         mean = dist_inputs[:, :3]
         for d in range(3):
             high_rows, low_rows = mean[:, d] > 12, mean[:, d] < -12

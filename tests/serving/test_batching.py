@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from serving.batching import Coalescer, compute_batch
+from serving.batching import Coalescer, Item, compute_batch
 from serving.observations import ObservationError
 from serving.runtime import PolicyRuntime
 
@@ -79,7 +79,9 @@ def test_batches_are_capped_and_the_rest_go_next(runtime: PolicyRuntime) -> None
 def test_compute_batch_keeps_each_requests_rows(runtime: PolicyRuntime) -> None:
     two = [np.asarray(OBS[:2], np.float32)]
     one = [np.asarray(OBS[2:3], np.float32)]
-    first, second = compute_batch([(runtime, two, False, None), (runtime, one, False, None)])
+    first, second = compute_batch(
+        [Item(runtime, two, False, None), Item(runtime, one, False, None)]
+    )
     assert first.actions.shape == (2,) and second.actions.shape == (1,)
     np.testing.assert_array_equal(
         np.concatenate([first.actions, second.actions]),

@@ -162,7 +162,7 @@ def test_a_requests_sample_does_not_depend_on_the_requests_batched_with_it(
 ) -> None:
     """What the Serve app's batched path relies on: one graph call, then ``sample`` per part."""
     observations = _observations(40)
-    dist_inputs, greedy = runtime.run_graph(_leaves(observations))
+    dist_inputs, greedy, _ = runtime.run_graph(_leaves(observations))
     for part, seed in ((slice(0, 5), 11), (slice(5, 6), 0), (slice(6, 40), 12)):
         combined = runtime.sample(dist_inputs[part], greedy[part], seed)
         alone = runtime.compute(_leaves(observations[part]), explore=True, seed=seed)

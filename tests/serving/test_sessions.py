@@ -286,7 +286,11 @@ def test_a_client_that_does_not_read_is_not_buffered_without_bound(
     loop_of: list[asyncio.AbstractEventLoop] = []
 
     async def held(
-        runtime: PolicyRuntime, leaves: list[np.ndarray], explore: bool, seed: Any
+        runtime: PolicyRuntime,
+        leaves: list[np.ndarray],
+        explore: bool,
+        seed: Any,
+        state: Any = None,
     ) -> ActionBatch:
         loop_of[:] = [asyncio.get_running_loop()]
         started.append(1)
@@ -310,7 +314,11 @@ def test_a_slow_answer_is_a_408_on_the_socket_and_the_session_goes_on(
     cartpole_artifact: Path,
 ) -> None:
     async def slow_first(
-        runtime: PolicyRuntime, leaves: list[np.ndarray], explore: bool, seed: Any
+        runtime: PolicyRuntime,
+        leaves: list[np.ndarray],
+        explore: bool,
+        seed: Any,
+        state: Any = None,
     ) -> ActionBatch:
         if seed == 1:
             await asyncio.sleep(2.0)

@@ -1,0 +1,187 @@
+"""A recurrent policy's state in the service: carried by the client, or held per agent.
+
+The graph of a recurrent (LSTM) policy takes a state with each observation and returns the next
+one (the manifest's ``state``). The service keeps the HTTP API stateless and holds state only
+where a connection gives it a lifetime:
+
+- **Unary HTTP**: the client carries it. An answer's ``"state"`` is the next request's
+  ``"state"``: a list with one array per part of the state in the manifest's order (e.g.
+  ``[h, c]``), each one row of ``cell`` numbers for ``compute_action`` and one row per
+  observation for ``compute_actions``. Absent (or ``null``) is the initial state: a new
+  episode. :func:`state_from_json` checks it at the edge, :func:`state_to_json` writes it.
+- **Sessions**: the server holds it, per agent id within the session (:class:`AgentStates`),
+  from the initial state until the client resets it or the session closes.
+
+A session's messages are answered concurrently (their answers are batched with other sessions'),
+but the steps of one agent must follow each other: step ``t + 1`` needs the state step ``t``
+returned. :meth:`AgentStates.turn` keeps that order without a lock per message: each message
+takes its place in its agents' lines as it is read (synchronously, so in arrival order), and
+waits only for the earlier messages of the same agents. Different agents never wait for each
+other, so a game server that sends 100 NPCs' observations at once gets one batched call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+
+from serving.http_edge import ApiError
+from serving.runtime import PolicyRuntime, State
+
+__all__ = ["AgentId", "AgentStates", "state_from_json", "state_to_json"]
+
+AgentId = str | int | None
+"""An agent within a session (``None``: the session's own agent, when the client names none)."""
+
+
+def state_from_json(runtime: PolicyRuntime, value: Any, rows: int | None) -> State | None:
+    """The state a request carries, checked against the policy's ``state`` specs.
+
+    Args:
+        runtime: The policy asked.
+        value: The request's ``"state"`` (``None``: the initial state).
+        rows: The request's observation count (``None``: a single observation, whose state
+            parts have no batch axis).
+
+    Returns:
+        One array per state part with the batch axis first, or ``None`` for the initial state.
+
+    Raises:
+        ApiError: 422 naming the part and what was expected.
+    """
+    if value is None:
+        return None
+    specs = runtime.state_specs
+    if not specs:
+        raise ApiError(
+            422, f"state: policy {runtime.name!r} is feed-forward and takes no state; leave it out"
+        )
+    names = ", ".join(spec.input for spec in specs)
+    if not isinstance(value, list) or len(value) != len(specs):
+        raise ApiError(
+            422,
+            f"state: expected a list of {len(specs)} arrays ({names}), as the last answer's "
+            "'state', or null for an episode's first step",
+        )
+    state = []
+    for index, (spec, part) in enumerate(zip(specs, value, strict=True)):
+        where = f"state[{index}] ({spec.input})"
+        row_shape = [int(side) for side in spec.shape[1:]]
+        expected = row_shape if rows is None else [rows, *row_shape]
+        try:
+            array = np.asarray(part, dtype=np.float64)
+        except (ValueError, TypeError, OverflowError):
+            raise ApiError(422, f"{where}: expected numbers in shape {expected}") from None
+        if list(array.shape) != expected:
+            raise ApiError(
+                422, f"{where}: expected shape {expected}, got {list(array.shape)}"
+            ) from None
+        converted = array.astype(np.dtype(spec.dtype))
+        if not np.isfinite(converted).all():
+            raise ApiError(422, f"{where}: expected finite numbers (no NaN, no infinity)")
+        state.append(converted if rows is not None else converted[None])
+    return state
+
+
+def state_to_json(state: State, single: bool) -> list[Any]:
+    """A state as an answer's ``"state"`` (``single``: one observation's, without batch axis)."""
+    return [part[0].tolist() if single else part.tolist() for part in state]
+
+
+class AgentStates:
+    """The state of every agent of one session, and the order of their steps.
+
+    The states are dropped with the object when the session closes. A state kept under one
+    version of the policy is not carried over to the next (a hot reload): the agent starts
+    again from the initial state, since another network's memory means nothing to this one.
+
+    Args:
+        max_agents: Agents whose state one session may hold; a message that would add one
+            more is refused (413) until the client resets some.
+    """
+
+    def __init__(self, max_agents: int) -> None:
+        self.max_agents = max_agents
+        self._states: dict[AgentId, tuple[str, State]] = {}
+        self._last: dict[AgentId, asyncio.Future[None]] = {}
+        """Each agent's latest step in line (waited for by its next one)."""
+        self._everyone: asyncio.Future[None] | None = None
+        """A reset of every agent in line: steps of agents not in ``_last`` wait for it."""
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    @asynccontextmanager
+    async def turn(self, agents: Sequence[AgentId] | None) -> AsyncIterator[None]:
+        """Wait for the earlier steps of ``agents`` (``None``: of every agent), then go.
+
+        The place in line is taken when this is entered, before any wait: enter it in the
+        order the messages arrived, with nothing awaited between reading a message and here.
+        """
+        loop = asyncio.get_running_loop()
+        mine: asyncio.Future[None] = loop.create_future()
+        if agents is None:
+            earlier = [*self._last.values(), *([self._everyone] if self._everyone else [])]
+            self._last.clear()
+            self._everyone = mine
+        else:
+            earlier = []
+            for agent in dict.fromkeys(agents):
+                before = self._last.get(agent, self._everyone)
+                if before is not None:
+                    earlier.append(before)
+                self._last[agent] = mine
+        try:
+            pending = [future for future in earlier if not future.done()]
+            if pending:
+                # asyncio.wait, not await: a cancelled waiter must not cancel the steps before it.
+                await asyncio.wait(pending)
+            yield
+        finally:
+            mine.set_result(None)
+            if agents is None:
+                if self._everyone is mine:
+                    self._everyone = None
+            else:
+                for agent in agents:
+                    if self._last.get(agent) is mine:
+                        del self._last[agent]
+
+    def rows(self, runtime: PolicyRuntime, agents: Sequence[AgentId], reset: bool) -> State:
+        """The state rows of ``agents`` in order (initial for new agents, or all on ``reset``).
+
+        Raises:
+            ApiError: 413 when the new agents would pass ``max_agents``.
+        """
+        new = {agent for agent in agents if agent not in self._states}
+        if len(self._states) + len(new) > self.max_agents:
+            raise ApiError(
+                413,
+                f"agent: this session holds the state of {len(self._states)} agents, at most "
+                f"{self.max_agents}; reset agents that are done ({{'reset': true, 'agent': id}}) "
+                "or open another session",
+            )
+        initial = runtime.initial_state(1)
+        parts: list[list[np.ndarray]] = [[] for _ in initial]
+        for agent in agents:
+            kept = None if reset else self._states.get(agent)
+            state = kept[1] if kept is not None and kept[0] == runtime.version else initial
+            for column, part in zip(parts, state, strict=True):
+                column.append(part)
+        return [np.concatenate(column) for column in parts]
+
+    def keep(self, runtime: PolicyRuntime, agents: Sequence[AgentId], state: State) -> None:
+        """Hold each agent's row of ``state`` (the state its next step starts from)."""
+        for row, agent in enumerate(agents):
+            self._states[agent] = (runtime.version, [part[row : row + 1] for part in state])
+
+    def reset(self, agent: AgentId | None, everyone: bool) -> None:
+        """Forget one agent's state, or every agent's (``everyone``)."""
+        if everyone:
+            self._states.clear()
+        else:
+            self._states.pop(agent, None)
