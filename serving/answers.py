@@ -71,12 +71,16 @@ class ActionResult:
         version: Its version (changes on hot reload).
         action_dist_inputs: The action distribution's inputs (logits, or mean and log-std),
             when asked for with ``return_dist_inputs``.
+        state: A recurrent policy's next state (JSON lists, one per part of its state): pass
+            it as ``state=`` with the next observation of the same episode. ``None`` for a
+            feed-forward policy, and over sessions (the server holds it).
     """
 
     action: Any
     policy: str
     version: str
     action_dist_inputs: list[float] | None = None
+    state: list[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -90,12 +94,15 @@ class ActionsResult(Generic[A]):
         version: Its version (changes on hot reload).
         action_dist_inputs: One row of distribution inputs per observation, when asked for
             with ``return_dist_inputs`` (JSON answers only).
+        state: A recurrent policy's next state, one row per observation (see
+            :attr:`ActionResult.state`).
     """
 
     actions: A
     policy: str
     version: str
     action_dist_inputs: list[list[float]] | None = None
+    state: list[Any] | None = None
 
 
 def error_for(status: int, detail: str) -> PolicyError:

@@ -3,6 +3,10 @@
 For game/robot clients and batch evaluation jobs; :func:`play_episodes` plays episodes against a
 served policy through :func:`serving.episodes.play_episode`.
 
+A recurrent policy's state travels with the requests: each answer's ``state`` goes back with
+the next observation of the same episode (``state=None`` starts one); :func:`play_episodes`
+does that for you.
+
 Both clients retry with exponential backoff on 503 (honouring ``Retry-After``) and on connection
 errors, and raise typed exceptions that carry the server's message for 4xx answers. Answers are
 typed: :class:`ActionResult` for one observation, :class:`ActionsResult` for a batch.
@@ -97,22 +101,42 @@ class _BaseClient:
         return {"base_url": base_url, "timeout": timeout, "headers": headers}
 
     def _json_request(
-        self, path: str, body: dict[str, Any], explore: bool, seed: int | None, dist: bool
+        self,
+        path: str,
+        body: dict[str, Any],
+        explore: bool,
+        seed: int | None,
+        dist: bool,
+        state: Any,
     ) -> httpx.Request:
         body.update(explore=explore, seed=seed, return_dist_inputs=dist)
+        if state is not None:
+            body["state"] = to_jsonable(state)
         return self._http.build_request("POST", path, json=body)
 
     def _action_request(
-        self, policy: str, observation: Any, explore: bool, seed: int | None, dist: bool
+        self,
+        policy: str,
+        observation: Any,
+        explore: bool,
+        seed: int | None,
+        dist: bool,
+        state: Any = None,
     ) -> httpx.Request:
         body = {"observation": to_jsonable(observation)}
-        return self._json_request(wire.action_path(policy), body, explore, seed, dist)
+        return self._json_request(wire.action_path(policy), body, explore, seed, dist, state)
 
     def _actions_request(
-        self, policy: str, observations: Any, explore: bool, seed: int | None, dist: bool
+        self,
+        policy: str,
+        observations: Any,
+        explore: bool,
+        seed: int | None,
+        dist: bool,
+        state: Any = None,
     ) -> httpx.Request:
         body = {"observations": to_jsonable(list(observations))}
-        return self._json_request(wire.actions_path(policy), body, explore, seed, dist)
+        return self._json_request(wire.actions_path(policy), body, explore, seed, dist, state)
 
     def _actions_npy_request(
         self, policy: str, observations: np.ndarray, explore: bool
@@ -148,12 +172,16 @@ class _BaseClient:
     @staticmethod
     def _action_result(response: httpx.Response) -> ActionResult:
         d = response.json()
-        return ActionResult(d["action"], d["policy"], d["version"], d.get("action_dist_inputs"))
+        return ActionResult(
+            d["action"], d["policy"], d["version"], d.get("action_dist_inputs"), d.get("state")
+        )
 
     @staticmethod
     def _actions_result(response: httpx.Response) -> ActionsResult[list[Any]]:
         d = response.json()
-        return ActionsResult(d["actions"], d["policy"], d["version"], d.get("action_dist_inputs"))
+        return ActionsResult(
+            d["actions"], d["policy"], d["version"], d.get("action_dist_inputs"), d.get("state")
+        )
 
     @staticmethod
     def _actions_npy_result(response: httpx.Response) -> ActionsResult[np.ndarray]:
@@ -229,12 +257,19 @@ class PolicyClient(_BaseClient):
         policy: str,
         observation: Any,
         *,
+        state: Any = None,
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
     ) -> ActionResult:
-        """The action for one observation (deterministic unless ``explore``)."""
-        request = self._action_request(policy, observation, explore, seed, return_dist_inputs)
+        """The action for one observation (deterministic unless ``explore``).
+
+        ``state``: a recurrent policy's state, the previous answer's ``state`` (``None``: an
+        episode's first step).
+        """
+        request = self._action_request(
+            policy, observation, explore, seed, return_dist_inputs, state
+        )
         return self._action_result(self._send(request))
 
     def compute_actions(
@@ -242,12 +277,18 @@ class PolicyClient(_BaseClient):
         policy: str,
         observations: Any,
         *,
+        state: Any = None,
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
     ) -> ActionsResult[list[Any]]:
-        """The actions for a batch of observations, sent and answered as JSON."""
-        request = self._actions_request(policy, observations, explore, seed, return_dist_inputs)
+        """The actions for a batch of observations, sent and answered as JSON.
+
+        ``state``: a recurrent policy's state rows, the previous answer's ``state``.
+        """
+        request = self._actions_request(
+            policy, observations, explore, seed, return_dist_inputs, state
+        )
         return self._actions_result(self._send(request))
 
     def compute_actions_npy(
@@ -329,12 +370,19 @@ class AsyncPolicyClient(_BaseClient):
         policy: str,
         observation: Any,
         *,
+        state: Any = None,
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
     ) -> ActionResult:
-        """The action for one observation (deterministic unless ``explore``)."""
-        request = self._action_request(policy, observation, explore, seed, return_dist_inputs)
+        """The action for one observation (deterministic unless ``explore``).
+
+        ``state``: a recurrent policy's state, the previous answer's ``state`` (``None``: an
+        episode's first step).
+        """
+        request = self._action_request(
+            policy, observation, explore, seed, return_dist_inputs, state
+        )
         return self._action_result(await self._send(request))
 
     async def compute_actions(
@@ -342,12 +390,18 @@ class AsyncPolicyClient(_BaseClient):
         policy: str,
         observations: Any,
         *,
+        state: Any = None,
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
     ) -> ActionsResult[list[Any]]:
-        """The actions for a batch of observations, sent and answered as JSON."""
-        request = self._actions_request(policy, observations, explore, seed, return_dist_inputs)
+        """The actions for a batch of observations, sent and answered as JSON.
+
+        ``state``: a recurrent policy's state rows, the previous answer's ``state``.
+        """
+        request = self._actions_request(
+            policy, observations, explore, seed, return_dist_inputs, state
+        )
         return self._actions_result(await self._send(request))
 
     async def compute_actions_npy(
@@ -400,9 +454,20 @@ def play_episodes(
 
     Returns:
         One :class:`~serving.episodes.Episode` per episode, in order.
+
+    A recurrent policy's state is carried from answer to request along each episode and
+    starts afresh with the next one.
     """
+    state: Any = None
 
     def act(obs: Any, action_seed: int | None) -> Any:
-        return client.compute_action(policy, obs, explore=explore, seed=action_seed).action
+        nonlocal state
+        answer = client.compute_action(policy, obs, state=state, explore=explore, seed=action_seed)
+        state = answer.state
+        return answer.action
 
-    return [play_episode(env, act, None if seed is None else seed + i) for i in range(num_episodes)]
+    episodes = []
+    for i in range(num_episodes):
+        state = None
+        episodes.append(play_episode(env, act, None if seed is None else seed + i))
+    return episodes

@@ -80,7 +80,8 @@ def state_from_json(runtime: PolicyRuntime, value: Any, rows: int | None) -> Sta
             raise ApiError(
                 422, f"{where}: expected shape {expected}, got {list(array.shape)}"
             ) from None
-        converted = array.astype(np.dtype(spec.dtype))
+        with np.errstate(over="ignore"):  # too large for float32: infinity, refused below
+            converted = array.astype(np.dtype(spec.dtype))
         if not np.isfinite(converted).all():
             raise ApiError(422, f"{where}: expected finite numbers (no NaN, no infinity)")
         state.append(converted if rows is not None else converted[None])
@@ -106,7 +107,8 @@ class AgentStates:
 
     def __init__(self, max_agents: int) -> None:
         self.max_agents = max_agents
-        self._states: dict[AgentId, tuple[str, State]] = {}
+        self._states: dict[AgentId, tuple[str, State, int]] = {}
+        """Each agent's policy version, state row and steps taken since its episode began."""
         self._last: dict[AgentId, asyncio.Future[None]] = {}
         """Each agent's latest step in line (waited for by its next one)."""
         self._everyone: asyncio.Future[None] | None = None
@@ -154,6 +156,8 @@ class AgentStates:
     def rows(self, runtime: PolicyRuntime, agents: Sequence[AgentId], reset: bool) -> State:
         """The state rows of ``agents`` in order (initial for new agents, or all on ``reset``).
 
+        An agent whose state was kept under another version of the policy starts afresh.
+
         Raises:
             ApiError: 413 when the new agents would pass ``max_agents``.
         """
@@ -168,16 +172,32 @@ class AgentStates:
         initial = runtime.initial_state(1)
         parts: list[list[np.ndarray]] = [[] for _ in initial]
         for agent in agents:
-            kept = None if reset else self._states.get(agent)
-            state = kept[1] if kept is not None and kept[0] == runtime.version else initial
+            state = initial if reset else self._kept(runtime, agent)[0]
             for column, part in zip(parts, state, strict=True):
                 column.append(part)
         return [np.concatenate(column) for column in parts]
 
-    def keep(self, runtime: PolicyRuntime, agents: Sequence[AgentId], state: State) -> None:
-        """Hold each agent's row of ``state`` (the state its next step starts from)."""
+    def _kept(self, runtime: PolicyRuntime, agent: AgentId) -> tuple[State, int]:
+        kept = self._states.get(agent)
+        if kept is None or kept[0] != runtime.version:
+            return runtime.initial_state(1), 0
+        return kept[1], kept[2]
+
+    def keep(
+        self, runtime: PolicyRuntime, agents: Sequence[AgentId], state: State, reset: bool
+    ) -> list[int]:
+        """Hold each agent's row of ``state`` (where its next step starts).
+
+        Returns:
+            Each agent's steps since its episode began, this one included (1 after a reset):
+            answered as ``steps``, so a client can see its agents' memory is continuous.
+        """
+        steps = []
         for row, agent in enumerate(agents):
-            self._states[agent] = (runtime.version, [part[row : row + 1] for part in state])
+            taken = 1 if reset else self._kept(runtime, agent)[1] + 1
+            self._states[agent] = (runtime.version, [part[row : row + 1] for part in state], taken)
+            steps.append(taken)
+        return steps
 
     def reset(self, agent: AgentId | None, everyone: bool) -> None:
         """Forget one agent's state, or every agent's (``everyone``)."""

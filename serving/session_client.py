@@ -11,7 +11,14 @@ Messages may be pipelined: :meth:`PolicySession.send` returns at once and
 :meth:`PolicySession.receive` gives the answers in order; :meth:`PolicySession.stream` keeps a
 window of observations in flight. When the connection drops (a replica restarts, HAProxy reloads)
 the client reconnects with exponential backoff and sends again whatever was not answered:
-computing an action changes nothing on the server, so a resend is safe.
+computing an action of a feed-forward policy changes nothing on the server, so a resend is safe.
+
+A recurrent policy's state lives on the server, per agent of the session: name the agent with
+``agent=`` (absent: the session's own), start its episode with ``reset=True`` (or
+:meth:`PolicySession.reset`); :func:`play_session_episodes` does that for you. A reconnect
+opens a new session, whose agents start from the initial state: the client says so by raising
+:class:`SessionClosedError` for a recurrent policy's answers lost in the drop rather than
+resending them into a memory that is gone.
 
 Like :mod:`serving.client`, this imports only numpy, ``websockets`` and rlserve's light
 modules: no Ray, no server stack.
@@ -40,9 +47,17 @@ from serving.answers import ActionResult, ActionsResult, OverloadedError, Policy
 from serving.client import to_jsonable
 from serving.episodes import Episode, play_episode
 
-__all__ = ["AsyncPolicySession", "PolicySession", "SessionClosedError", "play_session_episodes"]
+__all__ = [
+    "AgentId",
+    "AsyncPolicySession",
+    "PolicySession",
+    "SessionClosedError",
+    "play_session_episodes",
+]
 
 Frame = str | bytes
+AgentId = str | int | None
+"""An agent of the session (``None``: the session's own agent)."""
 
 
 class SessionClosedError(PolicyError):
@@ -81,24 +96,54 @@ class _SessionProtocol:
         self.retries, self.backoff_s = retries, backoff_s
         self.outstanding: deque[Frame] = deque()
         """Messages sent and not answered yet, oldest first (resent after a reconnect)."""
+        self.stateful = False
+        """Whether the server holds agents' state in this session (a recurrent policy)."""
+        self.lost = False
+        """The session dropped while it held agents' state (raised on the next call)."""
 
     @staticmethod
     def action_message(
-        observation: Any, explore: bool, seed: int | None, dist: bool, ident: Any = None
+        observation: Any,
+        explore: bool,
+        seed: int | None,
+        dist: bool,
+        ident: Any = None,
+        agent: AgentId = None,
+        reset: bool = False,
     ) -> str:
         message: dict[str, Any] = {"observation": to_jsonable(observation)}
+        if agent is not None:
+            message["agent"] = agent
+        if reset:
+            message["reset"] = True
         return _encode(message, explore, seed, dist, ident)
 
     @staticmethod
     def actions_message(
-        observations: Any, explore: bool, seed: int | None, dist: bool, ident: Any = None
+        observations: Any,
+        explore: bool,
+        seed: int | None,
+        dist: bool,
+        ident: Any = None,
+        agents: list[AgentId] | None = None,
+        reset: bool = False,
     ) -> str:
         message: dict[str, Any] = {"observations": to_jsonable(list(observations))}
+        if agents is not None:
+            message["agents"] = list(agents)
+        if reset:
+            message["reset"] = True
         return _encode(message, explore, seed, dist, ident)
 
     @staticmethod
-    def result(frame: Frame) -> ActionResult | ActionsResult[Any]:
-        """The answer in ``frame``; raises the typed error of an error answer."""
+    def reset_message(agent: AgentId, everyone: bool) -> str:
+        message: dict[str, Any] = {"reset": True}
+        if not everyone:
+            message["agent"] = agent
+        return json.dumps(message, separators=(",", ":"))
+
+    def result(self, frame: Frame) -> ActionResult | ActionsResult[Any] | None:
+        """The answer in ``frame`` (``None``: a reset done); raises an error answer's error."""
         if isinstance(frame, bytes):
             actions: np.ndarray = np.load(io.BytesIO(frame), allow_pickle=False)
             return ActionsResult(actions, "", "")
@@ -106,6 +151,10 @@ class _SessionProtocol:
         error = answer.get("error")
         if error is not None:
             raise error_for(int(error["status"]), str(error["detail"]))
+        if answer.get("reset") is True:
+            return None
+        if "steps" in answer:  # only a recurrent policy's answers say how long its memory is
+            self.stateful = True
         if "actions" in answer:
             return ActionsResult(
                 answer["actions"],
@@ -139,6 +188,29 @@ class _SessionProtocol:
         if isinstance(err, InvalidStatus):
             return err.response.status_code in (502, 503, 504)
         return isinstance(err, OSError | ConnectionClosed | TimeoutError)
+
+    def dropped(self) -> None:
+        """The connection dropped: a session holding agents' state cannot be resumed."""
+        if self.stateful:
+            self.lost, self.stateful = True, False
+
+    def check_lost(self) -> None:
+        """Raise once for a dropped session that held agents' state (the next call reopens).
+
+        Raises:
+            SessionClosedError: Naming what was lost.
+        """
+        if not self.lost:
+            return
+        self.lost = False
+        unanswered = len(self.outstanding)
+        self.outstanding.clear()
+        raise SessionClosedError(
+            0,
+            "the session dropped, and the recurrent state the server held for its agents went "
+            f"with it ({unanswered} messages unanswered); start their episodes again "
+            "(reset=True) in the next session",
+        )
 
     def gave_up(self, err: Exception) -> PolicyError:
         if isinstance(err, InvalidStatus):
@@ -235,6 +307,7 @@ class PolicySession:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _connection(self) -> ClientConnection:
+        self._protocol.check_lost()
         if self._ws is None:
             self._ws = self._open()
             for frame in self._protocol.outstanding:  # a reconnect: resend, in order
@@ -244,6 +317,7 @@ class PolicySession:
     def _reconnect(self) -> None:
         self._ws = None
         self.reconnects += 1
+        self._protocol.dropped()
 
     def send(self, frame: Frame) -> None:
         """Send one message (a JSON text or ``.npy`` bytes) without waiting for its answer."""
@@ -254,8 +328,8 @@ class PolicySession:
         except ConnectionClosed:
             self._reconnect()  # the next receive reopens and resends
 
-    def receive(self) -> ActionResult | ActionsResult[Any]:
-        """The answer to the oldest message not answered yet.
+    def receive(self) -> ActionResult | ActionsResult[Any] | None:
+        """The answer to the oldest message not answered yet (``None``: a reset's).
 
         Raises:
             PolicyError: The typed error of an error answer (the session stays usable).
@@ -281,12 +355,27 @@ class PolicySession:
         self,
         observation: Any,
         *,
+        agent: AgentId = None,
+        reset: bool = False,
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
     ) -> ActionResult:
-        """The action for one observation (deterministic unless ``explore``)."""
-        self.send(self._protocol.action_message(observation, explore, seed, return_dist_inputs))
+        """The action for one observation (deterministic unless ``explore``).
+
+        Args:
+            observation: The observation.
+            agent: Whose observation (a recurrent policy keeps a state per agent; ``None``:
+                the session's own agent).
+            reset: This is the first step of the agent's episode: its state starts afresh.
+            explore: Sample the action.
+            seed: Seed of a sampled action.
+            return_dist_inputs: Also answer the action distribution's inputs.
+        """
+        message = self._protocol.action_message(
+            observation, explore, seed, return_dist_inputs, agent=agent, reset=reset
+        )
+        self.send(message)
         result = self.receive()
         assert isinstance(result, ActionResult)
         return result
@@ -295,15 +384,33 @@ class PolicySession:
         self,
         observations: Any,
         *,
+        agents: list[AgentId] | None = None,
+        reset: bool = False,
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
     ) -> ActionsResult[list[Any]]:
-        """The actions for a batch of observations in one JSON message."""
-        self.send(self._protocol.actions_message(observations, explore, seed, return_dist_inputs))
+        """The actions for a batch of observations in one JSON message.
+
+        ``agents`` names each row's agent (a recurrent policy needs them); ``reset`` starts
+        their states afresh first.
+        """
+        message = self._protocol.actions_message(
+            observations, explore, seed, return_dist_inputs, agents=agents, reset=reset
+        )
+        self.send(message)
         result = self.receive()
         assert isinstance(result, ActionsResult)
         return result
+
+    def reset(self, agent: AgentId = None, *, everyone: bool = False) -> None:
+        """Forget an agent's state (``everyone``: every agent's), after the steps sent so far.
+
+        Feed-forward policies hold no state: the reset is answered and changes nothing.
+        """
+        self.send(self._protocol.reset_message(agent, everyone))
+        if self.receive() is not None:
+            raise PolicyError(0, "the server did not answer the reset as a reset")
 
     def compute_actions_npy(self, observations: np.ndarray) -> np.ndarray:
         """Actions for one observation or a batch as one ``.npy`` message (the fastest path).
@@ -406,6 +513,7 @@ class AsyncPolicySession:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _connection(self) -> AsyncConnection:
+        self._protocol.check_lost()
         if self._ws is None:
             self._ws = await self._open()
             for frame in self._protocol.outstanding:
@@ -415,6 +523,7 @@ class AsyncPolicySession:
     def _reconnect(self) -> None:
         self._ws = None
         self.reconnects += 1
+        self._protocol.dropped()
 
     async def send(self, frame: Frame) -> None:
         """Send one message without waiting for its answer."""
@@ -425,7 +534,7 @@ class AsyncPolicySession:
         except ConnectionClosed:
             self._reconnect()
 
-    async def receive(self) -> ActionResult | ActionsResult[Any]:
+    async def receive(self) -> ActionResult | ActionsResult[Any] | None:
         """The answer to the oldest message not answered yet (see :meth:`PolicySession.receive`)."""
         if not self._protocol.outstanding:
             raise RuntimeError("receive() without a message waiting for its answer")
@@ -449,14 +558,17 @@ class AsyncPolicySession:
         self,
         observation: Any,
         *,
+        agent: AgentId = None,
+        reset: bool = False,
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
     ) -> ActionResult:
-        """The action for one observation (deterministic unless ``explore``)."""
-        await self.send(
-            self._protocol.action_message(observation, explore, seed, return_dist_inputs)
+        """The action for one observation (see :meth:`PolicySession.compute_action`)."""
+        message = self._protocol.action_message(
+            observation, explore, seed, return_dist_inputs, agent=agent, reset=reset
         )
+        await self.send(message)
         result = await self.receive()
         assert isinstance(result, ActionResult)
         return result
@@ -465,17 +577,26 @@ class AsyncPolicySession:
         self,
         observations: Any,
         *,
+        agents: list[AgentId] | None = None,
+        reset: bool = False,
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
     ) -> ActionsResult[list[Any]]:
-        """The actions for a batch of observations in one JSON message."""
-        await self.send(
-            self._protocol.actions_message(observations, explore, seed, return_dist_inputs)
+        """The actions for a batch (see :meth:`PolicySession.compute_actions`)."""
+        message = self._protocol.actions_message(
+            observations, explore, seed, return_dist_inputs, agents=agents, reset=reset
         )
+        await self.send(message)
         result = await self.receive()
         assert isinstance(result, ActionsResult)
         return result
+
+    async def reset(self, agent: AgentId = None, *, everyone: bool = False) -> None:
+        """Forget an agent's state, or every agent's (see :meth:`PolicySession.reset`)."""
+        await self.send(self._protocol.reset_message(agent, everyone))
+        if await self.receive() is not None:
+            raise PolicyError(0, "the server did not answer the reset as a reset")
 
     async def compute_actions_npy(self, observations: np.ndarray) -> np.ndarray:
         """Actions for one observation or a batch as one ``.npy`` message."""
@@ -534,9 +655,19 @@ def play_session_episodes(
         num_episodes: Episodes to play.
         seed: Episode ``i`` resets with ``seed + i`` (reproducible) when given.
         explore: Ask for sampled instead of deterministic actions.
+
+    Each episode's first step resets the session's agent: a recurrent policy's state starts
+    afresh with every episode.
     """
+    first = True
 
     def act(obs: Any, action_seed: int | None) -> Any:
-        return session.compute_action(obs, explore=explore, seed=action_seed).action
+        nonlocal first
+        reset, first = first, False
+        return session.compute_action(obs, reset=reset, explore=explore, seed=action_seed).action
 
-    return [play_episode(env, act, None if seed is None else seed + i) for i in range(num_episodes)]
+    episodes = []
+    for i in range(num_episodes):
+        first = True
+        episodes.append(play_episode(env, act, None if seed is None else seed + i))
+    return episodes

@@ -479,6 +479,7 @@ class SessionServer:
     async def _single(
         self, runtime: PolicyRuntime, req: SessionActionMessage, agents: AgentStates
     ) -> dict[str, Any]:
+        steps = None
         if not runtime.is_recurrent:
             result = await self._one(runtime, req, None)
         else:
@@ -486,7 +487,7 @@ class SessionServer:
                 state = agents.rows(runtime, [req.agent], req.reset)
                 result = await self._one(runtime, req, state)
                 assert result.state is not None
-                agents.keep(runtime, [req.agent], result.state)
+                steps = agents.keep(runtime, [req.agent], result.state, req.reset)[0]
         answer: dict[str, Any] = {
             "id": None,
             "action": actions_to_json(runtime.action_space, result.actions)[0],
@@ -495,6 +496,8 @@ class SessionServer:
         }
         if req.return_dist_inputs:
             answer["action_dist_inputs"] = result.action_dist_inputs[0].tolist()
+        if steps is not None:
+            answer["steps"] = steps
         return answer
 
     async def _one(
@@ -522,6 +525,7 @@ class SessionServer:
             leaves = observations_to_leaves(runtime.observation_space, req.observations)
         except ObservationError as err:
             raise ApiError(422, str(err)) from None
+        steps = None
         if not runtime.is_recurrent:
             result = await self._infer(runtime, leaves, req.explore, req.seed)
         elif req.agents is None:
@@ -535,7 +539,7 @@ class SessionServer:
                 state = agents.rows(runtime, req.agents, req.reset)
                 result = await self._infer(runtime, leaves, req.explore, req.seed, state)
                 assert result.state is not None
-                agents.keep(runtime, req.agents, result.state)
+                steps = agents.keep(runtime, req.agents, result.state, req.reset)
         answer: dict[str, Any] = {
             "id": None,
             "actions": actions_to_json(runtime.action_space, result.actions),
@@ -544,6 +548,8 @@ class SessionServer:
         }
         if req.return_dist_inputs:
             answer["action_dist_inputs"] = result.action_dist_inputs.tolist()
+        if steps is not None:
+            answer["steps"] = steps
         return answer
 
     async def _reset(
@@ -583,7 +589,7 @@ class SessionServer:
                     state = agents.rows(runtime, [None], False)
                     result = await self._infer(runtime, leaves, explore, None, state)
                     assert result.state is not None
-                    agents.keep(runtime, [None], result.state)
+                    agents.keep(runtime, [None], result.state, False)
         except ApiError as err:
             self._observe(name, runtime, err.status)
             return "text", _error(None, err)

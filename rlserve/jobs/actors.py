@@ -38,13 +38,6 @@ class _Actor(Protocol):
     def close(self) -> None: ...
 
 
-class _FeedForward:
-    """An actor whose answers depend on the observation alone."""
-
-    def start_episode(self) -> None:
-        """Nothing to reset."""
-
-
 class _CheckpointActor:
     def __init__(self, source: PolicySource) -> None:
         import torch
@@ -78,29 +71,41 @@ class _CheckpointActor:
         pass
 
 
-class _ArtifactActor(_FeedForward):
+class _ArtifactActor:
     def __init__(self, source: PolicySource) -> None:
         from exporters import load_artifact
         from serving.runtime import PolicyRuntime
 
         self.runtime = PolicyRuntime(load_artifact(source.location))
         self.discrete = isinstance(self.runtime.action_space, gym.spaces.Discrete)
+        self.state: list[np.ndarray] | None = None
+        """A recurrent policy's state along the episode (``None``: the initial state)."""
+
+    def start_episode(self) -> None:
+        self.state = None
 
     def act(self, obs: Any, *, explore: bool, seed: int) -> Any:
         leaves = [np.asarray(x)[None] for x in obs_to_leaves(self.runtime.observation_space, obs)]
-        action = self.runtime.compute(leaves, explore=explore, seed=seed).actions[0]
+        batch = self.runtime.compute(leaves, explore=explore, seed=seed, state=self.state)
+        self.state = batch.state
+        action = batch.actions[0]
         return int(action) if self.discrete else action
 
     def close(self) -> None:
         pass
 
 
-class _UrlActor(_FeedForward):
+class _UrlActor:
     def __init__(self, source: PolicySource) -> None:
         from serving.client import PolicyClient
 
         self.url, self.name = source.location, str(source.policy)
         self.client = PolicyClient(source.location, token=source.token)
+        self.state: Any = None
+        """A recurrent policy's state, carried from answer to request along the episode."""
+
+    def start_episode(self) -> None:
+        self.state = None
 
     def act(self, obs: Any, *, explore: bool, seed: int) -> Any:
         import httpx
@@ -108,28 +113,40 @@ class _UrlActor(_FeedForward):
         from serving.client import PolicyError
 
         try:
-            return self.client.compute_action(self.name, obs, explore=explore, seed=seed).action
+            answer = self.client.compute_action(
+                self.name, obs, state=self.state, explore=explore, seed=seed
+            )
         except (PolicyError, httpx.HTTPError) as err:
             raise EvaluationError(f"policy service {self.url}: {err}") from None
+        self.state = answer.state
+        return answer.action
 
     def close(self) -> None:
         self.client.close()
 
 
-class _SessionActor(_FeedForward):
-    """A served policy over one WebSocket session (``rlserve evaluate URL --session``)."""
+class _SessionActor:
+    """A served policy over one WebSocket session (``rlserve evaluate URL --session``).
+
+    A recurrent policy's state stays on the server; each episode's first step resets it.
+    """
 
     def __init__(self, source: PolicySource) -> None:
         from serving.session_client import PolicySession
 
         self.url = source.location
         self.session = PolicySession(source.location, str(source.policy), token=source.token)
+        self.first = True
+
+    def start_episode(self) -> None:
+        self.first = True
 
     def act(self, obs: Any, *, explore: bool, seed: int) -> Any:
         from serving.answers import PolicyError
 
+        reset, self.first = self.first, False
         try:
-            return self.session.compute_action(obs, explore=explore, seed=seed).action
+            return self.session.compute_action(obs, reset=reset, explore=explore, seed=seed).action
         except PolicyError as err:
             raise EvaluationError(f"policy service {self.url} (session): {err}") from None
 

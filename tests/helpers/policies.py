@@ -10,6 +10,8 @@ One policy per kind of space the exporters and the server must handle:
 * ``dqn``: DQN on CartPole (Q-values).
 * ``impala`` / ``impala_pendulum``: IMPALA on CartPole, and on Pendulum with a
   ``MeanStdFilter`` (its actor-critic is PPO's; the artifacts must be alike).
+* ``lstm``: PPO with an LSTM (8 cells) on ``StatelessCartPole``, whose answers depend on its
+  state. Not in :data:`POLICY_NAMES` (the feed-forward policies every route is tried with).
 
 Each trains :data:`ITERATIONS` iterations once and keeps a checkpoint after every iteration (two
 versions of one policy, for hot reload); artifacts are exported once per set of formats.
@@ -105,6 +107,22 @@ def _impala(env: str, observation_filter: str) -> Callable[[], Any]:
     return make
 
 
+def _lstm() -> Any:
+    from training import PPOConfig
+
+    return (
+        PPOConfig()
+        .environment("training.example_envs:StatelessCartPole")
+        .env_runners(num_envs_per_env_runner=2, rollout_fragment_length=32)
+        .training(
+            model={"use_lstm": True, "lstm_cell_size": 8, "max_seq_len": 8, "fcnet_hiddens": [16]},
+            train_batch_size=64,
+            minibatch_size=32,
+            num_epochs=1,
+        )
+    )
+
+
 _CONFIGS: dict[str, Callable[[], Any]] = {
     "cartpole": _cartpole,
     "dqn": _dqn,
@@ -112,6 +130,7 @@ _CONFIGS: dict[str, Callable[[], Any]] = {
     "structured": _filtered_ppo("tests.helpers.envs:StructuredEnv"),
     "impala": _impala("CartPole-v1", "NoFilter"),
     "impala_pendulum": _impala("Pendulum-v1", "MeanStdFilter"),
+    "lstm": _lstm,
 }
 
 

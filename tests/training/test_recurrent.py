@@ -250,7 +250,7 @@ def test_impala_runs_its_lstm_along_each_fragment_from_the_recorded_state() -> N
 
 def _exported_graphs_carry_the_state(checkpoint: str, out: Path) -> None:
     """Every format takes and returns the state by name; onnxruntime, fed back its own state
-    outputs for 200 steps, answers as compute_single_action does; serving refuses it (yet)."""
+    outputs for 200 steps, answers as compute_single_action does."""
     import onnxruntime as ort
 
     from training.example_envs import StatelessCartPole
