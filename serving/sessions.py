@@ -50,23 +50,20 @@ import io
 import json
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.types import Message
 from starlette.websockets import WebSocket
 
 from formats.leaves import flatten_leaves
 from serving import wire
 from serving.batching import Coalescer, Infer
-from serving.decoding import DecodeError, count_boolean_tokens, decode_json, decode_npy
+from serving.decoding import DecodeError, decode_json, decode_npy
 from serving.http_edge import (
     ApiError,
-    ObservationRequest,
-    ObservationsRequest,
     authorize,
     deadline,
     error_response,
@@ -78,17 +75,22 @@ from serving.observations import (
     array_to_leaves,
     observations_to_leaves,
 )
-from serving.recurrent import AgentId, AgentStates
+from serving.recurrent import AgentStates
 from serving.runtime import ActionBatch, PolicyRuntime, State
+from serving.session_messages import (
+    Scalar,
+    SessionActionMessage,
+    SessionActionsMessage,
+    SessionResetMessage,
+    check_agents,
+    plain_action,
+)
 
 if TYPE_CHECKING:  # serving.http_app builds the SessionServer: no import at run time
     from serving.http_app import PolicyApi
 
 __all__ = [
     "PROTOCOL_DESCRIPTION",
-    "SessionActionMessage",
-    "SessionActionsMessage",
-    "SessionResetMessage",
     "SessionServer",
     "SessionSettings",
 ]
@@ -122,7 +124,6 @@ sessions.
 """
 """The protocol's summary in the OpenAPI document's description."""
 
-Scalar = str | int | float | bool | None
 Job = asyncio.Future[tuple[str, Any]]
 """A message's answer being computed: ``("text", str)`` or ``("bytes", bytes)``."""
 Pending = asyncio.Queue[Job | None]
@@ -156,87 +157,6 @@ class SessionSettings:
     message_timeout_s: float | None = None
     retry_after_s: float = 1.0
     max_agents: int = 1024
-
-
-_MAX_SEED = 2**63 - 1
-_MAX_AGENT_CHARS = 256
-Agent = (
-    Annotated[str, StringConstraints(max_length=_MAX_AGENT_CHARS)]
-    | Annotated[int, Field(ge=-_MAX_SEED - 1, le=_MAX_SEED)]
-)
-"""An agent id: a string of up to 256 characters or a 64-bit integer (booleans are not ids)."""
-_AGENT = "The agent whose observation this is (recurrent policies keep a state per agent)."
-
-
-class SessionActionMessage(ObservationRequest):
-    """A text message asking for one observation's action."""
-
-    id: Scalar = Field(default=None, description="Echoed in the answer.")
-    agent: Agent | None = Field(default=None, description=_AGENT)
-    reset: bool = Field(default=False, description="Start the agent's state afresh first.")
-
-
-class SessionActionsMessage(ObservationsRequest):
-    """A text message asking for a batch's actions."""
-
-    id: Scalar = Field(default=None, description="Echoed in the answer.")
-    agents: list[Agent] | None = Field(
-        default=None, description="Each row's agent (needed by recurrent policies)."
-    )
-    reset: bool = Field(default=False, description="Start these agents' states afresh first.")
-
-
-class SessionResetMessage(BaseModel):
-    """A text message forgetting every agent's state, or one agent's."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    id: Scalar = Field(default=None, description="Echoed in the answer.")
-    reset: Literal[True]
-    agent: Agent | None = Field(default=None, description="Only this agent (absent: every one).")
-
-
-_ACTION_FIELDS = frozenset(SessionActionMessage.model_fields)
-
-
-def _plain_action(data: dict[str, Any], text: str) -> SessionActionMessage | None:
-    """The message as a model without pydantic's pass, when it is plainly valid; else None.
-
-    The usual tick message (an observation, perhaps ``id``, ``explore``, ``seed``) is checked
-    here in a few attribute tests instead of a validation pass (a tenth of a message's cost in
-    the replica). Anything else, valid or not, goes through
-    :func:`~serving.http_edge.validate_request`, which words the errors.
-    """
-    if "observation" not in data or not _ACTION_FIELDS.issuperset(data):
-        return None
-    flags = 0
-    for key in ("explore", "return_dist_inputs"):
-        if key in data:
-            if not isinstance(data[key], bool):
-                return None
-            flags += 1
-    seed = data.get("seed")
-    if seed is not None and (type(seed) is not int or not 0 <= seed <= _MAX_SEED):
-        return None
-    if not _plain_agent(data):
-        return None
-    flags += "reset" in data
-    flags += isinstance(data.get("id"), bool)
-    if count_boolean_tokens(text) > flags:  # perhaps a boolean in the observation: check it
-        return None
-    return SessionActionMessage.model_construct(**data)
-
-
-def _plain_agent(data: dict[str, Any]) -> bool:
-    """Whether ``agent`` and ``reset`` are absent or plainly valid."""
-    if "reset" in data and not isinstance(data["reset"], bool):
-        return False
-    agent = data.get("agent")
-    return (
-        agent is None
-        or (type(agent) is str and len(agent) <= _MAX_AGENT_CHARS)
-        or (type(agent) is int and -_MAX_SEED - 1 <= agent <= _MAX_SEED)
-    )
 
 
 def _dumps(answer: dict[str, Any]) -> str:
@@ -464,9 +384,7 @@ class SessionServer:
                 runtime = self.api.runtime(name)
                 answer = await self._reset(runtime, reset, agents)
             else:
-                one = _plain_action(data, text) or validate_request(
-                    SessionActionMessage, data, text
-                )
+                one = plain_action(data, text) or validate_request(SessionActionMessage, data, text)
                 runtime = self.api.runtime(name)
                 answer = await self._single(runtime, one, agents)
             answer["id"] = ident
@@ -520,7 +438,7 @@ class SessionServer:
         if len(req.observations) > max_rows:
             raise ApiError(413, f"{len(req.observations)} observations exceed max_rows={max_rows}")
         if req.agents is not None:
-            _check_agents(req.agents, len(req.observations))
+            check_agents(req.agents, len(req.observations))
         try:
             leaves = observations_to_leaves(runtime.observation_space, req.observations)
         except ObservationError as err:
@@ -619,20 +537,6 @@ class SessionServer:
             return array_to_leaves(runtime.observation_space, array), single
         except ObservationError as err:
             raise ApiError(422, str(err)) from None
-
-
-def _check_agents(agents: Sequence[AgentId], rows: int) -> None:
-    """A batch's agents: one per observation, each once (422 otherwise)."""
-    if len(agents) != rows:
-        raise ApiError(
-            422, f"agents: expected {rows} agent ids, one per observation; got {len(agents)}"
-        )
-    if len(set(agents)) != len(agents):
-        seen: set[AgentId] = set()
-        for index, agent in enumerate(agents):
-            if agent in seen:
-                raise ApiError(422, f"agents[{index}]: agent {agent!r} appears twice in one batch")
-            seen.add(agent)
 
 
 class _IdleWatch:
