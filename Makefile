@@ -90,6 +90,7 @@ bench: $(VENV)/.installed-dev $(BENCH_VENV)/.installed
 	$(BIN)/python bench/slow_env.py
 	$(BIN)/python bench/serve_load.py
 	$(BIN)/python bench/session_load.py
+	$(BIN)/python bench/serve_lstm.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -23,8 +23,7 @@ other, so a game server that sends 100 NPCs' observations at once gets one batch
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -117,85 +116,68 @@ class AgentStates:
     def __len__(self) -> int:
         return len(self._states)
 
-    @asynccontextmanager
-    async def turn(self, agents: Sequence[AgentId] | None) -> AsyncIterator[None]:
-        """Wait for the earlier steps of ``agents`` (``None``: of every agent), then go.
+    def turn(self, agents: Sequence[AgentId] | None) -> _Turn:
+        """``async with``: wait for the earlier steps of ``agents`` (``None``: every agent's).
 
-        The place in line is taken when this is entered, before any wait: enter it in the
-        order the messages arrived, with nothing awaited between reading a message and here.
+        The place in line is taken by this call, before any wait: call it in the order the
+        messages arrived, with nothing awaited between reading a message and here.
         """
-        loop = asyncio.get_running_loop()
-        mine: asyncio.Future[None] = loop.create_future()
-        if agents is None:
-            earlier = [*self._last.values(), *([self._everyone] if self._everyone else [])]
-            self._last.clear()
-            self._everyone = mine
-        else:
-            earlier = []
-            for agent in dict.fromkeys(agents):
-                before = self._last.get(agent, self._everyone)
-                if before is not None:
-                    earlier.append(before)
-                self._last[agent] = mine
-        try:
-            pending = [future for future in earlier if not future.done()]
-            if pending:
-                # asyncio.wait, not await: a cancelled waiter must not cancel the steps before it.
-                await asyncio.wait(pending)
-            yield
-        finally:
-            mine.set_result(None)
-            if agents is None:
-                if self._everyone is mine:
-                    self._everyone = None
-            else:
-                for agent in agents:
-                    if self._last.get(agent) is mine:
-                        del self._last[agent]
+        return _Turn(self, agents)
 
-    def rows(self, runtime: PolicyRuntime, agents: Sequence[AgentId], reset: bool) -> State:
-        """The state rows of ``agents`` in order (initial for new agents, or all on ``reset``).
+    def rows(self, runtime: PolicyRuntime, agents: Sequence[AgentId], reset: bool) -> State | None:
+        """The state rows of ``agents`` in order (``None``: all initial).
 
-        An agent whose state was kept under another version of the policy starts afresh.
+        New agents, agents on ``reset`` and agents whose state was kept under another version
+        of the policy start from the initial state.
 
         Raises:
             ApiError: 413 when the new agents would pass ``max_agents``.
         """
-        new = {agent for agent in agents if agent not in self._states}
-        if len(self._states) + len(new) > self.max_agents:
+        states = self._states
+        new = sum(agent not in states for agent in agents)
+        if new and len(states) + new > self.max_agents:
             raise ApiError(
                 413,
-                f"agent: this session holds the state of {len(self._states)} agents, at most "
+                f"agent: this session holds the state of {len(states)} agents, at most "
                 f"{self.max_agents}; reset agents that are done ({{'reset': true, 'agent': id}}) "
                 "or open another session",
             )
+        if reset:
+            return None
+        if len(agents) == 1:  # a tick: the kept rows as they are
+            kept = states.get(agents[0])
+            return kept[1] if kept is not None and kept[0] == runtime.version else None
+        rows = [self._kept(runtime, agent) for agent in agents]
+        if all(row is None for row in rows):
+            return None
         initial = runtime.initial_state(1)
-        parts: list[list[np.ndarray]] = [[] for _ in initial]
-        for agent in agents:
-            state = initial if reset else self._kept(runtime, agent)[0]
-            for column, part in zip(parts, state, strict=True):
-                column.append(part)
-        return [np.concatenate(column) for column in parts]
+        return [
+            np.concatenate([initial[k] if row is None else row[k] for row in rows])
+            for k in range(len(initial))
+        ]
 
-    def _kept(self, runtime: PolicyRuntime, agent: AgentId) -> tuple[State, int]:
+    def _kept(self, runtime: PolicyRuntime, agent: AgentId) -> State | None:
         kept = self._states.get(agent)
-        if kept is None or kept[0] != runtime.version:
-            return runtime.initial_state(1), 0
-        return kept[1], kept[2]
+        return kept[1] if kept is not None and kept[0] == runtime.version else None
 
     def keep(
         self, runtime: PolicyRuntime, agents: Sequence[AgentId], state: State, reset: bool
     ) -> list[int]:
         """Hold each agent's row of ``state`` (where its next step starts).
 
+        The rows are copied: a view would keep the whole batch's output alive for as long as
+        the agent waits.
+
         Returns:
             Each agent's steps since its episode began, this one included (1 after a reset):
             answered as ``steps``, so a client can see its agents' memory is continuous.
         """
         steps = []
+        version = runtime.version
         for row, agent in enumerate(agents):
-            taken = 1 if reset else self._kept(runtime, agent)[1] + 1
-            self._states[agent] = (runtime.version, [part[row : row + 1] for part in state], taken)
+            kept = None if reset else self._states.get(agent)
+            taken = kept[2] + 1 if kept is not None and kept[0] == version else 1
+            self._states[agent] = (version, [part[row : row + 1].copy() for part in state], taken)
             steps.append(taken)
         return steps
 
@@ -205,3 +187,51 @@ class AgentStates:
             self._states.clear()
         else:
             self._states.pop(agent, None)
+
+
+class _Turn:
+    """One message's place in its agents' lines (see :meth:`AgentStates.turn`)."""
+
+    __slots__ = ("agents", "earlier", "mine", "owner")
+
+    def __init__(self, owner: AgentStates, agents: Sequence[AgentId] | None) -> None:
+        self.owner, self.agents = owner, agents
+        self.mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if agents is None:
+            everyone = owner._everyone
+            self.earlier = [*owner._last.values(), *([everyone] if everyone else [])]
+            owner._last.clear()
+            owner._everyone = self.mine
+        else:
+            self.earlier = []
+            for agent in agents:
+                before = owner._last.get(agent, owner._everyone)
+                if before is not None and before is not self.mine:
+                    self.earlier.append(before)
+                owner._last[agent] = self.mine
+
+    async def __aenter__(self) -> None:
+        pending = [future for future in self.earlier if not future.done()]
+        if not pending:
+            return
+        try:
+            # asyncio.wait, not await: a cancelled waiter must not cancel the steps before it.
+            await asyncio.wait(pending)
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._leave()
+
+    def _leave(self) -> None:
+        if not self.mine.done():
+            self.mine.set_result(None)
+        owner = self.owner
+        if self.agents is None:
+            if owner._everyone is self.mine:
+                owner._everyone = None
+            return
+        for agent in self.agents:
+            if owner._last.get(agent) is self.mine:
+                del owner._last[agent]

@@ -82,6 +82,7 @@ from serving.session_messages import (
     SessionActionMessage,
     SessionActionsMessage,
     SessionResetMessage,
+    Tick,
     check_agents,
     plain_action,
 )
@@ -395,7 +396,7 @@ class SessionServer:
         return "text", _dumps(answer)
 
     async def _single(
-        self, runtime: PolicyRuntime, req: SessionActionMessage, agents: AgentStates
+        self, runtime: PolicyRuntime, req: SessionActionMessage | Tick, agents: AgentStates
     ) -> dict[str, Any]:
         steps = None
         if not runtime.is_recurrent:
@@ -419,7 +420,7 @@ class SessionServer:
         return answer
 
     async def _one(
-        self, runtime: PolicyRuntime, req: SessionActionMessage, state: State | None
+        self, runtime: PolicyRuntime, req: SessionActionMessage | Tick, state: State | None
     ) -> ActionBatch:
         if isinstance(self.run, Coalescer):  # validated with the other messages of its pass
             return await self._timed(
