@@ -373,18 +373,28 @@ class Algorithm(Trainable, abc.ABC):
         self.sync_weights()
 
     def compute_single_action(
-        self, observation: Any, state: list[Any] | None = None, explore: bool | None = None
+        self,
+        observation: Any,
+        state: list[Any] | None = None,
+        prev_action: Any = None,
+        prev_reward: float | None = None,
+        explore: bool | None = None,
     ) -> Any:
         """Action for one observation, with the training-time preprocessing and filter.
 
-        A recurrent policy takes and returns its state: ``(action, state_out, {})``.
+        A recurrent policy takes and returns its state: ``(action, state_out, {})``; an LSTM
+        that reads the previous action and reward takes them too.
         """
-        return self.get_policy().compute_single_action(observation, state=state, explore=explore)
+        return self.get_policy().compute_single_action(
+            observation, state, prev_action, prev_reward, explore=explore
+        )
 
     def compute_actions(
         self,
         observations: Any,
         state_batches: list[Any] | None = None,
+        prev_action_batch: Any = None,
+        prev_reward_batch: Any = None,
         explore: bool | None = None,
     ) -> Any:
         """Actions for a batch of observations (a list, or a batched array/dict).
@@ -392,7 +402,7 @@ class Algorithm(Trainable, abc.ABC):
         A recurrent policy takes and returns its states: ``(actions, state_outs, {})``.
         """
         return self.get_policy().compute_actions(
-            observations, state_batches=state_batches, explore=explore
+            observations, state_batches, prev_action_batch, prev_reward_batch, explore=explore
         )
 
     # ----------------------------------------------------------------- checkpoints

@@ -14,6 +14,8 @@ __all__ = [
     "EPISODE_LENGTH",
     "EPISODE_RETURN",
     "OBS",
+    "PREV_ACTIONS",
+    "PREV_REWARDS",
     "Q_VALUES",
     "REWARDS",
     "STATE_IN_C",
@@ -38,6 +40,12 @@ STATE_IN_H = "state_in_h"
 STATE_IN_C = "state_in_c"
 STATE_OUT_H = "state_out_h"
 STATE_OUT_C = "state_out_c"
+
+# What a recurrent module may also read at each step (``lstm_use_prev_action`` /
+# ``lstm_use_prev_reward``): the action taken and the reward received at the step before, zeros
+# at an episode's first step.
+PREV_ACTIONS = "prev_actions"
+PREV_REWARDS = "prev_rewards"
 
 # Episode columns (trace JSON keys).
 OBS = "obs"

@@ -325,6 +325,12 @@ class AlgorithmConfig(_Config):
 
     def _validate_recurrence(self) -> None:
         if not self.model.use_lstm:
+            for key in ("lstm_use_prev_action", "lstm_use_prev_reward"):
+                if getattr(self.model, key):
+                    raise ConfigError(
+                        f"training(model={{'{key}': True}}): the previous action and reward "
+                        "are inputs of the LSTM; set use_lstm=True too"
+                    )
             return
         if not self.algo_class.supports_lstm:
             raise ConfigError(

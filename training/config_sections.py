@@ -49,8 +49,9 @@ class ModelConfig(Section):
         lstm_cell_size: The LSTM's hidden and cell size.
         max_seq_len: Steps per training sequence: fragments are cut into sequences of this
             length, each starting from the state the runner had there.
-        lstm_use_prev_action: Feed the previous action to the LSTM (not supported yet).
-        lstm_use_prev_reward: Feed the previous reward to the LSTM (not supported yet).
+        lstm_use_prev_action: Also feed the LSTM the action taken at the step before (one-hot
+            for Discrete actions; zeros at an episode's first step).
+        lstm_use_prev_reward: Also feed the LSTM the reward received at the step before.
     """
 
     fcnet_hiddens: list[int] = Field(default_factory=lambda: [64, 64], min_length=1)
@@ -61,8 +62,8 @@ class ModelConfig(Section):
     use_lstm: bool = False
     lstm_cell_size: int = Field(default=256, ge=1, le=65536)
     max_seq_len: int = Field(default=20, ge=1, le=100_000)
-    lstm_use_prev_action: Literal[False] = False
-    lstm_use_prev_reward: Literal[False] = False
+    lstm_use_prev_action: bool = False
+    lstm_use_prev_reward: bool = False
 
     @field_validator("fcnet_hiddens")
     @classmethod

@@ -147,6 +147,11 @@ class EnvRunner:
             key: value.cpu().numpy()
             for key, value in self.module.initial_state(self.num_envs).items()
         }
+        # The previous action and reward the LSTM reads (lstm_use_prev_*): zeros at the start.
+        self._previous = {
+            key: value.cpu().numpy()
+            for key, value in self.module.initial_previous(self.num_envs).items()
+        }
         self._ep_return = np.zeros(self.num_envs, dtype=np.float64)
         self._ep_len = np.zeros(self.num_envs, dtype=np.int64)
         if self._traces is not None:
@@ -295,10 +300,11 @@ class EnvRunner:
         for t in range(steps):
             leaves = self._leaves(self._obs)
             state_in = self._state if recurrent else None
-            out = self.forward(leaves, explore, ~self._autoreset, state_in)
-            if state_in is not None:  # the state each row was sampled from, for training
-                extras.setdefault(cols.STATE_IN_H, []).append(state_in[cols.STATE_IN_H])
-                extras.setdefault(cols.STATE_IN_C, []).append(state_in[cols.STATE_IN_C])
+            fed = {**state_in, **self._previous} if state_in is not None else None
+            out = self.forward(leaves, explore, ~self._autoreset, fed)
+            if fed is not None:  # the state (and previous inputs) of each row, for training
+                for key, value in fed.items():
+                    extras.setdefault(key, []).append(value)
                 new_h, new_c = out.pop(cols.STATE_OUT_H), out.pop(cols.STATE_OUT_C)
             action = out[cols.ACTIONS]
             next_obs, reward, term, trunc = self._step(action, t, terminated, truncated, valid)
@@ -323,6 +329,8 @@ class EnvRunner:
                 # state (the learner's sequences reset at the same rows).
                 new_h[~is_valid], new_c[~is_valid] = 0.0, 0.0
                 self._state = {cols.STATE_IN_H: new_h, cols.STATE_IN_C: new_c}
+                if self._previous:
+                    self._previous = self.module.next_previous(action, reward, is_valid)
             self._autoreset = term | trunc
             self._obs = next_obs
             self._timestep += int(is_valid.sum())

@@ -88,36 +88,54 @@ class Policy:
         self,
         observations: Any,
         state_batches: list[Any] | None = None,
+        prev_action_batch: Any = None,
+        prev_reward_batch: Any = None,
         explore: bool | None = None,
     ) -> Any:
         """Actions for a batch (a list of observations or batched arrays / dicts of arrays).
 
         A recurrent policy takes ``state_batches`` (``[hidden (B, cell), cell (B, cell)]``;
         ``None``: every row at its initial state) and returns ``(actions, state_outs, {})``;
-        a feed-forward one returns the actions alone.
+        a feed-forward one returns the actions alone. One whose LSTM reads the previous action
+        and reward (``lstm_use_prev_*``) takes them per row (``None``: zeros, an episode's
+        first step); other policies ignore them, as RLlib's did.
         """
         leaves = self._leaves(observations, batched=True)
         explore = self.explore_default if explore is None else explore
         if not self.is_recurrent:
             return self._actions(leaves, explore)[0]
-        state = self._state(state_batches, int(leaves[0].shape[0]))
+        rows = int(leaves[0].shape[0])
+        state = self._state(state_batches, rows)
+        state.update(self._previous(prev_action_batch, prev_reward_batch, rows))
         actions, state_out = self._actions(leaves, explore, state)
         return actions, state_out, {}
 
     def compute_single_action(
-        self, observation: Any, state: list[Any] | None = None, explore: bool | None = None
+        self,
+        observation: Any,
+        state: list[Any] | None = None,
+        prev_action: Any = None,
+        prev_reward: float | None = None,
+        explore: bool | None = None,
     ) -> Any:
         """Action for one observation (a Python int for Discrete, an array for Box).
 
         A recurrent policy takes ``state`` (``[hidden, cell]``; ``None``: the initial state)
         and returns ``(action, state_out, {})``, as RLlib's old stack did; a feed-forward one
-        returns the action alone.
+        returns the action alone. ``prev_action`` / ``prev_reward``: the action taken and the
+        reward received at the step before, for an LSTM that reads them (``None``: zeros).
         """
         with torch.no_grad():
             leaves = self._leaves(observation, batched=False)
             explore = self.explore_default if explore is None else explore
             batched = None if state is None else [np.asarray(s)[None] for s in state]
             recurrent = self._state(batched, 1) if self.is_recurrent else None
+            if recurrent is not None:
+                one = (
+                    None if prev_action is None else np.asarray(prev_action)[None],
+                    None if prev_reward is None else np.asarray([prev_reward]),
+                )
+                recurrent.update(self._previous(*one, 1))
             actions, state_out = self._actions(leaves, explore, recurrent)
         action: Any = actions[0]
         if isinstance(self.action_space, gym.spaces.Discrete):
@@ -143,6 +161,19 @@ class Policy:
                 )
             state[key] = torch.as_tensor(array, device=self.device)
         return state
+
+    def _previous(self, actions: Any, rewards: Any, rows: int) -> dict[str, Tensor]:
+        """The previous actions and rewards the LSTM reads, as tensors (zeros where ``None``)."""
+        previous = self.model.initial_previous(rows)
+        given = {cols.PREV_ACTIONS: actions, cols.PREV_REWARDS: rewards}
+        for key, zeros in previous.items():
+            if given[key] is None:
+                continue
+            array = np.asarray(given[key]).astype(zeros.cpu().numpy().dtype)
+            if array.shape != tuple(zeros.shape):
+                raise ValueError(f"{key}: expected shape {tuple(zeros.shape)}, got {array.shape}")
+            previous[key] = torch.as_tensor(array, device=self.device)
+        return previous
 
     def _actions(
         self, leaves: list[Tensor], explore: bool, state: dict[str, Tensor] | None = None

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from training import columns as cols
 from training.config_sections import ModelConfig
 from training.distributions import ActionDistribution
 from training.preprocessing import ObservationFilter, ObservationPreprocessor, PreprocessedObs
@@ -134,6 +135,52 @@ class RLModule(nn.Module, abc.ABC):
     def initial_state(self, batch: int) -> dict[str, Tensor]:
         """The state of ``batch`` episodes at their start (empty for a feed-forward module)."""
         return {}
+
+    def initial_previous(self, batch: int) -> dict[str, Tensor]:
+        """The previous action and reward a module reads, at ``batch`` episodes' first step.
+
+        Zeros under :data:`~training.columns.PREV_ACTIONS` (an action per row: ``int64`` for
+        Discrete, the Box's shape in float32) and :data:`~training.columns.PREV_REWARDS`
+        (float32), each only when ``lstm_use_prev_action`` / ``lstm_use_prev_reward`` is on;
+        fed with the state (in the same dict) to every step.
+        """
+        device = next(self.parameters()).device
+        previous: dict[str, Tensor] = {}
+        if self.model_config.lstm_use_prev_action:
+            if isinstance(self.action_space, gym.spaces.Discrete):
+                previous[cols.PREV_ACTIONS] = torch.zeros(batch, dtype=torch.int64, device=device)
+            else:
+                shape = (batch, *(self.action_space.shape or ()))
+                previous[cols.PREV_ACTIONS] = torch.zeros(shape, device=device)
+        if self.model_config.lstm_use_prev_reward:
+            previous[cols.PREV_REWARDS] = torch.zeros(batch, device=device)
+        return previous
+
+    def next_previous(
+        self, actions: np.ndarray, rewards: np.ndarray, valid: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """What the next step reads as its previous action and reward (:meth:`initial_previous`).
+
+        Args:
+            actions: The actions just taken, one per row (Box actions are clipped into the
+                space, as the env and the served policy take them).
+            rewards: The rewards they brought.
+            valid: Rows that were steps of an episode; the others were reset rows, after which
+                an episode starts (zeros).
+        """
+        previous: dict[str, np.ndarray] = {}
+        if self.model_config.lstm_use_prev_action:
+            if self.is_box_action:
+                low = self.action_low.cpu().numpy().reshape(self.action_space.shape or ())
+                high = self.action_high.cpu().numpy().reshape(self.action_space.shape or ())
+                taken = np.clip(actions, low, high).astype(np.float32)
+            else:
+                taken = np.array(actions, dtype=np.int64)
+            taken[~valid] = 0
+            previous[cols.PREV_ACTIONS] = taken
+        if self.model_config.lstm_use_prev_reward:
+            previous[cols.PREV_REWARDS] = np.where(valid, rewards, 0.0).astype(np.float32)
+        return previous
 
     def encode_inputs(self, leaves: list[Tensor]) -> PreprocessedObs:
         """Preprocess and filter raw observation leaves."""

@@ -64,10 +64,13 @@ def test_a_reset_inside_a_sequence_is_marked() -> None:
 
 
 # ----------------------------------------------------------------- the module and the runner
-def test_training_along_sequences_replays_what_sampling_computed() -> None:
-    """The runner's recorded states and resets, cut into sequences, give the learner exactly
-    the log-probabilities the runner sampled with (ratio 1 before the first update)."""
-    config = tiny_lstm_ppo()
+@pytest.mark.parametrize("previous", [False, True])
+def test_training_along_sequences_replays_what_sampling_computed(previous: bool) -> None:
+    """The runner's recorded states and resets (and previous actions and rewards), cut into
+    sequences, give the learner exactly the log-probabilities the runner sampled with (ratio 1
+    before the first update)."""
+    model = {**LSTM, "lstm_use_prev_action": previous, "lstm_use_prev_reward": previous}
+    config = tiny_lstm_ppo().training(model=model)
     runner = EnvRunner(config, 0)
     module = runner.module
     assert isinstance(module, PPOModule)
@@ -77,6 +80,13 @@ def test_training_along_sequences_replays_what_sampling_computed() -> None:
     assert h.shape == (40, 3, 8) and c.shape == (40, 3, 8)
     starts = episode_starts(fragment.valid)
     assert not h[starts].any() and not c[starts].any()  # new episodes start from zeros
+    if previous:
+        actions, rewards = fragment.extras[cols.PREV_ACTIONS], fragment.extras[cols.PREV_REWARDS]
+        assert actions.dtype == np.int64 and rewards.dtype == np.float32
+        assert not actions[starts].any() and not rewards[starts].any()
+        inside = fragment.valid[:-1] & fragment.valid[1:]  # step t + 1 of the same episode
+        np.testing.assert_array_equal(actions[1:][inside], fragment.actions[:-1][inside])
+        np.testing.assert_array_equal(rewards[1:][inside], fragment.rewards[:-1][inside])
     with torch.no_grad():
         from training.algorithms.ppo.learner import PPOLearner
 
@@ -86,6 +96,7 @@ def test_training_along_sequences_replays_what_sampling_computed() -> None:
             [leaf.transpose(0, 1) for leaf in batch.obs],
             batch.state,
             batch.starts.transpose(0, 1),
+            {key: value.transpose(0, 1) for key, value in batch.previous.items()},
         )
         inputs = out[cols.ACTION_DIST_INPUTS].transpose(0, 1)
         dist = ActionDistribution(module.action_space, inputs.reshape(-1, inputs.shape[-1]))
@@ -224,19 +235,23 @@ def test_what_recurrence_cannot_do_yet_is_refused_at_build(config: Any, message:
         config().validate()
 
 
-def test_previous_actions_and_rewards_are_not_inputs_yet() -> None:
-    with pytest.raises(ConfigError, match="lstm_use_prev_action"):
-        PPOConfig().training(model={"use_lstm": True, "lstm_use_prev_action": True})
+def test_previous_actions_and_rewards_need_the_lstm() -> None:
+    with pytest.raises(ConfigError, match="lstm_use_prev_reward.*set use_lstm=True"):
+        PPOConfig().environment("CartPole-v1").training(
+            model={"lstm_use_prev_reward": True}
+        ).validate()
 
 
 def test_impala_runs_its_lstm_along_each_fragment_from_the_recorded_state() -> None:
     """Trained in turn (no lag), V-trace's importance ratios are exactly 1: the learner
-    recomputes the runner's log-probabilities only if it replays the runner's states."""
+    recomputes the runner's log-probabilities only if it replays the runner's states (and its
+    previous actions and rewards)."""
+    model = {**LSTM, "lstm_use_prev_action": True, "lstm_use_prev_reward": True}
     config = (
         IMPALAConfig()
         .environment(STATELESS)
         .env_runners(num_envs_per_env_runner=3, rollout_fragment_length=16)
-        .training(model=LSTM, train_batch_size=48, min_sample_timesteps_per_iteration=96)
+        .training(model=model, train_batch_size=48, min_sample_timesteps_per_iteration=96)
         .debugging(seed=0)
     )
     with config.build() as algo:

@@ -42,6 +42,8 @@ class IMPALABatch(NamedTuple):
         weights_versions: ``(N,)`` the weights version that sampled each column.
         state: A recurrent module's state at each column's first row, ``(N, cell)`` each, as
             the runner recorded it (empty for a feed-forward module).
+        previous: The previous action and reward of every row and of the observation after,
+            ``(T + 1, N, ...)``, when the LSTM reads them (else empty).
     """
 
     obs: list[Tensor]
@@ -53,6 +55,7 @@ class IMPALABatch(NamedTuple):
     valid: Tensor
     weights_versions: np.ndarray
     state: dict[str, Tensor]
+    previous: dict[str, Tensor]
 
 
 class IMPALALearner:
@@ -126,6 +129,10 @@ class IMPALALearner:
                 for key in (cols.STATE_IN_H, cols.STATE_IN_C)
                 if self.module.is_recurrent
             },
+            previous={
+                key: side_by_side([_with_after(self.module, f, key) for f in fragments])
+                for key in self.module.initial_previous(1)
+            },
         )
 
     def update(self, fragments: list[Fragment]) -> dict[str, float]:
@@ -142,7 +149,9 @@ class IMPALALearner:
             valid = torch.cat([batch.valid, ended])
             starts = torch.zeros_like(valid)
             starts[1:] = ~valid[:-1]
-            out = self.module.forward_train_sequences(batch.obs, batch.state, starts)
+            out = self.module.forward_train_sequences(
+                batch.obs, batch.state, starts, batch.previous
+            )
             out = {
                 key: value.reshape(steps * envs + envs, *value.shape[2:])
                 for key, value in out.items()
@@ -230,3 +239,9 @@ class IMPALALearner:
             "num_env_steps_trained": total_rows,
             "lr": cfg.lr,
         }
+
+
+def _with_after(module: PPOModule, frag: Fragment, key: str) -> np.ndarray:
+    """A fragment's previous-input column ``key`` with the row after it, ``(T + 1, N, ...)``."""
+    after = module.next_previous(frag.actions[-1], frag.rewards[-1], frag.valid[-1])[key]
+    return np.concatenate([frag.extras[key], after[None]])

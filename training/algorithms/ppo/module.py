@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -22,7 +24,10 @@ class PPOModule(RLModule):
     With ``model.use_lstm`` an LSTM cell sits between the (policy) encoder and both heads:
     the policy and the value then read the LSTM's output, and every forward pass takes and
     returns the state (:data:`~training.columns.STATE_IN_H` ... ``STATE_OUT_C``). A state
-    is reset to the initial one where ``starts`` marks the first step of an episode.
+    is reset to the initial one where ``starts`` marks the first step of an episode. With
+    ``lstm_use_prev_action`` / ``lstm_use_prev_reward`` the LSTM also reads the previous action
+    (one-hot for Discrete) and reward, fed in the same dict as the state
+    (:data:`~training.columns.PREV_ACTIONS`, ``PREV_REWARDS``; absent: zeros).
 
     Args:
         observation_space: The env's observation space.
@@ -49,7 +54,10 @@ class PPOModule(RLModule):
         shared = model.vf_share_layers or model.use_lstm
         self.vf_encoder = None if shared else Encoder(flat_dim, images, model)
         out = self.pi_encoder.out_dim
-        self.lstm = nn.LSTMCell(out, model.lstm_cell_size) if model.use_lstm else None
+        self.previous_size = _previous_size(action_space, model)
+        """Inputs the LSTM reads besides the encoder's: the previous action and reward."""
+        lstm_in = out + self.previous_size
+        self.lstm = nn.LSTMCell(lstm_in, model.lstm_cell_size) if model.use_lstm else None
         if self.lstm is not None:
             out = model.lstm_cell_size
         if self.is_box_action:
@@ -82,8 +90,32 @@ class PPOModule(RLModule):
         if starts is not None:
             keep = (~starts).to(h.dtype).unsqueeze(1)
             h, c = h * keep, c * keep
-        h, c = self.lstm(features, (h, c))
+        h, c = self.lstm(self._with_previous(features, state), (h, c))
         return h, {cols.STATE_OUT_H: h, cols.STATE_OUT_C: c}
+
+    def _with_previous(self, features: Tensor, inputs: Mapping[str, Tensor]) -> Tensor:
+        """The encoder's features with the previous action (one-hot) and reward appended."""
+        if not self.previous_size:
+            return features
+        batch = features.shape[0]
+        parts = [features]
+        if self.model_config.lstm_use_prev_action:
+            prev = inputs.get(cols.PREV_ACTIONS)
+            if prev is None:
+                prev = self.initial_previous(batch)[cols.PREV_ACTIONS]
+            space = self.action_space
+            if isinstance(space, gym.spaces.Discrete):
+                n, start = int(space.n), int(space.start)
+                index = (prev.long() - start).clamp(0, n - 1)
+                parts.append(torch.nn.functional.one_hot(index, n).to(features.dtype))
+            else:
+                parts.append(prev.reshape(batch, -1).to(features.dtype))
+        if self.model_config.lstm_use_prev_reward:
+            reward = inputs.get(cols.PREV_REWARDS)
+            if reward is None:
+                reward = torch.zeros(batch, device=features.device)
+            parts.append(reward.reshape(batch, 1).to(features.dtype))
+        return torch.cat(parts, dim=-1)
 
     # ----------------------------------------------------------------- heads
     def _dist_inputs(self, pi_features: Tensor) -> Tensor:
@@ -115,7 +147,11 @@ class PPOModule(RLModule):
         return {cols.ACTION_DIST_INPUTS: dist_inputs, cols.VF_PREDS: values}
 
     def forward_train_sequences(
-        self, leaves: list[Tensor], state: dict[str, Tensor], starts: Tensor
+        self,
+        leaves: list[Tensor],
+        state: dict[str, Tensor],
+        starts: Tensor,
+        previous: dict[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """``action_dist_inputs`` ``(L, B, D)`` and ``vf_preds`` ``(L, B)`` along sequences.
 
@@ -123,6 +159,8 @@ class PPOModule(RLModule):
             leaves: Observation leaves, time-major ``(L, B, ...)``.
             state: The state at each sequence's first step, ``(B, cell)`` each.
             starts: ``(L, B)``: where an episode starts (the state is reset before the step).
+            previous: The previous action and reward of every step, ``(L, B, ...)``
+                (:meth:`initial_previous`'s keys), when the LSTM reads them.
         """
         steps, batch = starts.shape
         flat = [leaf.reshape(steps * batch, *leaf.shape[2:]) for leaf in leaves]
@@ -130,6 +168,8 @@ class PPOModule(RLModule):
         outputs = []
         current: dict[str, Tensor] = state
         for t in range(steps):
+            if previous:
+                current = {**current, **{key: value[t] for key, value in previous.items()}}
             out, new_state = self._step(features[t], current, starts[t])
             current = {cols.STATE_IN_H: new_state[cols.STATE_OUT_H]}
             current[cols.STATE_IN_C] = new_state[cols.STATE_OUT_C]
@@ -176,3 +216,16 @@ class PPOModule(RLModule):
             start = int(self.action_space.start)  # type: ignore[attr-defined]
             actions = dist_inputs.argmax(dim=-1) + start
         return {cols.ACTION_DIST_INPUTS: dist_inputs, cols.ACTIONS: actions, **new_state}
+
+
+def _previous_size(action_space: gym.Space[Any], model: ModelConfig) -> int:
+    """How many numbers the previous action (one-hot if Discrete) and reward add."""
+    size = 0
+    if model.lstm_use_prev_action:
+        if isinstance(action_space, gym.spaces.Discrete):
+            size += int(action_space.n)
+        else:
+            size += int(np.prod(action_space.shape or ()))
+    if model.lstm_use_prev_reward:
+        size += 1
+    return size

@@ -56,6 +56,8 @@ class SequenceBatch(NamedTuple):
     state: dict[str, Tensor]
     starts: Tensor
     mask: Tensor
+    previous: dict[str, Tensor]
+    """The previous action and reward of every step, when the LSTM reads them."""
 
 
 @torch.no_grad()
@@ -71,9 +73,20 @@ def _fragment_values(learner: LearnerParts, frag: Fragment) -> np.ndarray:
         cols.STATE_IN_H: learner._tensor(frag.extras[cols.STATE_IN_H][0]),
         cols.STATE_IN_C: learner._tensor(frag.extras[cols.STATE_IN_C][0]),
     }
-    out = learner.module.forward_train_sequences(stacked, state, starts)
+    previous = previous_columns(learner.module, frag)
+    after = learner.module.next_previous(frag.actions[-1], frag.rewards[-1], frag.valid[-1])
+    joined = {
+        key: learner._tensor(np.concatenate([value, after[key][None]], axis=0))
+        for key, value in previous.items()
+    }
+    out = learner.module.forward_train_sequences(stacked, state, starts, joined)
     values: np.ndarray = out[cols.VF_PREDS].cpu().numpy()
     return values
+
+
+def previous_columns(module: PPOModule, frag: Fragment) -> dict[str, np.ndarray]:
+    """The previous action and reward the runner fed each row, ``(T, N, ...)`` (if read)."""
+    return {key: frag.extras[key] for key in module.initial_previous(1)}
 
 
 def build_sequence_batch(learner: LearnerParts, fragments: list[Fragment]) -> SequenceBatch:
@@ -100,6 +113,7 @@ def build_sequence_batch(learner: LearnerParts, fragments: list[Fragment]) -> Se
             adv,
             adv + values,
             values,
+            *previous_columns(learner.module, frag).values(),
         ]
         state = [frag.extras[cols.STATE_IN_H], frag.extras[cols.STATE_IN_C]]
         parts.append(cut_sequences(columns, state, frag.valid, length))
@@ -119,6 +133,10 @@ def build_sequence_batch(learner: LearnerParts, fragments: list[Fragment]) -> Se
         },
         starts=tensor(np.concatenate([p.starts for p in parts])),
         mask=tensor(np.concatenate([p.mask for p in parts])),
+        previous={
+            key: tensor(joined[leaves + 5 + k])
+            for k, key in enumerate(learner.module.initial_previous(1))
+        },
     )
 
 
@@ -145,6 +163,7 @@ def sgd_step_sequences(
         [t_major(leaf) for leaf in batch.obs],
         {key: value[idx] for key, value in batch.state.items()},
         t_major(batch.starts),
+        {key: t_major(value) for key, value in batch.previous.items()},
     )
     dist_inputs = out[cols.ACTION_DIST_INPUTS].transpose(0, 1)  # (b, L, D)
     rows = dist_inputs.shape[0] * dist_inputs.shape[1]
