@@ -205,8 +205,9 @@ class OnnxPolicy:
         )
         manifest = artifact.manifest
         state = manifest.state or []
-        self.input_names = [spec.name for spec in manifest.inputs] + [s.input for s in state]
-        self.input_dtypes = [np.dtype(spec.dtype) for spec in manifest.inputs] + [
+        leading = [*manifest.inputs, *(manifest.previous or [])]
+        self.input_names = [spec.name for spec in leading] + [s.input for s in state]
+        self.input_dtypes = [np.dtype(spec.dtype) for spec in leading] + [
             np.dtype(s.dtype) for s in state
         ]
 
@@ -214,8 +215,9 @@ class OnnxPolicy:
         """The graph's outputs for a batch: ``(action_dist_inputs, actions, *next_state)``.
 
         Args:
-            inputs: The observation leaves, then a recurrent policy's state (the manifest's
-                ``state`` order); each with the batch as its first axis.
+            inputs: The observation leaves, then the previous action and reward a recurrent
+                policy reads (the manifest's ``previous``), then its state (``state``); each
+                with the batch as its first axis.
         """
         feed = {
             name: np.ascontiguousarray(value, dtype=dtype)

@@ -24,8 +24,10 @@ from exporters.graph import (
     STATE_OUTPUT_NAMES,
     InferenceGraph,
     example_inputs,
+    example_previous,
     example_state,
     input_specs,
+    previous_specs,
 )
 from exporters.manifest import (
     FORMAT_FILES,
@@ -182,7 +184,12 @@ def export_checkpoint(
     graph = InferenceGraph(module)
     obs_space, act_space = module.observation_space, module.action_space
     # A recurrent graph takes its state after the observation leaves, under its own names.
-    examples = (*example_inputs(obs_space, batch=3), *example_state(module, batch=3))
+    # An LSTM that reads the previous action and reward takes them between the two.
+    examples = (
+        *example_inputs(obs_space, batch=3),
+        *example_previous(module, batch=3),
+        *example_state(module, batch=3),
+    )
     inputs = [TensorSpec(**spec) for spec in input_specs(obs_space)]
     algorithm = str(contents.metadata["algorithm"])
     format_entries = {
@@ -222,10 +229,11 @@ def export_checkpoint(
         formats=format_entries,
         library_versions=library_versions(ARTIFACT_LIBRARIES),
         state=_state_specs(module),
+        previous=[TensorSpec(**spec) for spec in previous_specs(module)] or None,
     )
     names = [spec.name for spec in inputs]
     if module.is_recurrent:
-        names += list(STATE_INPUT_NAMES)
+        names += [*graph.previous_names, *STATE_INPUT_NAMES]
 
     def write_files(directory: Path) -> None:
         for name in chosen:

@@ -31,8 +31,10 @@ __all__ = [
     "STATE_OUTPUT_NAMES",
     "InferenceGraph",
     "example_inputs",
+    "example_previous",
     "example_state",
     "input_specs",
+    "previous_specs",
 ]
 
 OUTPUT_NAMES = ("action_dist_inputs", "actions")
@@ -47,7 +49,8 @@ class InferenceGraph(nn.Module):
 
     A recurrent module's graph takes its state after the observation leaves (``state_in_h``,
     ``state_in_c``) and returns the next state after the actions (``state_out_h``,
-    ``state_out_c``).
+    ``state_out_c``). An LSTM that reads the previous action and reward takes them between
+    the leaves and the state (``prev_actions``, ``prev_rewards``).
 
     Args:
         module: A trained module (eval mode).
@@ -56,6 +59,8 @@ class InferenceGraph(nn.Module):
     def __init__(self, module: RLModule) -> None:
         super().__init__()
         self.module = module
+        self.previous_names = list(module.initial_previous(1))
+        """The previous-input names the graph takes (in order), if any."""
         self.eval()
 
     def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
@@ -63,8 +68,9 @@ class InferenceGraph(nn.Module):
         if not self.module.is_recurrent:
             out = self.module.forward_inference(list(inputs))
             return out["action_dist_inputs"], self.module.clip_actions(out["actions"])
-        count = len(STATE_INPUT_NAMES)
-        state = dict(zip(STATE_INPUT_NAMES, inputs[-count:], strict=True))
+        names = [*self.previous_names, *STATE_INPUT_NAMES]
+        count = len(names)
+        state = dict(zip(names, inputs[-count:], strict=True))
         out = self.module.forward_inference(list(inputs[:-count]), state=state)  # type: ignore[call-arg]
         dist_inputs, actions = out["action_dist_inputs"], self.module.clip_actions(out["actions"])
         return dist_inputs, actions, *(out[name] for name in STATE_OUTPUT_NAMES)
@@ -107,3 +113,30 @@ def example_state(module: RLModule, batch: int, seed: int = 0) -> tuple[Tensor, 
         torch.rand(zeros.shape, generator=generator) * 2.0 - 1.0
         for zeros in module.initial_state(batch).values()
     )
+
+
+def previous_specs(module: RLModule) -> list[dict[str, Any]]:
+    """Name, per-row shape and dtype of each previous-action/reward input (``[]``: none)."""
+    return [
+        {"name": name, "shape": ["batch", *zeros.shape[1:]], "dtype": str(zeros.numpy().dtype)}
+        for name, zeros in module.initial_previous(1).items()
+    ]
+
+
+def example_previous(module: RLModule, batch: int, seed: int = 0) -> tuple[Tensor, ...]:
+    """A batch of previous actions (inside the space) and rewards; ``()`` if none is read."""
+    generator = torch.Generator().manual_seed(seed)
+    examples = []
+    for name, zeros in module.initial_previous(batch).items():
+        space = module.action_space
+        if name == cols.PREV_REWARDS:
+            examples.append(torch.randn(zeros.shape, generator=generator))
+        elif isinstance(space, gym.spaces.Discrete):
+            low = int(space.start)
+            examples.append(torch.randint(low, low + int(space.n), (batch,), generator=generator))
+        else:
+            low_t = torch.as_tensor(np.asarray(space.low, np.float32))  # type: ignore[attr-defined]
+            high_t = torch.as_tensor(np.asarray(space.high, np.float32))  # type: ignore[attr-defined]
+            unit = torch.rand(zeros.shape, generator=generator)
+            examples.append(low_t + unit * (high_t - low_t))
+    return tuple(examples)

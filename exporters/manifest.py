@@ -22,6 +22,8 @@ __all__ = [
     "ARTIFACT_FORMAT",
     "ARTIFACT_VERSION",
     "FORMAT_FILES",
+    "PREVIOUS_ACTIONS",
+    "PREVIOUS_REWARDS",
     "PROVENANCE_FIELDS",
     "ActionDistribution",
     "FormatEntry",
@@ -32,7 +34,7 @@ __all__ = [
 ]
 
 ARTIFACT_FORMAT = "rlserve-artifact"
-ARTIFACT_VERSION = "1.3"
+ARTIFACT_VERSION = "1.4"
 """The format this rlserve writes; the loader reads every ``1.x`` and refuses a newer major.
 
 * 1.1: ``version`` is :func:`content_version` (1.0 hashed the module weights only).
@@ -44,6 +46,9 @@ ARTIFACT_VERSION = "1.3"
 * 1.3: ``state`` describes a recurrent policy's state inputs and outputs. Written only for a
   recurrent policy, so a 1.2 reader reads every feed-forward 1.3 artifact and refuses a
   recurrent one at that field (it could not feed the state).
+* 1.4: ``previous`` names the previous action and reward a recurrent graph reads
+  (``lstm_use_prev_action`` / ``lstm_use_prev_reward``), fed after the observation leaves and
+  before the state. Written only for such a policy (a 1.3 reader refuses it at that field).
 """
 ActionDistribution = Literal["categorical", "diag_gaussian", "squashed_gaussian", "q_values"]
 """``action_distribution``: what ``action_dist_inputs`` holds and how serving samples it.
@@ -54,6 +59,10 @@ Box (SAC). ``q_values``: one Q-value per action, epsilon-greedy (DQN).
 """
 FORMAT_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "torch_export": "model.pt2"}
 """Export formats and the file each one writes."""
+PREVIOUS_ACTIONS = "prev_actions"
+"""The graph input (``previous``) of the action taken at the step before: an action per row."""
+PREVIOUS_REWARDS = "prev_rewards"
+"""The graph input (``previous``) of the reward received at the step before."""
 
 
 class _Strict(BaseModel):
@@ -115,12 +124,16 @@ class Manifest(_Strict):
     library_versions: dict[str, str]
     state: list[StateSpec] | None = None
     """A recurrent policy's state (``None``: feed-forward; then left out of the JSON)."""
+    previous: list[TensorSpec] | None = None
+    """The previous action (``prev_actions``: an action per row) and reward (``prev_rewards``)
+    a recurrent graph reads, zeros at an episode's first step (``None``: none; left out)."""
 
     def to_json(self) -> dict[str, Any]:
-        """The manifest as JSON, ``state`` only when there is one (see ``ARTIFACT_VERSION``)."""
+        """The manifest as JSON; ``state`` and ``previous`` only when there are some."""
         data = self.model_dump(mode="json")
-        if data.get("state") is None:
-            data.pop("state", None)
+        for optional in ("state", "previous"):
+            if data.get(optional) is None:
+                data.pop(optional, None)
         return data
 
 

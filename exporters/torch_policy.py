@@ -176,7 +176,8 @@ class TorchPolicy:
         self.format = fmt
         self.device = torch.device(device)
         manifest = artifact.manifest
-        self.input_dtypes = [np.dtype(spec.dtype) for spec in manifest.inputs] + [
+        leading = [*manifest.inputs, *(manifest.previous or [])]
+        self.input_dtypes = [np.dtype(spec.dtype) for spec in leading] + [
             np.dtype(s.dtype) for s in manifest.state or []
         ]
         self.module = self._load(fmt, path, allow_torchscript)
@@ -206,8 +207,9 @@ class TorchPolicy:
         """The graph's outputs for a batch: ``(action_dist_inputs, actions, *next_state)``.
 
         Args:
-            inputs: The observation leaves, then a recurrent policy's state (the manifest's
-                ``state`` order); each with the batch as its first axis.
+            inputs: The observation leaves, then the previous action and reward a recurrent
+                policy reads (the manifest's ``previous``), then its state; each with the batch
+                as its first axis.
         """
         import torch
 

@@ -10,7 +10,13 @@ import numpy as np
 import torch
 
 from exporters.errors import ExportError
-from exporters.graph import STATE_OUTPUT_NAMES, InferenceGraph, example_inputs, example_state
+from exporters.graph import (
+    STATE_OUTPUT_NAMES,
+    InferenceGraph,
+    example_inputs,
+    example_previous,
+    example_state,
+)
 from exporters.manifest import FORMAT_FILES
 from exporters.upstream import upstream_warnings_silenced
 
@@ -100,7 +106,11 @@ def verify_against_eager(
     discrete = not isinstance(module.action_space, gym.spaces.Box)
     runners = {fmt: _runner(fmt, directory, names) for fmt in formats}
     for batch in (1, 37):
-        inputs = (*example_inputs(observation_space, batch=batch), *example_state(module, batch))
+        inputs = (
+            *example_inputs(observation_space, batch=batch),
+            *example_previous(module, batch),
+            *example_state(module, batch),
+        )
         with torch.no_grad():
             want = [t.numpy() for t in graph(*inputs)]
         for fmt, run in runners.items():
@@ -108,6 +118,7 @@ def verify_against_eager(
     if not module.is_recurrent:
         return
     observations = example_inputs(observation_space, batch=ROLLOUT_STEPS)
+    observations += example_previous(module, ROLLOUT_STEPS, seed=1)  # previous action, reward
     states = {fmt: tuple(module.initial_state(1).values()) for fmt in [*formats, "eager"]}
     for step in range(ROLLOUT_STEPS):
         leaves = tuple(leaf[step : step + 1] for leaf in observations)

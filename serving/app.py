@@ -29,7 +29,7 @@ from serving.batching import Coalescer, Item, compute_batch
 from serving.http_app import PolicyApi, ServingSettings, create_app
 from serving.ingress import IngressLimits
 from serving.registry import PolicyRegistry
-from serving.runtime import ActionBatch, Backend, PolicyRuntime, State
+from serving.runtime import ActionBatch, Backend, PolicyRuntime, Previous, State
 from serving.sessions import SessionServer, SessionSettings
 from serving.shipping import fetch_artifact, is_shipped
 
@@ -314,15 +314,19 @@ class PolicyDeployment:
         explore: bool,
         seed: int | None,
         state: State | None = None,
+        previous: Previous | None = None,
     ) -> ActionBatch:
         if self._api is not None and self._api.active <= 1:
             # Alone in the replica: nobody to batch with, so waiting for company would only
             # add latency. Batches form as soon as requests overlap.
             start = time.perf_counter()
-            alone = runtime.compute(leaves, explore=explore, seed=seed, state=state)
+            alone = runtime.compute(
+                leaves, explore=explore, seed=seed, state=state, previous=previous
+            )
             self._record_call(runtime, start, 1)
             return alone
-        result: ActionBatch = await self._batched_infer(Item(runtime, leaves, explore, seed, state))
+        item = Item(runtime, leaves, explore, seed, state, previous)
+        result: ActionBatch = await self._batched_infer(item)
         return result
 
     def _record_call(self, runtime: PolicyRuntime, start: float, requests: int) -> None:

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from serving.observations import ObservationError, observations_to_leaves
-from serving.runtime import ActionBatch, PolicyRuntime, State
+from serving.runtime import ActionBatch, PolicyRuntime, Previous, State
 
 __all__ = ["Coalescer", "Infer", "Item", "Recorder", "compute_batch"]
 
@@ -43,6 +43,8 @@ class Item(NamedTuple):
     seed: int | None
     state: State | None = None
     """A recurrent policy's state rows (``None``: the initial state)."""
+    previous: Previous | None = None
+    """The previous actions and rewards, for a policy that reads them (``None``: zeros)."""
 
 
 class Infer(Protocol):
@@ -55,12 +57,15 @@ class Infer(Protocol):
         explore: bool,
         seed: int | None,
         state: State | None = None,
+        previous: Previous | None = None,
     ) -> Awaitable[ActionBatch]:
         """The answer to one validated request."""
         ...
 
 
-Pending = tuple[PolicyRuntime, list[np.ndarray] | None, bool, int | None, State | None]
+Pending = tuple[
+    PolicyRuntime, list[np.ndarray] | None, bool, int | None, State | None, Previous | None
+]
 """A request waiting for its pass: leaves ``None`` while its observation is still JSON."""
 Recorder = Callable[[PolicyRuntime, float, int], None]
 """``record(runtime, start, requests)``: called after each graph call (``start``:
@@ -77,7 +82,7 @@ def compute_batch(items: list[Item], record: Recorder | None = None) -> list[Act
         runtime = items[indices[0]].runtime
         group = [items[i] for i in indices]
         leaves = _concatenated([item.leaves for item in group])
-        state = None
+        state = previous = None
         if runtime.is_recurrent:
             state = _concatenated(
                 [
@@ -87,8 +92,17 @@ def compute_batch(items: list[Item], record: Recorder | None = None) -> list[Act
                     for item in group
                 ]
             )
+        if runtime.previous_specs:
+            previous = _concatenated(
+                [
+                    runtime.initial_previous(item.leaves[0].shape[0])
+                    if item.previous is None
+                    else item.previous
+                    for item in group
+                ]
+            )
         start = time.perf_counter()
-        dist_inputs, actions, next_state = runtime.run_graph(leaves, state)
+        dist_inputs, actions, next_state = runtime.run_graph(leaves, state, previous)
         if record is not None:
             record(runtime, start, len(indices))
         offset = 0
@@ -132,9 +146,10 @@ class Coalescer:
         explore: bool,
         seed: int | None,
         state: State | None = None,
+        previous: Previous | None = None,
     ) -> ActionBatch:
         """The answer to one validated request, computed with what else arrives in this pass."""
-        return await self._submit((runtime, leaves, explore, seed, state))
+        return await self._submit((runtime, leaves, explore, seed, state, previous))
 
     async def observation(
         self,
@@ -143,6 +158,7 @@ class Coalescer:
         explore: bool,
         seed: int | None,
         state: State | None = None,
+        previous: Previous | None = None,
     ) -> ActionBatch:
         """The answer to one observation in its JSON form, validated with the rest of its pass.
 
@@ -153,7 +169,7 @@ class Coalescer:
         Raises:
             ObservationError: For this observation, worded as for a single ``observation``.
         """
-        return await self._submit((runtime, None, explore, seed, state), observation)
+        return await self._submit((runtime, None, explore, seed, state, previous), observation)
 
     async def _submit(self, item: Pending, observation: Any = None) -> ActionBatch:
         loop = asyncio.get_running_loop()
@@ -195,9 +211,9 @@ def _validated(
     ready: list[tuple[Item, asyncio.Future[ActionBatch]]] = []
     raw: dict[int, list[tuple[Pending, Any, asyncio.Future[ActionBatch]]]] = {}
     for entry in entries:
-        (runtime, leaves, explore, seed, state), _, future = entry
+        (runtime, leaves, explore, seed, state, previous), _, future = entry
         if leaves is not None:
-            ready.append((Item(runtime, leaves, explore, seed, state), future))
+            ready.append((Item(runtime, leaves, explore, seed, state, previous), future))
         else:
             raw.setdefault(id(runtime), []).append(entry)
     for group in raw.values():
@@ -206,16 +222,16 @@ def _validated(
         try:
             stacked = observations_to_leaves(space, [observation for _, observation, _ in group])
         except ObservationError:  # find the bad ones: each alone
-            for (_, _, explore, seed, state), observation, future in group:
+            for (_, _, explore, seed, state, previous), observation, future in group:
                 try:
                     leaves = observations_to_leaves(space, [observation])
                 except ObservationError as err:
                     message = str(err).replace("observations[0]", "observation")
                     future.set_exception(ObservationError(message))
                     continue
-                ready.append((Item(runtime, leaves, explore, seed, state), future))
+                ready.append((Item(runtime, leaves, explore, seed, state, previous), future))
             continue
-        for row, ((_, _, explore, seed, state), _, future) in enumerate(group):
+        for row, ((_, _, explore, seed, state, previous), _, future) in enumerate(group):
             leaves = [leaf[row : row + 1] for leaf in stacked]
-            ready.append((Item(runtime, leaves, explore, seed, state), future))
+            ready.append((Item(runtime, leaves, explore, seed, state, previous), future))
     return ready

@@ -45,6 +45,7 @@ __all__ = [
     "AsyncPolicyClient",
     "AuthenticationError",
     "BadRequestError",
+    "CarriedState",
     "NotFoundError",
     "OverloadedError",
     "PolicyClient",
@@ -108,10 +109,14 @@ class _BaseClient:
         seed: int | None,
         dist: bool,
         state: Any,
+        previous: dict[str, Any] | None = None,
     ) -> httpx.Request:
         body.update(explore=explore, seed=seed, return_dist_inputs=dist)
         if state is not None:
             body["state"] = to_jsonable(state)
+        for key, value in (previous or {}).items():
+            if value is not None:
+                body[key] = to_jsonable(value)
         return self._http.build_request("POST", path, json=body)
 
     def _action_request(
@@ -122,9 +127,13 @@ class _BaseClient:
         seed: int | None,
         dist: bool,
         state: Any = None,
+        prev_action: Any = None,
+        prev_reward: float | None = None,
     ) -> httpx.Request:
         body = {"observation": to_jsonable(observation)}
-        return self._json_request(wire.action_path(policy), body, explore, seed, dist, state)
+        previous = {"prev_action": prev_action, "prev_reward": prev_reward}
+        path = wire.action_path(policy)
+        return self._json_request(path, body, explore, seed, dist, state, previous)
 
     def _actions_request(
         self,
@@ -134,9 +143,13 @@ class _BaseClient:
         seed: int | None,
         dist: bool,
         state: Any = None,
+        prev_actions: Any = None,
+        prev_rewards: Any = None,
     ) -> httpx.Request:
         body = {"observations": to_jsonable(list(observations))}
-        return self._json_request(wire.actions_path(policy), body, explore, seed, dist, state)
+        previous = {"prev_actions": prev_actions, "prev_rewards": prev_rewards}
+        path = wire.actions_path(policy)
+        return self._json_request(path, body, explore, seed, dist, state, previous)
 
     def _actions_npy_request(
         self, policy: str, observations: np.ndarray, explore: bool
@@ -258,6 +271,8 @@ class PolicyClient(_BaseClient):
         observation: Any,
         *,
         state: Any = None,
+        prev_action: Any = None,
+        prev_reward: float | None = None,
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
@@ -265,10 +280,11 @@ class PolicyClient(_BaseClient):
         """The action for one observation (deterministic unless ``explore``).
 
         ``state``: a recurrent policy's state, the previous answer's ``state`` (``None``: an
-        episode's first step).
+        episode's first step). ``prev_action`` / ``prev_reward``: the action taken and the
+        reward received at the step before, for a policy that reads them (its ``previous``).
         """
         request = self._action_request(
-            policy, observation, explore, seed, return_dist_inputs, state
+            policy, observation, explore, seed, return_dist_inputs, state, prev_action, prev_reward
         )
         return self._action_result(self._send(request))
 
@@ -278,16 +294,26 @@ class PolicyClient(_BaseClient):
         observations: Any,
         *,
         state: Any = None,
+        prev_actions: Any = None,
+        prev_rewards: Any = None,
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
     ) -> ActionsResult[list[Any]]:
         """The actions for a batch of observations, sent and answered as JSON.
 
-        ``state``: a recurrent policy's state rows, the previous answer's ``state``.
+        ``state``: a recurrent policy's state rows, the previous answer's ``state``;
+        ``prev_actions`` / ``prev_rewards``: each row's previous action and reward.
         """
         request = self._actions_request(
-            policy, observations, explore, seed, return_dist_inputs, state
+            policy,
+            observations,
+            explore,
+            seed,
+            return_dist_inputs,
+            state,
+            prev_actions,
+            prev_rewards,
         )
         return self._actions_result(self._send(request))
 
@@ -371,6 +397,8 @@ class AsyncPolicyClient(_BaseClient):
         observation: Any,
         *,
         state: Any = None,
+        prev_action: Any = None,
+        prev_reward: float | None = None,
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
@@ -378,10 +406,11 @@ class AsyncPolicyClient(_BaseClient):
         """The action for one observation (deterministic unless ``explore``).
 
         ``state``: a recurrent policy's state, the previous answer's ``state`` (``None``: an
-        episode's first step).
+        episode's first step). ``prev_action`` / ``prev_reward``: the action taken and the
+        reward received at the step before, for a policy that reads them (its ``previous``).
         """
         request = self._action_request(
-            policy, observation, explore, seed, return_dist_inputs, state
+            policy, observation, explore, seed, return_dist_inputs, state, prev_action, prev_reward
         )
         return self._action_result(await self._send(request))
 
@@ -391,16 +420,26 @@ class AsyncPolicyClient(_BaseClient):
         observations: Any,
         *,
         state: Any = None,
+        prev_actions: Any = None,
+        prev_rewards: Any = None,
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
     ) -> ActionsResult[list[Any]]:
         """The actions for a batch of observations, sent and answered as JSON.
 
-        ``state``: a recurrent policy's state rows, the previous answer's ``state``.
+        ``state``: a recurrent policy's state rows, the previous answer's ``state``;
+        ``prev_actions`` / ``prev_rewards``: each row's previous action and reward.
         """
         request = self._actions_request(
-            policy, observations, explore, seed, return_dist_inputs, state
+            policy,
+            observations,
+            explore,
+            seed,
+            return_dist_inputs,
+            state,
+            prev_actions,
+            prev_rewards,
         )
         return self._actions_result(await self._send(request))
 
@@ -458,16 +497,58 @@ def play_episodes(
     A recurrent policy's state is carried from answer to request along each episode and
     starts afresh with the next one.
     """
-    state: Any = None
+    carried = CarriedState()
 
     def act(obs: Any, action_seed: int | None) -> Any:
-        nonlocal state
-        answer = client.compute_action(policy, obs, state=state, explore=explore, seed=action_seed)
-        state = answer.state
-        return answer.action
+        answer = client.compute_action(
+            policy, obs, explore=explore, seed=action_seed, **carried.request()
+        )
+        return carried.answered(answer)
 
     episodes = []
     for i in range(num_episodes):
-        state = None
-        episodes.append(play_episode(env, act, None if seed is None else seed + i))
+        carried.start_episode()
+        episode_seed = None if seed is None else seed + i
+        episodes.append(play_episode(env, act, episode_seed, on_reward=carried.rewarded))
     return episodes
+
+
+class CarriedState:
+    """What a client carries along an episode over HTTP, for any policy.
+
+    The state the last answer returned (a recurrent policy's), the action it answered and the
+    reward that action brought (read by an LSTM with ``lstm_use_prev_*``, ignored by others).
+
+    Example::
+
+        carried = CarriedState()
+        obs, _ = env.reset()
+        while True:
+            answer = client.compute_action("npc", obs, **carried.request())
+            obs, reward, terminated, truncated, _ = env.step(carried.answered(answer))
+            carried.rewarded(reward)
+            if terminated or truncated:
+                break
+    """
+
+    def __init__(self) -> None:
+        self.start_episode()
+
+    def start_episode(self) -> None:
+        """The next step is an episode's first: nothing carried."""
+        self.state: Any = None
+        self.action: Any = None
+        self.reward: float | None = None
+
+    def request(self) -> dict[str, Any]:
+        """The keyword arguments of the next ``compute_action``."""
+        return {"state": self.state, "prev_action": self.action, "prev_reward": self.reward}
+
+    def answered(self, answer: ActionResult) -> Any:
+        """Keep what the answer carries forward; its action."""
+        self.state, self.action = answer.state, answer.action
+        return answer.action
+
+    def rewarded(self, reward: float) -> None:
+        """The env's reward for the last action."""
+        self.reward = reward

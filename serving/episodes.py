@@ -44,13 +44,17 @@ def action_seed(episode_seed: int | None, step: int) -> int | None:
     return None if episode_seed is None else episode_seed * ACTION_SEED_STRIDE + step
 
 
-def play_episode(env: Any, act: Act, seed: int | None = None) -> Episode:
+def play_episode(
+    env: Any, act: Act, seed: int | None = None, on_reward: Callable[[float], None] | None = None
+) -> Episode:
     """Play one episode of ``env``, asking ``act`` for every action.
 
     Args:
         env: A gymnasium-style env; its observations must fit the policy.
         act: The policy: called with the observation and the step's action seed.
         seed: Reset seed of the episode (``None``: unseeded, and so are the actions).
+        on_reward: Told each step's reward before the next ``act`` (a policy that reads the
+            previous reward keeps it).
 
     Returns:
         The episode's return, length and how it ended.
@@ -62,6 +66,8 @@ def play_episode(env: Any, act: Act, seed: int | None = None) -> Episode:
         if isinstance(action, list):  # Box actions as JSON
             action = np.asarray(action, dtype=env.action_space.dtype)
         obs, reward, terminated, truncated, _ = env.step(action)
+        if on_reward is not None:
+            on_reward(float(reward))
         total += float(reward)
         length += 1
     return Episode(seed, total, length, bool(terminated), bool(truncated))

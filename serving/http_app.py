@@ -51,9 +51,9 @@ from serving.openapi import (
     error_responses,
     npy_body,
 )
-from serving.recurrent import state_from_json, state_to_json
+from serving.recurrent import previous_from_json, state_from_json, state_to_json
 from serving.registry import PolicyRegistry
-from serving.runtime import ActionBatch, PolicyRuntime, State
+from serving.runtime import ActionBatch, PolicyRuntime, Previous, State
 from serving.sessions import PROTOCOL_DESCRIPTION, SessionServer, SessionSettings
 
 __all__ = [
@@ -76,8 +76,9 @@ async def _direct_infer(
     explore: bool,
     seed: int | None,
     state: State | None = None,
+    previous: Previous | None = None,
 ) -> ActionBatch:
-    return runtime.compute(leaves, explore=explore, seed=seed, state=state)
+    return runtime.compute(leaves, explore=explore, seed=seed, state=state, previous=previous)
 
 
 def _npy_leaves(runtime: PolicyRuntime, body: bytes, max_rows: int) -> list[np.ndarray]:
@@ -174,7 +175,9 @@ class PolicyApi:
         except ObservationError as err:
             raise ApiError(422, str(err).replace("observations[0]", "observation")) from None
         state = state_from_json(runtime, req.state, None)
-        batch = await self.run(runtime, leaves, req.explore, req.seed, state)
+        fields = ("prev_action", "prev_reward")
+        previous = previous_from_json(runtime, req.prev_action, req.prev_reward, None, fields)
+        batch = await self.run(runtime, leaves, req.explore, req.seed, state, previous)
         action = actions_to_json(runtime.action_space, batch.actions)[0]
         answer = {"action": action, "policy": name, "version": runtime.version}
         if req.return_dist_inputs:
@@ -199,7 +202,7 @@ class PolicyApi:
                 )
             leaves = _npy_leaves(runtime, body, self.cfg.max_rows)
             explore = _query_flag(request, "explore")
-            seed, with_dist, state = None, False, None
+            seed, with_dist, state, previous = None, False, None, None
         else:
             req = parse_json(ComputeActionsRequest, body)
             if len(req.observations) > self.cfg.max_rows:
@@ -210,9 +213,13 @@ class PolicyApi:
                 leaves = observations_to_leaves(runtime.observation_space, req.observations)
             except ObservationError as err:
                 raise ApiError(422, str(err)) from None
-            state = state_from_json(runtime, req.state, len(req.observations))
+            rows = len(req.observations)
+            state = state_from_json(runtime, req.state, rows)
+            previous = previous_from_json(
+                runtime, req.prev_actions, req.prev_rewards, rows, ("prev_actions", "prev_rewards")
+            )
             explore, seed, with_dist = req.explore, req.seed, req.return_dist_inputs
-        batch = await self.run(runtime, leaves, explore, seed, state)
+        batch = await self.run(runtime, leaves, explore, seed, state, previous)
         if wire.NPY in request.headers.get("accept", ""):
             buffer = io.BytesIO()
             np.save(buffer, batch.actions, allow_pickle=False)

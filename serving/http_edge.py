@@ -104,10 +104,22 @@ _STATE = (
 )
 
 
+_PREVIOUS = (
+    " For a recurrent policy that reads it (the policy's 'previous'); absent: zeros, an "
+    "episode's first step."
+)
+
+
 class ComputeActionRequest(ObservationRequest):
     """``compute_action``: one observation (and a recurrent policy's state)."""
 
     state: list[Any] | None = Field(default=None, description=_STATE)
+    prev_action: Any = Field(
+        default=None, description="The action taken at the step before." + _PREVIOUS
+    )
+    prev_reward: float | None = Field(
+        default=None, description="The reward that action brought." + _PREVIOUS
+    )
 
 
 class ComputeActionsRequest(ObservationsRequest):
@@ -115,6 +127,12 @@ class ComputeActionsRequest(ObservationsRequest):
 
     state: list[Any] | None = Field(
         default=None, description=_STATE + " Each part has one row per observation."
+    )
+    prev_actions: list[Any] | None = Field(
+        default=None, description="Each row's action at the step before." + _PREVIOUS
+    )
+    prev_rewards: list[float] | None = Field(
+        default=None, description="Each row's reward at the step before." + _PREVIOUS
     )
 
 
@@ -230,7 +248,9 @@ def validate_request(model: type[BaseModel], data: Any, body: bytes | str) -> An
         raise ApiError(422, problems) from None
     # The request's own booleans (explore, return_dist_inputs) are the only ones allowed; a
     # count in C decides whether the observations need a look.
-    flags = sum(isinstance(value, bool) for value in data.values())
+    flags = sum(
+        isinstance(value, bool) for key, value in data.items() if key not in _OBSERVATION_FIELDS
+    )
     if count_boolean_tokens(body) > flags:
         for field in _OBSERVATION_FIELDS:
             where = find_boolean(data.get(field), field)
@@ -239,7 +259,7 @@ def validate_request(model: type[BaseModel], data: Any, body: bytes | str) -> An
     return request
 
 
-_OBSERVATION_FIELDS = ("observation", "observations", "state")
+_OBSERVATION_FIELDS = ("observation", "observations", "state", "prev_action", "prev_actions")
 
 
 class _JSONBytes(Response):

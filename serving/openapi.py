@@ -105,6 +105,11 @@ class PolicyDescription(BaseModel):
         description="A recurrent policy's state, part by part: the graph's input and output "
         "names, the shape of one row and the initial value (null: feed-forward)."
     )
+    previous: list[TensorSpec] | None = Field(
+        description="What a recurrent policy reads besides the observation: the previous "
+        "action (prev_actions) and reward (prev_rewards); send them as prev_action and "
+        "prev_reward over HTTP, or reward in a session (null: neither)."
+    )
     formats: list[str]
     backend: str
     max_rows: int = Field(description="Most observations in one compute_actions request.")

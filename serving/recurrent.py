@@ -28,10 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from exporters.manifest import PREVIOUS_ACTIONS as PREV_ACTIONS
+from exporters.manifest import PREVIOUS_REWARDS as PREV_REWARDS
 from serving.http_edge import ApiError
-from serving.runtime import PolicyRuntime, State
+from serving.runtime import PolicyRuntime, Previous, State
 
-__all__ = ["AgentId", "AgentStates", "state_from_json", "state_to_json"]
+__all__ = ["AgentId", "AgentStates", "previous_from_json", "state_from_json", "state_to_json"]
 
 AgentId = str | int | None
 """An agent within a session (``None``: the session's own agent, when the client names none)."""
@@ -87,6 +89,65 @@ def state_from_json(runtime: PolicyRuntime, value: Any, rows: int | None) -> Sta
     return state
 
 
+def previous_from_json(
+    runtime: PolicyRuntime, actions: Any, rewards: Any, rows: int | None, fields: tuple[str, str]
+) -> Previous | None:
+    """The previous action and reward a request carries, checked against the policy.
+
+    A policy that does not read them ignores them (as RLlib's ``compute_single_action``
+    did): they are facts about the episode, which a client may send to any policy.
+
+    Args:
+        runtime: The policy asked.
+        actions: The previous action (``rows is None``) or one per row; ``None``: zeros.
+        rewards: The previous reward, or one per row; ``None``: zeros.
+        rows: The request's observation count (``None``: a single observation).
+        fields: The request's names for the two (named in errors).
+
+    Returns:
+        One array per the manifest's ``previous``, or ``None`` (neither sent, or neither read).
+
+    Raises:
+        ApiError: 422 naming the field and what was expected.
+    """
+    if not runtime.previous_specs or (actions is None and rewards is None):
+        return None
+    given = {PREV_ACTIONS: actions, PREV_REWARDS: rewards}
+    previous = runtime.initial_previous(1 if rows is None else rows)
+    for index, spec in enumerate(runtime.previous_specs):
+        value = given[spec.name]
+        if value is None:
+            continue
+        field = fields[0] if spec.name == PREV_ACTIONS else fields[1]
+        row_shape = [int(side) for side in spec.shape[1:]]
+        expected = row_shape if rows is None else [rows, *row_shape]
+        array = _numbers(value, field, expected, integers=np.dtype(spec.dtype).kind == "i")
+        if spec.name == PREV_ACTIONS and array.dtype.kind == "i":
+            space = runtime.action_space
+            low, high = int(space.start), int(space.start) + int(space.n)  # type: ignore[attr-defined]
+            if array.size and (array.min() < low or array.max() >= high):
+                raise ApiError(422, f"{field}: expected actions in [{low}, {high})")
+        previous[index] = (array if rows is not None else array[None]).astype(spec.dtype)
+    return previous
+
+
+def _numbers(value: Any, field: str, expected: list[int], integers: bool) -> np.ndarray:
+    """``value`` as an array of ``expected`` shape: finite numbers (integers if asked)."""
+    kind = "integers" if integers else "numbers"
+    try:
+        array = np.asarray(value, dtype=np.int64 if integers else np.float64)
+        if integers and not np.array_equal(array, np.asarray(value, dtype=np.float64)):
+            raise ValueError
+    except (ValueError, TypeError, OverflowError):
+        raise ApiError(422, f"{field}: expected {kind} in shape {expected}") from None
+    if list(array.shape) != expected:
+        raise ApiError(422, f"{field}: expected shape {expected}, got {list(array.shape)}")
+    with np.errstate(over="ignore"):
+        if not integers and not np.isfinite(array.astype(np.float32)).all():
+            raise ApiError(422, f"{field}: expected finite numbers (no NaN, no infinity)")
+    return array
+
+
 def state_to_json(state: State, single: bool) -> list[Any]:
     """A state as an answer's ``"state"`` (``single``: one observation's, without batch axis)."""
     return [part[0].tolist() if single else part.tolist() for part in state]
@@ -106,8 +167,9 @@ class AgentStates:
 
     def __init__(self, max_agents: int) -> None:
         self.max_agents = max_agents
-        self._states: dict[AgentId, tuple[str, State, int]] = {}
-        """Each agent's policy version, state row and steps taken since its episode began."""
+        self._states: dict[AgentId, tuple[str, State, int, np.ndarray | None]] = {}
+        """Each agent's policy version, state row, steps taken since its episode began, and
+        the action it was answered last (for a policy that reads the previous action)."""
         self._last: dict[AgentId, asyncio.Future[None]] = {}
         """Each agent's latest step in line (waited for by its next one)."""
         self._everyone: asyncio.Future[None] | None = None
@@ -160,10 +222,44 @@ class AgentStates:
         kept = self._states.get(agent)
         return kept[1] if kept is not None and kept[0] == runtime.version else None
 
+    def previous_rows(
+        self,
+        runtime: PolicyRuntime,
+        agents: Sequence[AgentId],
+        reset: bool,
+        rewards: Sequence[float] | None,
+    ) -> Previous | None:
+        """The previous action and reward of each agent's step, for a policy that reads them.
+
+        The previous action is the one this session answered the agent last; the reward is
+        what the message says that action brought (``rewards``; absent: 0). Zeros where an
+        agent's episode starts (new, reset, or kept under another version).
+        """
+        if not runtime.previous_specs:
+            return None
+        previous = runtime.initial_previous(len(agents))
+        if reset:
+            return previous
+        for row, agent in enumerate(agents):
+            kept = self._states.get(agent)
+            if kept is None or kept[0] != runtime.version:
+                continue
+            for index, name in enumerate(runtime.previous_names):
+                if name == PREV_ACTIONS and kept[3] is not None:
+                    previous[index][row] = kept[3]
+                elif name == PREV_REWARDS and rewards is not None:
+                    previous[index][row] = rewards[row]
+        return previous
+
     def keep(
-        self, runtime: PolicyRuntime, agents: Sequence[AgentId], state: State, reset: bool
+        self,
+        runtime: PolicyRuntime,
+        agents: Sequence[AgentId],
+        state: State,
+        reset: bool,
+        actions: np.ndarray | None = None,
     ) -> list[int]:
-        """Hold each agent's row of ``state`` (where its next step starts).
+        """Hold each agent's row of ``state`` (where its next step starts) and its action.
 
         The rows are copied: a view would keep the whole batch's output alive for as long as
         the agent waits.
@@ -174,10 +270,13 @@ class AgentStates:
         """
         steps = []
         version = runtime.version
+        keep_actions = actions is not None and PREV_ACTIONS in runtime.previous_names
         for row, agent in enumerate(agents):
             kept = None if reset else self._states.get(agent)
             taken = kept[2] + 1 if kept is not None and kept[0] == version else 1
-            self._states[agent] = (version, [part[row : row + 1].copy() for part in state], taken)
+            rows = [part[row : row + 1].copy() for part in state]
+            action = actions[row].copy() if keep_actions and actions is not None else None
+            self._states[agent] = (version, rows, taken, action)
             steps.append(taken)
         return steps
 

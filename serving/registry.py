@@ -97,6 +97,7 @@ class PolicyRegistry:
             "inputs": [spec.model_dump() for spec in manifest.inputs],
             "recurrent": runtime.is_recurrent,
             "state": [spec.model_dump() for spec in runtime.state_specs] or None,
+            "previous": [spec.model_dump() for spec in runtime.previous_specs] or None,
             "formats": sorted(manifest.formats),
             "backend": runtime.backend,
             "max_rows": max_rows,

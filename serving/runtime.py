@@ -14,7 +14,9 @@ A recurrent policy's graph also takes its state (after the observation leaves) a
 next one; the runtime carries none of it. Whoever asks for actions passes the state in
 (``state=None``: the initial state, zeros) and keeps what comes back in
 :attr:`ActionBatch.state`: the HTTP client carries it from request to answer to request, a
-session keeps it on the server per agent (:mod:`serving.recurrent`).
+session keeps it on the server per agent (:mod:`serving.recurrent`). An LSTM that reads the
+previous action and reward (the manifest's ``previous``) takes them the same way
+(``previous=None``: zeros, an episode's first step).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import gymnasium as gym
 import numpy as np
 
 from exporters import Artifact, load_artifact
-from exporters.manifest import StateSpec
+from exporters.manifest import StateSpec, TensorSpec
 
 __all__ = [
     "BACKENDS",
@@ -36,6 +38,7 @@ __all__ = [
     "GraphOutputs",
     "GraphRunner",
     "PolicyRuntime",
+    "Previous",
     "State",
 ]
 
@@ -45,6 +48,8 @@ BACKENDS: tuple[Backend, ...] = ("onnx", "torch_export", "torchscript")
 
 State = list[np.ndarray]
 """A recurrent policy's state for a batch: one array per :class:`StateSpec`, rows first."""
+Previous = list[np.ndarray]
+"""The previous actions and rewards of a batch: one array per the manifest's ``previous``."""
 
 
 class GraphRunner(Protocol):
@@ -110,6 +115,9 @@ class PolicyRuntime:
         """A recurrent policy's state, part by part (``[]``: feed-forward)."""
         self.is_recurrent = bool(self.state_specs)
         """Whether the policy carries a state from one step to the next (read per request)."""
+        self.previous_specs: list[TensorSpec] = list(artifact.manifest.previous or [])
+        """The previous action and reward the policy reads (``[]``: none)."""
+        self.previous_names = [spec.name for spec in self.previous_specs]
         self.name = artifact.manifest.policy_name
         """The name it is served under (the registry sets it; the manifest's until then)."""
         self.backend = backend
@@ -171,6 +179,13 @@ class PolicyRuntime:
             for spec in self.state_specs
         ]
 
+    def initial_previous(self, rows: int) -> Previous:
+        """The previous action and reward of an episode's first step (zeros), for ``rows``."""
+        return [
+            np.zeros((rows, *(int(side) for side in spec.shape[1:])), np.dtype(spec.dtype))
+            for spec in self.previous_specs
+        ]
+
     def compute(
         self,
         leaves: list[np.ndarray],
@@ -178,23 +193,33 @@ class PolicyRuntime:
         explore: bool = False,
         seed: int | None = None,
         state: State | None = None,
+        previous: Previous | None = None,
     ) -> ActionBatch:
         """Actions for a batch of validated observation leaves (and a recurrent state)."""
-        dist_inputs, actions, next_state = self.run_graph(leaves, state)
+        dist_inputs, actions, next_state = self.run_graph(leaves, state, previous)
         if explore:
             actions = self.sample(dist_inputs, actions, seed)
         return ActionBatch(actions, dist_inputs, state=next_state)
 
-    def run_graph(self, leaves: list[np.ndarray], state: State | None = None) -> GraphOutputs:
+    def run_graph(
+        self,
+        leaves: list[np.ndarray],
+        state: State | None = None,
+        previous: Previous | None = None,
+    ) -> GraphOutputs:
         """The graph's outputs; batches beyond the artifact's limit are split and merged.
 
         Args:
             leaves: The observation leaves of a batch.
             state: A recurrent policy's state for those rows (``None``: the initial state);
                 ignored for a feed-forward policy.
+            previous: The previous actions and rewards, for a policy that reads them
+                (``None``: zeros); ignored otherwise.
         """
         rows = leaves[0].shape[0]
         inputs = list(leaves)
+        if self.previous_specs:
+            inputs += self.initial_previous(rows) if previous is None else previous
         if self.is_recurrent:
             inputs += self.initial_state(rows) if state is None else state
         limit = self.artifact.manifest.max_batch_size

@@ -110,12 +110,15 @@ class _SessionProtocol:
         ident: Any = None,
         agent: AgentId = None,
         reset: bool = False,
+        reward: float | None = None,
     ) -> str:
         message: dict[str, Any] = {"observation": to_jsonable(observation)}
         if agent is not None:
             message["agent"] = agent
         if reset:
             message["reset"] = True
+        if reward is not None:
+            message["reward"] = float(reward)
         return _encode(message, explore, seed, dist, ident)
 
     @staticmethod
@@ -127,12 +130,15 @@ class _SessionProtocol:
         ident: Any = None,
         agents: list[AgentId] | None = None,
         reset: bool = False,
+        rewards: list[float] | None = None,
     ) -> str:
         message: dict[str, Any] = {"observations": to_jsonable(list(observations))}
         if agents is not None:
             message["agents"] = list(agents)
         if reset:
             message["reset"] = True
+        if rewards is not None:
+            message["rewards"] = [float(r) for r in rewards]
         return _encode(message, explore, seed, dist, ident)
 
     @staticmethod
@@ -357,6 +363,7 @@ class PolicySession:
         *,
         agent: AgentId = None,
         reset: bool = False,
+        reward: float | None = None,
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
@@ -368,12 +375,14 @@ class PolicySession:
             agent: Whose observation (a recurrent policy keeps a state per agent; ``None``:
                 the session's own agent).
             reset: This is the first step of the agent's episode: its state starts afresh.
+            reward: The reward the agent's previous action brought (read by a recurrent
+                policy with ``lstm_use_prev_reward``; ignored otherwise).
             explore: Sample the action.
             seed: Seed of a sampled action.
             return_dist_inputs: Also answer the action distribution's inputs.
         """
         message = self._protocol.action_message(
-            observation, explore, seed, return_dist_inputs, agent=agent, reset=reset
+            observation, explore, seed, return_dist_inputs, agent=agent, reset=reset, reward=reward
         )
         self.send(message)
         result = self.receive()
@@ -386,6 +395,7 @@ class PolicySession:
         *,
         agents: list[AgentId] | None = None,
         reset: bool = False,
+        rewards: list[float] | None = None,
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
@@ -393,10 +403,16 @@ class PolicySession:
         """The actions for a batch of observations in one JSON message.
 
         ``agents`` names each row's agent (a recurrent policy needs them); ``reset`` starts
-        their states afresh first.
+        their states afresh first; ``rewards``: what each agent's previous action brought.
         """
         message = self._protocol.actions_message(
-            observations, explore, seed, return_dist_inputs, agents=agents, reset=reset
+            observations,
+            explore,
+            seed,
+            return_dist_inputs,
+            agents=agents,
+            reset=reset,
+            rewards=rewards,
         )
         self.send(message)
         result = self.receive()
@@ -560,13 +576,14 @@ class AsyncPolicySession:
         *,
         agent: AgentId = None,
         reset: bool = False,
+        reward: float | None = None,
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
     ) -> ActionResult:
         """The action for one observation (see :meth:`PolicySession.compute_action`)."""
         message = self._protocol.action_message(
-            observation, explore, seed, return_dist_inputs, agent=agent, reset=reset
+            observation, explore, seed, return_dist_inputs, agent=agent, reset=reset, reward=reward
         )
         await self.send(message)
         result = await self.receive()
@@ -579,13 +596,20 @@ class AsyncPolicySession:
         *,
         agents: list[AgentId] | None = None,
         reset: bool = False,
+        rewards: list[float] | None = None,
         explore: bool = False,
         seed: int | None = None,
         return_dist_inputs: bool = False,
     ) -> ActionsResult[list[Any]]:
         """The actions for a batch (see :meth:`PolicySession.compute_actions`)."""
         message = self._protocol.actions_message(
-            observations, explore, seed, return_dist_inputs, agents=agents, reset=reset
+            observations,
+            explore,
+            seed,
+            return_dist_inputs,
+            agents=agents,
+            reset=reset,
+            rewards=rewards,
         )
         await self.send(message)
         result = await self.receive()
@@ -656,18 +680,24 @@ def play_session_episodes(
         seed: Episode ``i`` resets with ``seed + i`` (reproducible) when given.
         explore: Ask for sampled instead of deterministic actions.
 
-    Each episode's first step resets the session's agent: a recurrent policy's state starts
-    afresh with every episode.
+    Each episode's first step resets the session's agent (a recurrent policy's state starts
+    afresh with every episode); every later step tells the reward the previous action brought.
     """
-    first = True
+    reward: float | None = None  # None: the episode's first step (which resets)
 
     def act(obs: Any, action_seed: int | None) -> Any:
-        nonlocal first
-        reset, first = first, False
-        return session.compute_action(obs, reset=reset, explore=explore, seed=action_seed).action
+        answer = session.compute_action(
+            obs, reset=reward is None, reward=reward, explore=explore, seed=action_seed
+        )
+        return answer.action
+
+    def rewarded(value: float) -> None:
+        nonlocal reward
+        reward = value
 
     episodes = []
     for i in range(num_episodes):
-        first = True
-        episodes.append(play_episode(env, act, None if seed is None else seed + i))
+        reward = None
+        episode_seed = None if seed is None else seed + i
+        episodes.append(play_episode(env, act, episode_seed, on_reward=rewarded))
     return episodes

@@ -19,6 +19,7 @@ from serving.recurrent import AgentId
 
 __all__ = [
     "Agent",
+    "Reward",
     "Scalar",
     "SessionActionMessage",
     "SessionActionsMessage",
@@ -38,6 +39,13 @@ Agent = (
 )
 """An agent id: a string of up to 256 characters or a 64-bit integer (booleans are not ids)."""
 _AGENT = "The agent whose observation this is (recurrent policies keep a state per agent)."
+_FLOAT32_MAX = 3.4028234663852886e38
+Reward = Annotated[float, Field(ge=-_FLOAT32_MAX, le=_FLOAT32_MAX, allow_inf_nan=False)]
+"""A reward: any number a float32 holds."""
+_REWARD = (
+    "reward the agent's previous action brought, for a recurrent policy that reads it "
+    "(absent: 0; ignored by other policies and at an episode's first step)."
+)
 
 
 class SessionActionMessage(ObservationRequest):
@@ -46,6 +54,7 @@ class SessionActionMessage(ObservationRequest):
     id: Scalar = Field(default=None, description="Echoed in the answer.")
     agent: Agent | None = Field(default=None, description=_AGENT)
     reset: bool = Field(default=False, description="Start the agent's state afresh first.")
+    reward: Reward | None = Field(default=None, description="The " + _REWARD)
 
 
 class SessionActionsMessage(ObservationsRequest):
@@ -56,6 +65,7 @@ class SessionActionsMessage(ObservationsRequest):
         default=None, description="Each row's agent (needed by recurrent policies)."
     )
     reset: bool = Field(default=False, description="Start these agents' states afresh first.")
+    rewards: list[Reward] | None = Field(default=None, description="Each row's " + _REWARD)
 
 
 class SessionResetMessage(BaseModel):
@@ -80,6 +90,7 @@ class Tick(NamedTuple):
     return_dist_inputs: bool = False
     agent: AgentId = None
     reset: bool = False
+    reward: float | None = None
 
 
 def plain_action(data: dict[str, Any], text: str) -> Tick | None:
@@ -116,12 +127,18 @@ def plain_action(data: dict[str, Any], text: str) -> Tick | None:
         get("return_dist_inputs", False),
         get("agent"),
         get("reset", False),
+        get("reward"),
     )
 
 
 def _plain_agent(data: dict[str, Any]) -> bool:
     """Whether ``agent`` and ``reset`` are absent or plainly valid."""
     if "reset" in data and not isinstance(data["reset"], bool):
+        return False
+    reward = data.get("reward")
+    if reward is not None and not (
+        type(reward) in (int, float) and -_FLOAT32_MAX <= reward <= _FLOAT32_MAX
+    ):
         return False
     agent = data.get("agent")
     return (

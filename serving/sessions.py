@@ -58,6 +58,7 @@ import numpy as np
 from starlette.types import Message
 from starlette.websockets import WebSocket
 
+from exporters.manifest import PREVIOUS_REWARDS
 from formats.leaves import flatten_leaves
 from serving import wire
 from serving.batching import Coalescer, Infer
@@ -76,7 +77,7 @@ from serving.observations import (
     observations_to_leaves,
 )
 from serving.recurrent import AgentStates
-from serving.runtime import ActionBatch, PolicyRuntime, State
+from serving.runtime import ActionBatch, PolicyRuntime, Previous, State
 from serving.session_messages import (
     Scalar,
     SessionActionMessage,
@@ -341,8 +342,9 @@ class SessionServer:
         explore: bool,
         seed: int | None,
         state: State | None = None,
+        previous: Previous | None = None,
     ) -> ActionBatch:
-        return await self._timed(self.run(runtime, leaves, explore, seed, state))
+        return await self._timed(self.run(runtime, leaves, explore, seed, state, previous))
 
     async def _timed(self, answer: Awaitable[ActionBatch]) -> ActionBatch:
         """``answer`` within the message deadline (408 past it); a bad observation is 422."""
@@ -403,10 +405,13 @@ class SessionServer:
             result = await self._one(runtime, req, None)
         else:
             async with agents.turn([req.agent]):
-                state = agents.rows(runtime, [req.agent], req.reset)
-                result = await self._one(runtime, req, state)
+                one = [req.agent]
+                state = agents.rows(runtime, one, req.reset)
+                rewards = None if req.reward is None else [req.reward]
+                previous = agents.previous_rows(runtime, one, req.reset, rewards)
+                result = await self._one(runtime, req, state, previous)
                 assert result.state is not None
-                steps = agents.keep(runtime, [req.agent], result.state, req.reset)[0]
+                steps = agents.keep(runtime, one, result.state, req.reset, result.actions)[0]
         answer: dict[str, Any] = {
             "id": None,
             "action": actions_to_json(runtime.action_space, result.actions)[0],
@@ -420,17 +425,23 @@ class SessionServer:
         return answer
 
     async def _one(
-        self, runtime: PolicyRuntime, req: SessionActionMessage | Tick, state: State | None
+        self,
+        runtime: PolicyRuntime,
+        req: SessionActionMessage | Tick,
+        state: State | None,
+        previous: Previous | None = None,
     ) -> ActionBatch:
         if isinstance(self.run, Coalescer):  # validated with the other messages of its pass
             return await self._timed(
-                self.run.observation(runtime, req.observation, req.explore, req.seed, state)
+                self.run.observation(
+                    runtime, req.observation, req.explore, req.seed, state, previous
+                )
             )
         try:
             leaves = observations_to_leaves(runtime.observation_space, [req.observation])
         except ObservationError as err:
             raise ApiError(422, str(err).replace("observations[0]", "observation")) from None
-        return await self._infer(runtime, leaves, req.explore, req.seed, state)
+        return await self._infer(runtime, leaves, req.explore, req.seed, state, previous)
 
     async def _batch(
         self, runtime: PolicyRuntime, req: SessionActionsMessage, agents: AgentStates
@@ -440,6 +451,12 @@ class SessionServer:
             raise ApiError(413, f"{len(req.observations)} observations exceed max_rows={max_rows}")
         if req.agents is not None:
             check_agents(req.agents, len(req.observations))
+        if req.rewards is not None and len(req.rewards) != len(req.observations):
+            raise ApiError(
+                422,
+                f"rewards: expected {len(req.observations)}, one per observation; "
+                f"got {len(req.rewards)}",
+            )
         try:
             leaves = observations_to_leaves(runtime.observation_space, req.observations)
         except ObservationError as err:
@@ -456,9 +473,10 @@ class SessionServer:
         else:
             async with agents.turn(req.agents):
                 state = agents.rows(runtime, req.agents, req.reset)
-                result = await self._infer(runtime, leaves, req.explore, req.seed, state)
+                previous = agents.previous_rows(runtime, req.agents, req.reset, req.rewards)
+                result = await self._infer(runtime, leaves, req.explore, req.seed, state, previous)
                 assert result.state is not None
-                steps = agents.keep(runtime, req.agents, result.state, req.reset)
+                steps = agents.keep(runtime, req.agents, result.state, req.reset, result.actions)
         answer: dict[str, Any] = {
             "id": None,
             "actions": actions_to_json(runtime.action_space, result.actions),
@@ -503,12 +521,19 @@ class SessionServer:
                     f"policy {runtime.name!r} is recurrent: a batch needs its rows' agents; "
                     f"send JSON with 'agents', or one {wire.NPY} observation per message",
                 )
+            elif PREVIOUS_REWARDS in runtime.previous_names:
+                raise ApiError(
+                    415,
+                    f"policy {runtime.name!r} reads the previous reward: send JSON messages "
+                    "with 'reward'",
+                )
             else:  # the session's own agent
                 async with agents.turn([None]):
                     state = agents.rows(runtime, [None], False)
-                    result = await self._infer(runtime, leaves, explore, None, state)
+                    previous = agents.previous_rows(runtime, [None], False, None)
+                    result = await self._infer(runtime, leaves, explore, None, state, previous)
                     assert result.state is not None
-                    agents.keep(runtime, [None], result.state, False)
+                    agents.keep(runtime, [None], result.state, False, result.actions)
         except ApiError as err:
             self._observe(name, runtime, err.status)
             return "text", _error(None, err)

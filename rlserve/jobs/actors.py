@@ -35,10 +35,25 @@ class _Actor(Protocol):
 
     def act(self, obs: Any, *, explore: bool, seed: int) -> Any: ...
 
+    def rewarded(self, reward: float) -> None: ...
+
     def close(self) -> None: ...
 
 
-class _CheckpointActor:
+class _Previous:
+    """The action taken and the reward received at the step before (for an LSTM reading them)."""
+
+    action: Any = None
+    reward: float | None = None
+
+    def start_episode(self) -> None:
+        self.action, self.reward = None, None
+
+    def rewarded(self, reward: float) -> None:
+        self.reward = reward
+
+
+class _CheckpointActor(_Previous):
     def __init__(self, source: PolicySource) -> None:
         import torch
 
@@ -52,26 +67,30 @@ class _CheckpointActor:
         """A recurrent policy's state along the episode being played."""
 
     def start_episode(self) -> None:
+        super().start_episode()
         if self.policy.is_recurrent:
             self.state = self.policy.get_initial_state()
 
     def act(self, obs: Any, *, explore: bool, seed: int) -> Any:
         import torch
 
-        recurrent = {"state": self.state} if self.policy.is_recurrent else {}
+        recurrent: dict[str, Any] = {}
+        if self.policy.is_recurrent:
+            recurrent = {"state": self.state, "prev_action": self.action}
+            recurrent["prev_reward"] = self.reward
         with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's RNG
             torch.manual_seed(seed)
             answer = self.policy.compute_single_action(obs, explore=explore, **recurrent)
         if not self.policy.is_recurrent:
             return answer
-        action, self.state, _ = answer
-        return action
+        self.action, self.state, _ = answer
+        return self.action
 
     def close(self) -> None:
         pass
 
 
-class _ArtifactActor:
+class _ArtifactActor(_Previous):
     def __init__(self, source: PolicySource) -> None:
         from exporters import load_artifact
         from serving.runtime import PolicyRuntime
@@ -82,14 +101,23 @@ class _ArtifactActor:
         """A recurrent policy's state along the episode (``None``: the initial state)."""
 
     def start_episode(self) -> None:
+        super().start_episode()
         self.state = None
 
     def act(self, obs: Any, *, explore: bool, seed: int) -> Any:
-        leaves = [np.asarray(x)[None] for x in obs_to_leaves(self.runtime.observation_space, obs)]
-        batch = self.runtime.compute(leaves, explore=explore, seed=seed, state=self.state)
-        self.state = batch.state
-        action = batch.actions[0]
-        return int(action) if self.discrete else action
+        runtime = self.runtime
+        leaves = [np.asarray(x)[None] for x in obs_to_leaves(runtime.observation_space, obs)]
+        previous = None
+        if runtime.previous_specs and self.action is not None:
+            previous = runtime.initial_previous(1)
+            for index, name in enumerate(runtime.previous_names):
+                carried = self.action if name == "prev_actions" else self.reward
+                previous[index][0] = 0.0 if carried is None else carried
+        batch = runtime.compute(
+            leaves, explore=explore, seed=seed, state=self.state, previous=previous
+        )
+        self.state, self.action = batch.state, batch.actions[0]
+        return int(self.action) if self.discrete else self.action
 
     def close(self) -> None:
         pass
@@ -97,29 +125,36 @@ class _ArtifactActor:
 
 class _UrlActor:
     def __init__(self, source: PolicySource) -> None:
-        from serving.client import PolicyClient
+        from serving.client import CarriedState, PolicyClient
 
         self.url, self.name = source.location, str(source.policy)
         self.client = PolicyClient(source.location, token=source.token)
-        self.state: Any = None
-        """A recurrent policy's state, carried from answer to request along the episode."""
+        self.carried = CarriedState()
+        """What an episode carries from answer to request (a recurrent policy's state)."""
 
     def start_episode(self) -> None:
-        self.state = None
+        self.carried.start_episode()
+
+    def rewarded(self, reward: float) -> None:
+        self.carried.rewarded(reward)
 
     def act(self, obs: Any, *, explore: bool, seed: int) -> Any:
+        answer = self._call(
+            lambda: self.client.compute_action(
+                self.name, obs, explore=explore, seed=seed, **self.carried.request()
+            )
+        )
+        return self.carried.answered(answer)
+
+    def _call(self, call: Callable[[], Any]) -> Any:
         import httpx
 
         from serving.client import PolicyError
 
         try:
-            answer = self.client.compute_action(
-                self.name, obs, state=self.state, explore=explore, seed=seed
-            )
+            return call()
         except (PolicyError, httpx.HTTPError) as err:
             raise EvaluationError(f"policy service {self.url}: {err}") from None
-        self.state = answer.state
-        return answer.action
 
     def close(self) -> None:
         self.client.close()
@@ -136,17 +171,24 @@ class _SessionActor:
 
         self.url = source.location
         self.session = PolicySession(source.location, str(source.policy), token=source.token)
-        self.first = True
+        self.reward: float | None = None
+        """The previous action's reward (``None``: the episode's first step, which resets)."""
 
     def start_episode(self) -> None:
-        self.first = True
+        self.reward = None
+
+    def rewarded(self, reward: float) -> None:
+        self.reward = reward
 
     def act(self, obs: Any, *, explore: bool, seed: int) -> Any:
         from serving.answers import PolicyError
 
-        reset, self.first = self.first, False
+        reset, reward = self.reward is None, self.reward
         try:
-            return self.session.compute_action(obs, reset=reset, explore=explore, seed=seed).action
+            answer = self.session.compute_action(
+                obs, reset=reset, reward=reward, explore=explore, seed=seed
+            )
+            return answer.action
         except PolicyError as err:
             raise EvaluationError(f"policy service {self.url} (session): {err}") from None
 
@@ -185,7 +227,7 @@ def play_chunk(
         for seed in seeds:
             start = time.perf_counter()
             current.start_episode()
-            episode = play_episode(instance, act, seed)
+            episode = play_episode(instance, act, seed, on_reward=current.rewarded)
             episodes.append(episode)
             elapsed = time.perf_counter() - start
             logger.debug(

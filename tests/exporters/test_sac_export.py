@@ -86,7 +86,7 @@ def test_the_manifest_names_the_squashed_gaussian(sac: tuple[Path, Path]) -> Non
     manifest = load_artifact(artifact_dir).manifest
     assert manifest.algorithm == "SAC"
     assert manifest.action_distribution == "squashed_gaussian"
-    assert manifest.format_version == ARTIFACT_VERSION == "1.3"
+    assert manifest.format_version == ARTIFACT_VERSION == "1.4"
     # A feed-forward manifest has no "state" key: a 1.2 reader (strict) still reads it.
     assert manifest.state is None
     assert "state" not in json.loads((artifact_dir / "manifest.json").read_text())

@@ -11,7 +11,8 @@ One policy per kind of space the exporters and the server must handle:
 * ``impala`` / ``impala_pendulum``: IMPALA on CartPole, and on Pendulum with a
   ``MeanStdFilter`` (its actor-critic is PPO's; the artifacts must be alike).
 * ``lstm``: PPO with an LSTM (8 cells) on ``StatelessCartPole``, whose answers depend on its
-  state. Not in :data:`POLICY_NAMES` (the feed-forward policies every route is tried with).
+  state; ``lstm_prev``: the same LSTM also reading the previous action and reward. Not in
+  :data:`POLICY_NAMES` (the feed-forward policies every route is tried with).
 
 Each trains :data:`ITERATIONS` iterations once and keeps a checkpoint after every iteration (two
 versions of one policy, for hot reload); artifacts are exported once per set of formats.
@@ -107,20 +108,21 @@ def _impala(env: str, observation_filter: str) -> Callable[[], Any]:
     return make
 
 
-def _lstm() -> Any:
-    from training import PPOConfig
+def _lstm(previous: bool) -> Callable[[], Any]:
+    def make() -> Any:
+        from training import PPOConfig
 
-    return (
-        PPOConfig()
-        .environment("training.example_envs:StatelessCartPole")
-        .env_runners(num_envs_per_env_runner=2, rollout_fragment_length=32)
-        .training(
-            model={"use_lstm": True, "lstm_cell_size": 8, "max_seq_len": 8, "fcnet_hiddens": [16]},
-            train_batch_size=64,
-            minibatch_size=32,
-            num_epochs=1,
+        model = {"use_lstm": True, "lstm_cell_size": 8, "max_seq_len": 8, "fcnet_hiddens": [16]}
+        if previous:
+            model.update(lstm_use_prev_action=True, lstm_use_prev_reward=True)
+        return (
+            PPOConfig()
+            .environment("training.example_envs:StatelessCartPole")
+            .env_runners(num_envs_per_env_runner=2, rollout_fragment_length=32)
+            .training(model=model, train_batch_size=64, minibatch_size=32, num_epochs=1)
         )
-    )
+
+    return make
 
 
 _CONFIGS: dict[str, Callable[[], Any]] = {
@@ -130,7 +132,8 @@ _CONFIGS: dict[str, Callable[[], Any]] = {
     "structured": _filtered_ppo("tests.helpers.envs:StructuredEnv"),
     "impala": _impala("CartPole-v1", "NoFilter"),
     "impala_pendulum": _impala("Pendulum-v1", "MeanStdFilter"),
-    "lstm": _lstm,
+    "lstm": _lstm(previous=False),
+    "lstm_prev": _lstm(previous=True),
 }
 
 

@@ -389,3 +389,157 @@ def test_episodes_over_http_and_sessions_and_evaluate_from_every_source(
         over_session = play_session_episodes(session, StatelessCartPole(), 3, seed=0)
     assert [e.episode_return for e in over_http] == from_checkpoint
     assert [e.episode_return for e in over_session] == from_checkpoint
+
+
+# ------------------------------------------------------------------ previous action and reward
+@pytest.fixture(scope="module")
+def lstm_prev(tiny_policies: TinyPolicies) -> tuple[Path, Path]:
+    """The LSTM that also reads the previous action and reward: checkpoint, ONNX artifact."""
+    return tiny_policies.checkpoint("lstm_prev"), tiny_policies.artifact("lstm_prev", ["onnx"])
+
+
+@pytest.fixture(scope="module")
+def reference_prev(lstm_prev: tuple[Path, Path]) -> Any:
+    import torch
+
+    from training.checkpoints import load_module
+    from training.policy import Policy
+
+    module, _ = load_module(lstm_prev[0])
+    return Policy(module, torch.device("cpu"), explore_default=False)
+
+
+def episode_with_rewards(reference: Any, steps: int, seed: int) -> list[dict[str, Any]]:
+    """A played StatelessCartPole episode (or its first ``steps``): each step's observation,
+    the reward its previous action brought, and compute_single_action's action and state."""
+    env = StatelessCartPole()
+    obs, _ = env.reset(seed=seed)
+    state, action, reward = reference.get_initial_state(), None, None
+    played = []
+    for _ in range(steps):
+        action, state, _ = reference.compute_single_action(
+            obs, state=state, prev_action=action, prev_reward=reward, explore=False
+        )
+        played.append({"obs": obs.tolist(), "reward": reward, "action": action, "state": state})
+        obs, reward, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            break
+    return played
+
+
+def test_the_names_of_the_previous_inputs_are_trainings() -> None:
+    from exporters.manifest import PREVIOUS_ACTIONS, PREVIOUS_REWARDS
+    from training import columns as cols
+
+    assert (PREVIOUS_ACTIONS, PREVIOUS_REWARDS) == (cols.PREV_ACTIONS, cols.PREV_REWARDS)
+
+
+def test_http_carries_the_previous_action_and_reward(
+    lstm_prev: tuple[Path, Path], reference_prev: Any
+) -> None:
+    played = episode_with_rewards(reference_prev, 25, seed=2)
+    app = create_app(PolicyRegistry.from_paths({"prev": lstm_prev[1]}))
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with AsyncPolicyClient("http://t", transport=transport) as client:
+            described = await client.policy("prev")
+            assert [(s["name"], s["shape"], s["dtype"]) for s in described["previous"]] == [
+                ("prev_actions", ["batch"], "int64"),
+                ("prev_rewards", ["batch"], "float32"),
+            ]
+            state, action = None, None
+            for step in played:
+                answer = await client.compute_action(
+                    "prev", step["obs"], state=state, prev_action=action, prev_reward=step["reward"]
+                )
+                assert answer.action == step["action"]
+                assert_state(answer.state, step["state"])
+                state, action = answer.state, answer.action
+            # The policy reads the reward: another reward, another memory.
+            other = await client.compute_action(
+                "prev", played[0]["obs"], state=state, prev_action=action, prev_reward=-5.0
+            )
+            same = await client.compute_action(
+                "prev", played[0]["obs"], state=state, prev_action=action, prev_reward=1.0
+            )
+            assert other.state is not None and same.state is not None
+            assert not np.allclose(other.state[1], same.state[1], atol=1e-6)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"prev_action": 2}, "prev_action: expected actions in [0, 2)"),
+        ({"prev_action": 0.5}, "prev_action: expected integers"),
+        ({"prev_action": [0]}, "prev_action: expected shape [], got [1]"),
+        ({"prev_action": True}, "prev_action: expected a number, got a boolean"),
+        ({"prev_reward": 1e39}, "prev_reward: expected finite numbers"),
+        ({"prev_reward": "a"}, "prev_reward"),
+    ],
+)
+def test_a_bad_previous_input_is_refused_naming_it(
+    lstm_prev: tuple[Path, Path], body: dict[str, Any], detail: str
+) -> None:
+    app = create_app(PolicyRegistry.from_paths({"prev": lstm_prev[1]}))
+
+    async def scenario() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.post(
+                wire.action_path("prev"), json={"observation": [0.0, 0.0], **body}
+            )
+
+    answer = asyncio.run(scenario())
+    assert answer.status_code == 422 and detail in answer.json()["detail"], answer.text
+
+
+def test_a_session_keeps_each_agents_previous_action_and_takes_its_reward(
+    lstm_prev: tuple[Path, Path], reference_prev: Any
+) -> None:
+    played = {
+        agent: episode_with_rewards(reference_prev, 10, seed)
+        for agent, seed in [("a", 3), ("b", 4)]
+    }
+    server = ThreadedServer(create_app(PolicyRegistry.from_paths({"prev": lstm_prev[1]})))
+    try:
+        with PolicySession(server.http, "prev") as session:
+            for step in range(10):
+                for agent, steps in played.items():
+                    if step >= len(steps):
+                        continue
+                    answer = session.compute_action(
+                        steps[step]["obs"], agent=agent, reward=steps[step]["reward"]
+                    )
+                    assert answer.action == steps[step]["action"], (agent, step)
+            with pytest.raises(BadRequestError, match="reads the previous reward") as refused:
+                session.compute_actions_npy(np.zeros(2, np.float32))
+            assert refused.value.status == 415
+    finally:
+        server.stop()
+
+
+def test_evaluate_plays_the_same_episodes_from_every_source_with_previous_inputs(
+    lstm_prev: tuple[Path, Path],
+) -> None:
+    from typer.testing import CliRunner
+
+    from rlserve.cli import app
+
+    def evaluate(*args: str) -> list[float]:
+        common = ["--episodes", "2", "--num-workers", "0", "--json", "--seed", "5"]
+        result = CliRunner().invoke(app, ["evaluate", *args, *common])
+        assert result.exit_code == 0, result.output
+        return [e["return"] for e in json.loads(result.stdout)["episodes"]]
+
+    from_checkpoint = evaluate(str(lstm_prev[0]))
+    assert evaluate(str(lstm_prev[1])) == from_checkpoint
+    server = ThreadedServer(create_app(PolicyRegistry.from_paths({"prev": lstm_prev[1]})))
+    try:
+        env = ["--env", "training.example_envs:StatelessCartPole", "--policy", "prev"]
+        assert evaluate(server.http, *env) == from_checkpoint
+        assert evaluate(server.http, *env, "--session") == from_checkpoint
+    finally:
+        server.stop()

@@ -290,7 +290,7 @@ def test_a_client_that_does_not_read_is_not_buffered_without_bound(
         leaves: list[np.ndarray],
         explore: bool,
         seed: Any,
-        state: Any = None,
+        *carried: Any,
     ) -> ActionBatch:
         loop_of[:] = [asyncio.get_running_loop()]
         started.append(1)
@@ -318,7 +318,7 @@ def test_a_slow_answer_is_a_408_on_the_socket_and_the_session_goes_on(
         leaves: list[np.ndarray],
         explore: bool,
         seed: Any,
-        state: Any = None,
+        *carried: Any,
     ) -> ActionBatch:
         if seed == 1:
             await asyncio.sleep(2.0)

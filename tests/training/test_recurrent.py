@@ -236,7 +236,7 @@ def test_what_recurrence_cannot_do_yet_is_refused_at_build(config: Any, message:
 
 
 def test_previous_actions_and_rewards_need_the_lstm() -> None:
-    with pytest.raises(ConfigError, match="lstm_use_prev_reward.*set use_lstm=True"):
+    with pytest.raises(ConfigError, match=r"lstm_use_prev_reward.*set use_lstm=True"):
         PPOConfig().environment("CartPole-v1").training(
             model={"lstm_use_prev_reward": True}
         ).validate()
