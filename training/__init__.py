@@ -19,6 +19,7 @@ from training.checkpoints import CheckpointError, CheckpointVersionError
 from training.config import AlgorithmConfig, ConfigError
 from training.env_runner_group import EnvRunnerFailedError
 from training.envs import UnknownEnvError
+from training.multi_agent import MultiAgentEnv, MultiAgentEnvError, PolicySpec, make_multi_agent
 
 _registry.register_algorithms()  # tune.Tuner("PPO", ...) works after `import training`
 
@@ -35,7 +36,11 @@ __all__ = [
     "DQNConfig",
     "EnvRunnerFailedError",
     "IMPALAConfig",
+    "MultiAgentEnv",
+    "MultiAgentEnvError",
     "PPOConfig",
+    "PolicySpec",
     "SACConfig",
     "UnknownEnvError",
+    "make_multi_agent",
 ]

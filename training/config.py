@@ -434,6 +434,9 @@ def env_to_json(env: Any) -> str | None:
     """
     if env is None or isinstance(env, str):
         return env
+    recorded = getattr(env, "env_spec_json", None)  # make_multi_agent's classes
+    if isinstance(recorded, str):
+        return recorded
     module = getattr(env, "__module__", None)
     qualname = getattr(env, "__qualname__", None)
     if module and qualname and "<" not in qualname:

@@ -1,7 +1,8 @@
 """Creating environments from a config's ``env`` setting.
 
 ``env`` may be a registered gymnasium id (``"CartPole-v1"``), a ``"module:Class"`` entry point,
-or a class/callable that takes ``env_config`` and returns a gymnasium env.
+or a class/callable that takes ``env_config`` and returns a gymnasium env. (Multi-agent configs
+also take ``"make_multi_agent:<env>"``: :func:`training.multi_agent.env.multi_agent_creator`.)
 """
 
 from __future__ import annotations
