@@ -29,7 +29,7 @@ from ray.tune import Checkpoint, Trainable
 
 from training import metrics as m
 from training.algorithms import algorithm_class
-from training.checkpoints import read_checkpoint, write_checkpoint
+from training.checkpoints import read_checkpoint, verify_checkpoint, write_checkpoint
 from training.config import AlgorithmConfig
 from training.distributed import Shard
 from training.env_runner import EnvRunner, Fragment
@@ -62,6 +62,10 @@ class Algorithm(Trainable, abc.ABC):
     name: ClassVar[str] = "Algorithm"
     supports_lstm: ClassVar[bool] = False
     """Whether ``training(model={"use_lstm": True})`` works (its module has the LSTM path)."""
+    supports_multi_agent: ClassVar[bool] = False
+    """Whether ``multi_agent(policies=...)`` works (the algorithm trains a policy map)."""
+    multi_agent_class: ClassVar[type[Algorithm] | None] = None
+    """The class that trains this algorithm's policy map (built for multi-agent configs)."""
     learner_class: ClassVar[Any] = None
     """The learner, built as ``learner_class(module, config.hyperparameters, device, shard)``;
     ``None``: the algorithm has no learner of that shape (no ``learners(num_learners=N)``)."""
@@ -156,8 +160,8 @@ class Algorithm(Trainable, abc.ABC):
         return PlacementGroupFactory(bundles, strategy="PACK")
 
     # ----------------------------------------------------------------- Trainable API
-    def setup(self, config: dict[str, Any]) -> None:
-        """Validate the config, start runners, build the module and the learner."""
+    def _setup_common(self, config: dict[str, Any]) -> None:
+        """The config (validated), logging, seeds, the learner's device and threads."""
         self.config = self.config_class.from_dict(config)
         self.config.validate()
         level = self.config.log_level.replace("WARN", "WARNING")
@@ -172,6 +176,27 @@ class Algorithm(Trainable, abc.ABC):
         self.device = torch.device("cuda" if local_gpu else "cpu")
         # Small RL networks run fastest single-threaded; give the learner what Tune reserves.
         torch.set_num_threads(max(1, int(self.config.num_cpus_for_main_process)))
+
+    def __new__(cls, config: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """An instance of :attr:`multi_agent_class` when the config sets ``multi_agent()``.
+
+        So ``PPO(config=...)`` (and Tune's ``"PPO"`` trainable) trains a policy map whenever
+        the config asks for one.
+        """
+        target = cls
+        if cls.multi_agent_class is not None and _wants_multi_agent(config):
+            target = cls.multi_agent_class
+        return super().__new__(target)
+
+    def setup(self, config: dict[str, Any]) -> None:
+        """Validate the config, start runners, build the module and the learner."""
+        target = self.multi_agent_class
+        if target is not None and not isinstance(self, target) and _wants_multi_agent(config):
+            # Built without __new__'s say (Ray's actor wrapper, say): become the policy map.
+            self.__class__ = target
+            self.setup(config)
+            return
+        self._setup_common(config)
         self.env_runner = EnvRunner(self.config, 0)
         self.observation_space, self.action_space = self.env_runner.get_spaces()
         self.module = self.build_module(self.config, self.observation_space, self.action_space)
@@ -489,23 +514,45 @@ class Algorithm(Trainable, abc.ABC):
         self._timesteps_since_restore = 0
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike[str] | Any, **overrides: Any) -> Algorithm:
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike[str] | Any,
+        policy_ids: list[str] | None = None,
+        **overrides: Any,
+    ) -> Algorithm:
         """Rebuild the algorithm a checkpoint was written by, with optional config overrides.
 
         Args:
             path: Checkpoint directory (or a ``ray.tune.Checkpoint``), or a run directory:
                 its newest checkpoint that verifies, with a logged warning for each newer
                 one skipped (empty, partial, tampered).
+            policy_ids: Of a multi-agent checkpoint, restore only these policies (pass a
+                ``policy_mapping_fn`` that maps every agent to one of them).
             **overrides: Settings to change, e.g. ``num_env_runners=0`` for an actor-free
-                restore.
+                restore, or ``policy_mapping_fn`` (a multi-agent checkpoint records its
+                mapping only by name: a lambda must be passed again).
 
         Raises:
             CheckpointError: If the checkpoint (or every checkpoint of the run) fails to verify.
+            ConfigError: A multi-agent checkpoint whose mapping must be passed again.
         """
         path = str(_resolve(str(getattr(path, "path", path))))
-        contents = read_checkpoint(path)
-        algo_cls = algorithm_class(str(contents.metadata["algorithm"]))
-        config = algo_cls.get_default_config().update_from_dict(contents.config)
+        if verify_checkpoint(path).get("multi_agent"):
+            from training.multi_agent.checkpoints import (
+                multi_agent_config,
+                read_multi_agent_checkpoint,
+            )
+
+            ma = read_multi_agent_checkpoint(path, policy_ids)
+            algo_cls = algorithm_class(str(ma.metadata["algorithm"]))
+            settings = multi_agent_config(ma.config, ma, policy_ids, overrides)
+        else:
+            if policy_ids is not None:
+                raise ValueError(f"policy_ids: checkpoint {path} holds one (default) policy")
+            contents = read_checkpoint(path)
+            algo_cls = algorithm_class(str(contents.metadata["algorithm"]))
+            settings = contents.config
+        config = algo_cls.get_default_config().update_from_dict(settings)
         config.update_from_dict(overrides)
         algo: Algorithm = config.build()
         algo.load_checkpoint(path)
@@ -539,6 +586,12 @@ class Algorithm(Trainable, abc.ABC):
     def checkpoint_path(self) -> Path | None:  # pragma: no cover - convenience only
         """Unused; kept out of Tune's way."""
         return None
+
+
+def _wants_multi_agent(config: Any) -> bool:
+    if isinstance(config, AlgorithmConfig):
+        return config.is_multi_agent
+    return isinstance(config, dict) and bool(config.get("policies"))
 
 
 def _resolve(path: str | Path) -> Path:

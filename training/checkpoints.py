@@ -19,21 +19,22 @@ A *run directory* holds several checkpoints: :mod:`training.run_directory` picks
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from formats.provenance import CHECKPOINT_LIBRARIES, library_versions
-from formats.safeio import (
-    IntegrityError,
-    read_json,
-    verify_directory,
-    write_directory_atomically,
-    write_json,
-)
+from formats.safeio import read_json, write_directory_atomically, write_json
 from formats.spaces import space_from_json, space_to_json
 from training.algorithms import ALGORITHMS, algorithm_class
+from training.checkpoint_format import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    JSON_LIMIT,
+    CheckpointContents,
+    verify_checkpoint,
+)
 from training.errors import CheckpointError, CheckpointVersionError
 from training.rl_module import RLModule
 
@@ -52,29 +53,6 @@ __all__ = [
     "verify_checkpoint",
     "write_checkpoint",
 ]
-
-CHECKPOINT_FORMAT = "rlserve-checkpoint"
-CHECKPOINT_VERSION = "1.0"
-JSON_LIMIT = 64 * 1024 * 1024
-CHECKPOINT_PREFIX = "checkpoint_"
-REQUIRED_FILES = (
-    "algorithm_config.json",
-    "module.safetensors",
-    "learner_state.safetensors",
-    "learner_state.json",
-)
-
-
-class CheckpointContents(NamedTuple):
-    """Everything read (and verified) from a checkpoint directory."""
-
-    path: Path
-    metadata: dict[str, Any]
-    config: dict[str, Any]
-    module_state: dict[str, torch.Tensor]
-    learner_tensors: dict[str, torch.Tensor]
-    learner_json: dict[str, Any]
-    filter_state: dict[str, Any] | None
 
 
 def flatten_optimizer_state(
@@ -147,46 +125,6 @@ def write_checkpoint(
     return write_directory_atomically(path, write_files, metadata=metadata)
 
 
-def _check_version(path: Path, metadata: dict[str, Any]) -> None:
-    if metadata.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"checkpoint {path}: metadata.json format is {metadata.get('format')!r}, "
-            f"expected {CHECKPOINT_FORMAT!r}"
-        )
-    version = str(metadata.get("format_version", ""))
-    try:
-        major = int(version.split(".", maxsplit=1)[0])
-    except ValueError:
-        raise CheckpointError(f"checkpoint {path}: bad format_version {version!r}") from None
-    if major > int(CHECKPOINT_VERSION.split(".", maxsplit=1)[0]):
-        raise CheckpointVersionError(
-            f"checkpoint {path}: format version {version} is newer than this rlserve reads "
-            f"({CHECKPOINT_VERSION}); upgrade rlserve"
-        )
-
-
-def verify_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Check a checkpoint directory without reading its payload; return its metadata.
-
-    Every listed file's size and sha256, the format and version, and that every required
-    file is listed.
-
-    Raises:
-        CheckpointError: Naming the bad file (tampered, truncated, missing) or field.
-        CheckpointVersionError: For a newer major format version.
-    """
-    root = Path(path)
-    try:
-        metadata = verify_directory(root, kind="checkpoint")
-    except IntegrityError as err:
-        raise CheckpointError(str(err)) from None
-    _check_version(root, metadata)
-    for required in REQUIRED_FILES:
-        if required not in metadata["files"]:
-            raise CheckpointError(f"checkpoint {root}: metadata.json does not list {required}")
-    return metadata
-
-
 def read_checkpoint(path: str | Path) -> CheckpointContents:
     """Verify every file of a checkpoint, then read it.
 
@@ -196,6 +134,11 @@ def read_checkpoint(path: str | Path) -> CheckpointContents:
     """
     root = Path(path)
     metadata = verify_checkpoint(root)
+    if metadata.get("multi_agent"):
+        raise CheckpointError(
+            f"checkpoint {root}: a multi-agent checkpoint of policies {metadata['policies']}; "
+            "read it with training.multi_agent.checkpoints (or name a policy)"
+        )
     listed = metadata["files"]
     try:
         config = read_json(root / "algorithm_config.json", max_bytes=JSON_LIMIT)
@@ -214,13 +157,29 @@ def read_checkpoint(path: str | Path) -> CheckpointContents:
     )
 
 
-def load_module(path: str | Path) -> tuple[RLModule, CheckpointContents]:
+def load_module(
+    path: str | Path, policy_id: str | None = None
+) -> tuple[RLModule, CheckpointContents]:
     """Rebuild the inference module from a checkpoint alone (the env is never created).
 
+    Args:
+        path: A checkpoint directory.
+        policy_id: Which policy of a multi-agent checkpoint (needed when it holds several).
+
     Returns:
-        The module (eval mode, CPU) and the checkpoint's contents.
+        The module (eval mode, CPU) and the checkpoint's contents (for a multi-agent
+        checkpoint: the policy's, with its spaces in the metadata as a single-agent one has).
+
+    Raises:
+        CheckpointError: A bad checkpoint; a policy id it does not hold, or none given for
+            one with several policies (the message lists them).
     """
-    contents = read_checkpoint(path)
+    if policy_id is not None or verify_checkpoint(path).get("multi_agent"):
+        from training.multi_agent.checkpoints import policy_contents
+
+        contents = policy_contents(path, policy_id)
+    else:
+        contents = read_checkpoint(path)
     cls = algorithm_class(str(contents.metadata.get("algorithm")))
     config = cls.get_default_config().update_from_dict(contents.config)
     obs_space = space_from_json(contents.metadata["observation_space"], "observation_space")

@@ -37,6 +37,7 @@ from training.config_sections import (
     TrainingSection,
 )
 from training.config_validation import ConfigError, describe_validation_error, is_search_space
+from training.multi_agent.spec import MultiAgentSection, policies_to_json
 
 if TYPE_CHECKING:
     from training.algorithm import Algorithm
@@ -76,6 +77,7 @@ class AlgorithmConfig(_Config):
             "debugging": DebuggingSection,
             "evaluation": EvaluationSection,
             "offline_data": OfflineDataSection,
+            "multi_agent": MultiAgentSection,
         }
         object.__setattr__(self, "_models", sections)
         object.__setattr__(self, "_values", {name: m() for name, m in sections.items()})
@@ -229,6 +231,36 @@ class AlgorithmConfig(_Config):
         """Write episode traces as JSON lines into ``output``."""
         return self._update("offline_data", _provided(locals()))
 
+    def multi_agent(
+        self: Self,
+        *,
+        policies: Any = NotProvided,
+        policy_mapping_fn: Any = NotProvided,
+        policies_to_train: Any = NotProvided,
+        **unknown: Any,
+    ) -> Self:
+        """Train several policies (see :class:`~training.multi_agent.spec.MultiAgentSection`).
+
+        Args:
+            policies: Policy ids (a set: spaces from the env) or ``{id: PolicySpec(...)}``.
+            policy_mapping_fn: ``fn(agent_id, episode, **kwargs) -> policy_id`` or its
+                ``"module:function"`` name (recorded in checkpoints by name only).
+            policies_to_train: ``None`` (all), a list of ids, or ``fn(policy_id, batch)``.
+            **unknown: Refused, naming the key.
+        """
+        return self._update("multi_agent", _provided(locals()))
+
+    @property
+    def is_multi_agent(self) -> bool:
+        """Whether ``multi_agent(policies=...)`` was set."""
+        return bool(self._values["multi_agent"].policies)
+
+    @property
+    def multi_agent_settings(self) -> MultiAgentSection:
+        """The ``multi_agent()`` settings as one validated section."""
+        section: MultiAgentSection = self._values["multi_agent"]
+        return section
+
     def framework(self: Self, framework: str = "torch") -> Self:
         """Accepted for RLlib compatibility: torch is the only framework."""
         if framework != "torch":
@@ -254,6 +286,7 @@ class AlgorithmConfig(_Config):
             raise ConfigError(f"unresolved Tune search spaces in {sorted(self._search)}")
         flat = self.to_dict()
         flat["env"] = env_to_json(flat["env"])
+        flat.update(policies_to_json(self._values["multi_agent"]))
         return flat
 
     def update_from_dict(self: Self, config: dict[str, Any]) -> Self:
@@ -314,6 +347,7 @@ class AlgorithmConfig(_Config):
             raise ConfigError(f"{type(self).__name__}.environment(): no env set")
         self._validate_learners()
         self._validate_recurrence()
+        self._validate_multi_agent()
         if self.num_gpus > 0:
             import torch
 
@@ -343,6 +377,30 @@ class AlgorithmConfig(_Config):
                 "the envs' states are kept by a runner stepping its envs together; use "
                 "gym_env_vectorize_mode='ASYNC' for parallel envs"
             )
+
+    def _validate_multi_agent(self) -> None:
+        section = self._values["multi_agent"]
+        try:
+            section.check()
+        except ValueError as err:
+            raise ConfigError(f"multi_agent(): {err}") from None
+        if not section.policies:
+            return
+        algo = self.algo_class
+        unsupported = [
+            (
+                not algo.supports_multi_agent,
+                f"{algo.name} trains one policy (multi-agent: PPO, DQN)",
+            ),
+            (self.num_learners > 0, "num_learners > 0 (learners in the driver: num_learners=0)"),
+            (self.model.use_lstm, "use_lstm (recurrent multi-agent policies: not yet)"),
+            (self.uses_observation_filter, "observation_filter='MeanStdFilter' (not yet)"),
+            (bool(self.remote_worker_envs), "remote_worker_envs=True"),
+            (bool(self.output), "offline_data(output=...) traces (not yet)"),
+        ]
+        for refused, why in unsupported:
+            if refused:
+                raise ConfigError(f"multi_agent(): not with {why}")
 
     def _validate_learners(self) -> None:
         if self.num_learners == 0:

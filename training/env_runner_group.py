@@ -46,7 +46,7 @@ class EnvRunnerGroup:
         local_env_runner: The runner living in the driver process.
     """
 
-    def __init__(self, config: Any, local_env_runner: EnvRunner) -> None:
+    def __init__(self, config: Any, local_env_runner: Any) -> None:
         self.config = config
         self.local_env_runner = local_env_runner
         self._actors: dict[int, Any] = {}
@@ -72,9 +72,10 @@ class EnvRunnerGroup:
             )
             if missing:  # Ray would wait for them forever
                 raise EnvRunnerFailedError(missing)
+            # The local runner's class: an EnvRunner, or a multi-agent runner.
             self._remote_cls = ray.remote(
                 num_cpus=config.num_cpus_per_env_runner, num_gpus=config.num_gpus_per_env_runner
-            )(EnvRunner)
+            )(type(local_env_runner))
             self._actors = {i: self._new_actor(i) for i in range(1, config.num_env_runners + 1)}
             # Fail early (and clearly) if an actor cannot even start its env.
             self._wait_ready()

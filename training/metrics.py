@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
+    "AGENT_EPISODE_RETURNS_MEAN",
     "DEFAULT_POLICY_ID",
     "DRIVER_MS_PER_FRAGMENT",
     "ENV_RUNNER_RESULTS",
@@ -24,6 +25,9 @@ __all__ = [
     "LEARNER_QUEUE_LENGTH_MEAN",
     "LEARNER_RESULTS",
     "LEARNER_TIME_SHARE",
+    "MODULE_EPISODE_RETURNS_MEAN",
+    "NUM_AGENT_STEPS_SAMPLED",
+    "NUM_AGENT_STEPS_SAMPLED_LIFETIME",
     "NUM_ENV_RUNNER_RESTARTS",
     "NUM_ENV_STEPS_SAMPLED",
     "NUM_ENV_STEPS_SAMPLED_LIFETIME",
@@ -62,11 +66,17 @@ EPISODE_RETURN_MAX = "episode_return_max"
 EPISODE_LEN_MEAN = "episode_len_mean"
 NUM_EPISODES = "num_episodes"
 NUM_ENV_STEPS_SAMPLED = "num_env_steps_sampled"
+# Multi-agent: agent steps (an env step counts once per acting agent), returns per agent id and
+# per policy (module) over the same recent episodes.
+NUM_AGENT_STEPS_SAMPLED = "num_agent_steps_sampled"
+AGENT_EPISODE_RETURNS_MEAN = "agent_episode_returns_mean"
+MODULE_EPISODE_RETURNS_MEAN = "module_episode_returns_mean"
 
 # Top level: lifetime counters (saved in checkpoints), runner health and throughput.
 NUM_ENV_STEPS_SAMPLED_LIFETIME = "num_env_steps_sampled_lifetime"
 NUM_ENV_STEPS_TRAINED_LIFETIME = "num_env_steps_trained_lifetime"
 NUM_EPISODES_LIFETIME = "num_episodes_lifetime"
+NUM_AGENT_STEPS_SAMPLED_LIFETIME = "num_agent_steps_sampled_lifetime"
 NUM_HEALTHY_ENV_RUNNERS = "num_healthy_env_runners"
 NUM_REMOTE_ENV_RUNNERS = "num_remote_env_runners"
 NUM_ENV_RUNNER_RESTARTS = "num_env_runner_restarts"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from formats.safeio import METADATA_MAX_BYTES, read_json
-from training.checkpoints import CHECKPOINT_PREFIX, verify_checkpoint
+from training.checkpoint_format import CHECKPOINT_PREFIX, verify_checkpoint
 from training.errors import CheckpointError
 
 __all__ = [

@@ -26,6 +26,7 @@ import torch
 
 from formats.leaves import obs_to_leaves
 from training import columns as cols
+from training.config_validation import ConfigError
 from training.fragments import Fragment
 from training.multi_agent.env import (
     ALL,
@@ -35,7 +36,12 @@ from training.multi_agent.env import (
     multi_agent_creator,
 )
 from training.multi_agent.segments import Segment, pack
-from training.multi_agent.spec import MultiAgentSection, PolicySpec, resolve_policies
+from training.multi_agent.spec import (
+    MultiAgentSection,
+    PolicySpec,
+    policy_config,
+    resolve_policies,
+)
 from training.rl_module import RLModule
 
 __all__ = ["MultiAgentEnvRunner", "MultiAgentSample"]
@@ -111,13 +117,19 @@ class MultiAgentEnvRunner:
     """Samples :class:`MultiAgentSample` s from ``num_envs_per_env_runner`` env copies.
 
     Args:
-        config: The algorithm config (its env must be a :class:`MultiAgentEnv`).
-        section: The ``multi_agent()`` settings.
+        config: The algorithm config (its env must be a :class:`MultiAgentEnv`, its
+            ``multi_agent()`` settings the policies).
         runner_index: 0 for the local runner, 1..n for remote ones (seeding).
+        section: The ``multi_agent()`` settings, if not the config's.
     """
 
-    def __init__(self, config: Any, section: MultiAgentSection, runner_index: int = 0) -> None:
+    def __init__(
+        self, config: Any, runner_index: int = 0, section: MultiAgentSection | None = None
+    ) -> None:
         self.config, self.runner_index = config, runner_index
+        section = section or config.multi_agent_settings
+        if runner_index > 0:  # an actor of its own: size torch's threads to its CPUs
+            torch.set_num_threads(max(1, int(config.num_cpus_per_env_runner)))
         create = multi_agent_creator(config.env, config.env_config)
         self.envs: list[MultiAgentEnv] = []
         self.checkers: list[ContractChecker] = []
@@ -134,10 +146,9 @@ class MultiAgentEnvRunner:
             pid: _given(spec.observation_space) for pid, spec in self.policies.items()
         }
         with torch.random.fork_rng(devices=[]):  # the learner's weights replace these
+            build = config.algo_class.build_module
             self.modules: dict[str, RLModule] = {
-                pid: config.algo_class.build_module(
-                    config, spec.observation_space, spec.action_space
-                ).eval()
+                pid: build(policy_config(config, spec), *spec.spaces).eval()
                 for pid, spec in self.policies.items()
             }
         from training.env_runner import derive_seed
@@ -164,7 +175,7 @@ class MultiAgentEnvRunner:
         if pid is None:
             pid = self.mapping(agent, episode)
             if pid not in self.modules:
-                raise ValueError(
+                raise ConfigError(
                     f"policy_mapping_fn({agent!r}, episode) returned {pid!r}, which is not a "
                     f"policy; the policies are {sorted(self.modules)}"
                 )
@@ -303,6 +314,20 @@ class MultiAgentEnvRunner:
             self._timestep = global_timestep
         if weights_version is not None:
             self.weights_version = weights_version
+
+    def get_filter_delta(self) -> dict[str, Any]:
+        """No running observation filter in multi-agent training (yet): nothing gathered."""
+        return {}
+
+    def apply(self, fn: Any, *args: Any) -> Any:
+        """Call ``fn(self, *args)`` here (what ``foreach_worker`` sends to each runner)."""
+        return fn(self, *args)
+
+    def ping(self) -> float:
+        """Health check used by the runner group."""
+        import time
+
+        return time.time()
 
     def stop(self) -> None:
         """Close the env copies."""

@@ -23,6 +23,7 @@ import gymnasium as gym
 from pydantic import Field, field_validator
 
 from training.config_sections import Section
+from training.config_validation import ConfigError
 
 __all__ = [
     "DEFAULT_POLICY_ID",
@@ -30,6 +31,8 @@ __all__ = [
     "PolicySpec",
     "import_function",
     "mapping_to_json",
+    "policies_to_json",
+    "policy_config",
 ]
 
 DEFAULT_POLICY_ID = "default_policy"
@@ -52,6 +55,13 @@ class PolicySpec:
     action_space: gym.Space[Any] | None = None
     config: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def spaces(self) -> tuple[gym.Space[Any], gym.Space[Any]]:
+        """Both spaces (of a resolved spec: :func:`resolve_policies` fills them in)."""
+        if self.observation_space is None or self.action_space is None:
+            raise ValueError("this PolicySpec's spaces are not resolved yet")
+        return self.observation_space, self.action_space
+
 
 def _spec(pid: str, value: Any) -> PolicySpec:
     if value is None:
@@ -62,7 +72,14 @@ def _spec(pid: str, value: Any) -> PolicySpec:
         unknown = set(value) - {"observation_space", "action_space", "config"}
         if unknown:
             raise ValueError(f"policies[{pid!r}]: unknown keys {sorted(unknown)}")
-        return PolicySpec(**dict(value))
+        fields = dict(value)
+        for key in ("observation_space", "action_space"):  # a checkpoint's JSON form
+            if isinstance(fields.get(key), Mapping):
+                from formats.spaces import space_from_json
+
+                fields[key] = space_from_json(fields[key], f"policies[{pid!r}].{key}")
+        fields["config"] = dict(fields.get("config") or {})
+        return PolicySpec(**fields)
     raise ValueError(f"policies[{pid!r}]: expected a PolicySpec (or None), got {value!r}")
 
 
@@ -209,7 +226,7 @@ def resolve_policies(
     its spaces whatever the episode.
 
     Raises:
-        ValueError: A mapping to an unknown policy, agents of different spaces mapped to one
+        ConfigError: A mapping to an unknown policy, agents of different spaces mapped to one
             policy, or a policy whose spaces nobody gives.
     """
     mapping = section.mapping()
@@ -218,7 +235,7 @@ def resolve_policies(
     for agent in possible_agents:
         pid = mapping(agent, None)
         if pid not in resolved:
-            raise ValueError(
+            raise ConfigError(
                 f"policy_mapping_fn({agent!r}) returned {pid!r}, which is not a policy; the "
                 f"policies are {sorted(resolved)}"
             )
@@ -226,7 +243,7 @@ def resolve_policies(
         if pid in seen:
             first, obs_space, act_space = seen[pid]
             if (obs_space, act_space) != spaces:
-                raise ValueError(
+                raise ConfigError(
                     f"policy {pid!r}: agents {first!r} and {agent!r} are mapped to it with "
                     f"different spaces ({obs_space}, {act_space} vs {spaces[0]}, {spaces[1]})"
                 )
@@ -238,9 +255,44 @@ def resolve_policies(
         inferred = (from_agents[1], from_agents[2]) if from_agents else (None, None)
         policy_obs, policy_act = given[0] or inferred[0], given[1] or inferred[1]
         if policy_obs is None or policy_act is None:
-            raise ValueError(
+            raise ConfigError(
                 f"policy {pid!r}: no agent is mapped to it, so its spaces are unknown; give "
                 "them in its PolicySpec"
             )
         resolved[pid] = replace(spec, observation_space=policy_obs, action_space=policy_act)
     return resolved
+
+
+def policies_to_json(section: MultiAgentSection) -> dict[str, Any]:
+    """The section's settings as JSON (a config's ``to_json_dict``), functions by name.
+
+    Spaces are recorded (as rlserve's space JSON) where a spec gives them; a mapping function
+    that is not importable by name is left out (``None``: pass it again on restore), and a
+    ``policies_to_train`` function is recorded as the list it selects.
+    """
+    from formats.spaces import space_to_json
+
+    policies = {
+        pid: {
+            "observation_space": None
+            if spec.observation_space is None
+            else space_to_json(spec.observation_space),
+            "action_space": None if spec.action_space is None else space_to_json(spec.action_space),
+            "config": spec.config,
+        }
+        for pid, spec in section.policies.items()
+    }
+    return {
+        "policies": policies,
+        "policy_mapping_fn": mapping_to_json(section.policy_mapping_fn),
+        "policies_to_train": section.trained() if section.policies else None,
+    }
+
+
+def policy_config(config: Any, spec: PolicySpec) -> Any:
+    """The algorithm config of one policy: the shared one with its spec's overrides."""
+    if not spec.config:
+        return config
+    overridden = config.copy()
+    overridden.training(**spec.config)
+    return overridden

@@ -31,7 +31,7 @@ def cartpoles(agents: int = 2, copies: int = 3, config: Any = None) -> Any:
 
 def test_a_fragment_per_policy_holds_every_agent_step() -> None:
     section = MultiAgentSection(policies={"p0", "p1"}, policy_mapping_fn=by_index)
-    runner = MultiAgentEnvRunner(cartpoles(), section)
+    runner = MultiAgentEnvRunner(cartpoles(), 0, section)
     sample = runner.sample()
     assert sample.env_steps == 3 * 40
     assert set(sample.fragments) == {"p0", "p1"}
@@ -62,7 +62,7 @@ def test_a_fragment_per_policy_holds_every_agent_step() -> None:
 
 def test_agents_sharing_a_policy_are_batched_and_weights_go_per_policy() -> None:
     section = MultiAgentSection(policies={"shared"})
-    runner = MultiAgentEnvRunner(cartpoles(agents=3, copies=2), section)
+    runner = MultiAgentEnvRunner(cartpoles(agents=3, copies=2), 0, section)
     sample = runner.sample(10)
     assert list(sample.fragments) == ["shared"]
     assert sample.agent_steps == int(sample.fragments["shared"].valid.sum())
@@ -76,7 +76,7 @@ def test_agents_sharing_a_policy_are_batched_and_weights_go_per_policy() -> None
 
 def test_dqn_modules_act_too() -> None:
     section = MultiAgentSection(policies={"p0", "p1"}, policy_mapping_fn=by_index)
-    runner = MultiAgentEnvRunner(cartpoles(config=DQNConfig()), section)
+    runner = MultiAgentEnvRunner(cartpoles(config=DQNConfig()), 0, section)
     sample = runner.sample(20)
     assert set(sample.fragments) == {"p0", "p1"}
 
@@ -135,7 +135,7 @@ def test_turn_taking_agents_act_only_with_an_observation_and_collect_rewards_bet
         .environment(Turns)
         .env_runners(num_envs_per_env_runner=1, rollout_fragment_length=6)
     )
-    runner = MultiAgentEnvRunner(config, MultiAgentSection(policies={"shared"}))
+    runner = MultiAgentEnvRunner(config, 0, MultiAgentSection(policies={"shared"}))
     sample = runner.sample()
     fragment = sample.fragments["shared"]
     assert sample.episode_returns == [6 * 1.0 + 6 * 2.0]
@@ -152,10 +152,10 @@ def test_turn_taking_agents_act_only_with_an_observation_and_collect_rewards_bet
 def test_a_mapping_to_an_unknown_policy_fails_at_the_runner() -> None:
     section = MultiAgentSection(policies={"p0"}, policy_mapping_fn=by_index)
     with pytest.raises(ValueError, match="returned 'p1', which is not a policy"):
-        MultiAgentEnvRunner(cartpoles(), section)
+        MultiAgentEnvRunner(cartpoles(), 0, section)
 
 
 def test_a_single_agent_env_is_refused() -> None:
     config = PPOConfig().environment("CartPole-v1")
     with pytest.raises(MultiAgentEnvError, match=r"not a training\.MultiAgentEnv"):
-        MultiAgentEnvRunner(config, MultiAgentSection(policies={"p"}))
+        MultiAgentEnvRunner(config, 0, MultiAgentSection(policies={"p"}))

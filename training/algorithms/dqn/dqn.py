@@ -16,10 +16,11 @@ from training.algorithms.dqn.module import DQNModule, linear_epsilon
 from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
 from training.config import AlgorithmConfig
 from training.distributed import LOCAL
+from training.multi_agent.algorithm import MultiAgentAlgorithm
 from training.replay_buffers import ReplayBuffer, add_fragments, updates_per_round
 from training.rl_module import RLModule
 
-__all__ = ["DQN"]
+__all__ = ["DQN", "MultiAgentDQN"]
 
 
 class DQN(Algorithm):
@@ -27,6 +28,7 @@ class DQN(Algorithm):
 
     config_class: ClassVar[type[AlgorithmConfig]] = DQNConfig
     name: ClassVar[str] = "DQN"
+    supports_multi_agent: ClassVar[bool] = True
     learner_class: ClassVar[Any] = DQNLearner
     learner: DQNLearner
 
@@ -104,6 +106,86 @@ class DQN(Algorithm):
         """Restore Adam state and the target network (into every learner)."""
         self.foreach_learner(functools.partial(_restore, tensors=tensors, data=data))
         self._last_target_update = int(data["last_target_update"])
+
+
+class MultiAgentDQN(MultiAgentAlgorithm, DQN):
+    """DQN on a policy map: a replay buffer and a learner per trained policy."""
+
+    def setup_policy_learners(self) -> None:
+        """A replay buffer per trained policy (its agents' n-step transitions)."""
+        cfg = self.config
+        self.replay_buffers = {
+            pid: ReplayBuffer(self.policy_configs[pid].replay_buffer_capacity, seed=cfg.seed)
+            for pid in self.trained_policies
+        }
+        self._last_target_updates = dict.fromkeys(self.trained_policies, 0)
+
+    def train_policies(self) -> dict[str, dict[str, float]]:
+        """Sampling rounds with updates until ``min_sample_timesteps_per_iteration`` env steps.
+
+        Each policy updates ``training_intensity`` times per agent step of its own agents
+        (its replay ratio), from its own buffer; target networks sync on the lifetime env
+        steps, as single-agent DQN's.
+        """
+        cfg = self.config
+        sampled_this_iter = 0
+        stats: dict[str, dict[str, float]] = {pid: {} for pid in self.trained_policies}
+        updates = dict.fromkeys(self.trained_policies, 0)
+        while sampled_this_iter < cfg.min_sample_timesteps_per_iteration:
+            samples = self.sample_multi_agent(1)
+            sampled_this_iter += sum(s.env_steps for s in samples)
+            lifetime = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+            for pid in self.trained_policies:
+                pcfg = self.policy_configs[pid]
+                fragments = self.fragments_of(samples, pid)
+                add_fragments(self.replay_buffers[pid], fragments, pcfg.gamma, pcfg.n_step)
+                if lifetime < pcfg.num_steps_sampled_before_learning_starts:
+                    continue
+                agent_steps = sum(f.num_env_steps for f in fragments)
+                rounds = updates_per_round(
+                    agent_steps, pcfg.training_intensity, pcfg.train_batch_size
+                )
+                buffer = self.replay_buffers[pid]
+                batches = [buffer.sample(pcfg.train_batch_size) for _ in range(rounds)]
+                sync = lifetime - self._last_target_updates[pid] >= pcfg.target_network_update_freq
+                if batches or sync:
+                    for result in self.learners[pid].update_many(batches, sync):
+                        for key, value in result.items():
+                            stats[pid][key] = stats[pid].get(key, 0.0) + value
+                        updates[pid] += 1
+                if sync:
+                    self._last_target_updates[pid] = lifetime
+            self.sync_weights()
+        metrics = {}
+        for pid in self.trained_policies:
+            pcfg = self.policy_configs[pid]
+            done = max(1, updates[pid])
+            metrics[pid] = {key: value / done for key, value in stats[pid].items()}
+            metrics[pid]["num_updates"] = float(updates[pid])
+            metrics[pid]["epsilon"] = linear_epsilon(
+                self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME],
+                pcfg.epsilon_initial,
+                pcfg.epsilon_final,
+                pcfg.epsilon_timesteps,
+            )
+            metrics[pid]["replay_buffer_size"] = float(self.replay_buffers[pid].size)
+        return metrics
+
+    def policy_learner_state(self, pid: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Policy ``pid``'s Adam state and target network."""
+        tensors, data = _state_of(self.learners[pid])
+        data["last_target_update"] = self._last_target_updates[pid]
+        return tensors, data
+
+    def set_policy_learner_state(
+        self, pid: str, tensors: dict[str, torch.Tensor], data: dict[str, Any]
+    ) -> None:
+        """Restore policy ``pid``'s Adam state and target network."""
+        _restore(self.learners[pid], tensors, data)
+        self._last_target_updates[pid] = int(data["last_target_update"])
+
+
+DQN.multi_agent_class = MultiAgentDQN
 
 
 def _state_of(learner: DQNLearner) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -16,9 +16,10 @@ from training.algorithms.ppo.module import PPOModule
 from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
 from training.config import AlgorithmConfig
 from training.distributed import LOCAL
+from training.multi_agent.algorithm import MultiAgentAlgorithm
 from training.rl_module import RLModule
 
-__all__ = ["PPO"]
+__all__ = ["PPO", "MultiAgentPPO"]
 
 
 class PPO(Algorithm):
@@ -27,6 +28,7 @@ class PPO(Algorithm):
     config_class: ClassVar[type[AlgorithmConfig]] = PPOConfig
     name: ClassVar[str] = "PPO"
     supports_lstm: ClassVar[bool] = True
+    supports_multi_agent: ClassVar[bool] = True
     learner_class: ClassVar[Any] = PPOLearner
     learner: PPOLearner
 
@@ -50,9 +52,9 @@ class PPO(Algorithm):
         if self.learner_group is None:
             self.learner = self.build_learner(self.config, self.module, self.device, LOCAL)
 
-    def current_lr(self) -> float:
-        """Learning rate after the optional linear schedule."""
-        cfg = self.config
+    def current_lr(self, config: AlgorithmConfig | None = None) -> float:
+        """Learning rate after the optional linear schedule (of ``config``: a policy's)."""
+        cfg = config or self.config
         if cfg.lr_schedule_end is None:
             return float(cfg.lr)
         progress = min(
@@ -75,6 +77,36 @@ class PPO(Algorithm):
     def set_learner_state(self, tensors: dict[str, torch.Tensor], data: dict[str, Any]) -> None:
         """Restore Adam state and the KL coefficient (into every learner)."""
         self.foreach_learner(functools.partial(_restore, tensors=tensors, data=data))
+
+
+class MultiAgentPPO(MultiAgentAlgorithm, PPO):
+    """PPO on a policy map: each trained policy's learner on its agents' trajectories."""
+
+    def train_policies(self) -> dict[str, dict[str, float]]:
+        """Sample ``train_batch_size`` env steps, update each trained policy, broadcast."""
+        samples = self.sample_multi_agent(self.config.train_batch_size)
+        metrics = {}
+        for pid in self.trained_policies:
+            fragments = self.fragments_of(samples, pid)
+            if fragments:  # its agents may not have acted (they joined no episode yet)
+                lr = self.current_lr(self.policy_configs[pid])
+                metrics[pid] = self.learners[pid].update(fragments, lr)
+        self.counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += sum(s.env_steps for s in samples)
+        self.sync_weights()
+        return metrics
+
+    def policy_learner_state(self, pid: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Policy ``pid``'s Adam state and adaptive KL coefficient."""
+        return _state_of(self.learners[pid])
+
+    def set_policy_learner_state(
+        self, pid: str, tensors: dict[str, torch.Tensor], data: dict[str, Any]
+    ) -> None:
+        """Restore policy ``pid``'s Adam state and KL coefficient."""
+        _restore(self.learners[pid], tensors, data)
+
+
+PPO.multi_agent_class = MultiAgentPPO
 
 
 def _state_of(learner: PPOLearner) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
