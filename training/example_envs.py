@@ -11,6 +11,13 @@ environment of ``bench/slow_env.py``, for comparing ``gym_env_vectorize_mode="AS
 ``StatelessCartPole`` is CartPole-v1 without the two velocities in its observation (the cart's
 position and the pole's angle only): a memory task, solvable only by a policy that infers the
 velocities from what it saw before (``model={"use_lstm": True}``).
+
+``SimpleSpread`` is MPE2's ``simple_spread`` (cooperative navigation: N agents cover N landmarks
+without colliding) as a :class:`~training.multi_agent.MultiAgentEnv`; it needs the optional
+``pettingzoo`` extra (``pip install rlserve[pettingzoo]``)::
+
+    PPOConfig().environment("training.example_envs:SimpleSpread", env_config={"N": 2})
+    .multi_agent(policies={"shared"})
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["SlowCartPole", "StatelessCartPole"]
+from training.multi_agent.pettingzoo import ParallelPettingZooEnv
+
+__all__ = ["SimpleSpread", "SlowCartPole", "StatelessCartPole"]
 
 
 class SlowCartPole(gym.Wrapper[Any, Any, Any, Any]):
@@ -63,3 +72,25 @@ class StatelessCartPole(gym.ObservationWrapper[Any, Any, Any]):
     def observation(self, observation: Any) -> Any:
         """Drop the cart's and the pole's velocities."""
         return np.asarray(observation, dtype=np.float32)[[0, 2]]
+
+
+class SimpleSpread(ParallelPettingZooEnv):
+    """MPE2's ``simple_spread`` parallel env, discrete actions (``env_config``: its arguments).
+
+    Args:
+        env_config: Keyword arguments of ``mpe2.simple_spread_v3.parallel_env`` (``N``,
+            ``max_cycles``, ``local_ratio``); ``continuous_actions`` defaults to False.
+
+    Raises:
+        ImportError: Without the ``pettingzoo`` extra, saying how to install it.
+    """
+
+    def __init__(self, env_config: dict[str, Any] | None = None) -> None:
+        try:
+            from mpe2 import simple_spread_v3
+        except ImportError:
+            raise ImportError(
+                "SimpleSpread needs MPE2 and PettingZoo: pip install 'rlserve[pettingzoo]'"
+            ) from None
+        settings = {"continuous_actions": False, **(env_config or {})}
+        super().__init__(simple_spread_v3.parallel_env(**settings))
