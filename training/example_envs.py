@@ -30,7 +30,7 @@ import numpy as np
 
 from training.multi_agent.pettingzoo import ParallelPettingZooEnv
 
-__all__ = ["SimpleSpread", "SlowCartPole", "StatelessCartPole"]
+__all__ = ["SimpleSpread", "SlowCartPole", "StatelessCartPole", "policy_per_agent"]
 
 
 class SlowCartPole(gym.Wrapper[Any, Any, Any, Any]):
@@ -94,3 +94,8 @@ class SimpleSpread(ParallelPettingZooEnv):
             ) from None
         settings = {"continuous_actions": False, **(env_config or {})}
         super().__init__(simple_spread_v3.parallel_env(**settings))
+
+
+def policy_per_agent(agent_id: Any, episode: Any = None, **kwargs: Any) -> str:
+    """A policy mapping: agent ``i`` plays policy ``"p<i>"`` (``make_multi_agent``'s agents)."""
+    return f"p{agent_id}"
