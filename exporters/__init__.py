@@ -13,7 +13,7 @@ from exporters.errors import ArtifactError, ArtifactVersionError, ExportError
 from exporters.manifest import ARTIFACT_VERSION, FORMAT_FILES, Manifest
 
 if TYPE_CHECKING:  # the real import happens on first use (see __getattr__)
-    from exporters.export import export_checkpoint
+    from exporters.export import export_checkpoint, multi_agent_policies
 
 __all__ = [
     "ARTIFACT_VERSION",
@@ -26,13 +26,14 @@ __all__ = [
     "OnnxPolicy",
     "export_checkpoint",
     "load_artifact",
+    "multi_agent_policies",
 ]
 
 
 def __getattr__(name: str) -> Any:
     """Import the export path (which needs training and torch) only when it is asked for."""
-    if name == "export_checkpoint":
-        from exporters.export import export_checkpoint
+    if name in ("export_checkpoint", "multi_agent_policies"):
+        from exporters import export
 
-        return export_checkpoint
+        return getattr(export, name)
     raise AttributeError(f"module 'exporters' has no attribute {name!r}")

@@ -43,7 +43,7 @@ from formats.provenance import ARTIFACT_LIBRARIES, library_versions
 from formats.safeio import FileTable, sha256_file, write_directory_atomically
 from training.checkpoints import load_module
 
-__all__ = ["ExportError", "export_checkpoint"]
+__all__ = ["ExportError", "export_checkpoint", "multi_agent_policies"]
 
 DEFAULT_OPSET = 18
 
@@ -145,12 +145,25 @@ def _export_program(
     torch.export.save(program, str(path))
 
 
+def multi_agent_policies(checkpoint_path: str | Path) -> list[str] | None:
+    """The policy ids of a multi-agent checkpoint (``None``: a single-agent one).
+
+    Raises:
+        training.CheckpointError: For a checkpoint that does not verify.
+    """
+    from training.checkpoints import verify_checkpoint
+
+    metadata = verify_checkpoint(checkpoint_path)
+    return list(metadata["policies"]) if metadata.get("multi_agent") else None
+
+
 def export_checkpoint(
     checkpoint_path: str | Path,
     out_dir: str | Path,
     formats: Iterable[str] = ("onnx", "torchscript", "torch_export"),
     *,
     policy_name: str | None = None,
+    policy_id: str | None = None,
     max_batch_size: int = 4096,
     opset: int = DEFAULT_OPSET,
 ) -> Path:
@@ -162,7 +175,10 @@ def export_checkpoint(
         checkpoint_path: A checkpoint directory written by ``Algorithm.save``.
         out_dir: The artifact directory to create (replaced atomically if it exists).
         formats: Any of ``"onnx"``, ``"torchscript"``, ``"torch_export"``.
-        policy_name: Name recorded in the manifest (default: the algorithm, lower case).
+        policy_name: Name recorded in the manifest (default: the algorithm, lower case; a
+            multi-agent checkpoint's policy: its id).
+        policy_id: Which policy of a multi-agent checkpoint to export (needed when it holds
+            several; :func:`multi_agent_policies` lists them).
         max_batch_size: Largest batch every format must accept (at least 4096 recommended).
         opset: ONNX opset.
 
@@ -180,7 +196,7 @@ def export_checkpoint(
         raise ExportError(f"formats: unknown {unknown}; choose from {sorted(FORMAT_FILES)}")
     if max_batch_size < 8:
         raise ExportError(f"max_batch_size must be >= 8, got {max_batch_size}")
-    module, contents = load_module(checkpoint_path)
+    module, contents = load_module(checkpoint_path, policy_id)
     graph = InferenceGraph(module)
     obs_space, act_space = module.observation_space, module.action_space
     # A recurrent graph takes its state after the observation leaves, under its own names.
@@ -212,7 +228,7 @@ def export_checkpoint(
         graph_contains.append("action_clipping")
     # The version hashes the files written below: it is filled in once they exist.
     draft = Manifest(
-        policy_name=policy_name or algorithm.lower(),
+        policy_name=policy_name or contents.metadata.get("policy_id") or algorithm.lower(),
         version="",
         algorithm=algorithm,
         source_checkpoint=str(Path(checkpoint_path).resolve()),

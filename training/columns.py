@@ -11,9 +11,12 @@ __all__ = [
     "ACTIONS",
     "ACTION_DIST_INPUTS",
     "ACTION_LOGP",
+    "AGENT_ID",
+    "ENV_STEP",
     "EPISODE_LENGTH",
     "EPISODE_RETURN",
     "OBS",
+    "POLICY_ID",
     "PREV_ACTIONS",
     "PREV_REWARDS",
     "Q_VALUES",
@@ -54,3 +57,8 @@ TERMINATEDS = "terminated"
 TRUNCATEDS = "truncated"
 EPISODE_RETURN = "return"
 EPISODE_LENGTH = "length"
+# Multi-agent episode traces: a row per agent step, saying whose step, under which policy, at
+# which env step of the episode.
+AGENT_ID = "agent_id"
+POLICY_ID = "policy_id"
+ENV_STEP = "env_step"

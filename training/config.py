@@ -396,7 +396,6 @@ class AlgorithmConfig(_Config):
             (self.model.use_lstm, "use_lstm (recurrent multi-agent policies: not yet)"),
             (self.uses_observation_filter, "observation_filter='MeanStdFilter' (not yet)"),
             (bool(self.remote_worker_envs), "remote_worker_envs=True"),
-            (bool(self.output), "offline_data(output=...) traces (not yet)"),
         ]
         for refused, why in unsupported:
             if refused:

@@ -6,6 +6,12 @@ leaves in :func:`formats.leaves.flatten_leaves` order, each a list over the epis
 ``actions``, ``rewards``, ``terminated``, ``truncated`` and the episode's ``return`` and
 ``length``. Observations are those the actions were taken on (the final observation is not
 repeated).
+
+A multi-agent runner writes a row per agent step instead (:meth:`TraceWriter.write_agent_rows`):
+``agent_id``, ``policy_id`` and ``env_step`` per row beside ``obs`` (per row: its leaves, since
+agents' spaces may differ), ``actions``, ``rewards`` (what the action brought until the agent's
+next one), ``terminated``, ``truncated``; ``return`` is summed over the agents and ``length``
+counts env steps.
 """
 
 from __future__ import annotations
@@ -80,12 +86,27 @@ class TraceWriter:
         name = f"output-{self._stamp}_worker-{self.runner_index}_{self._file_number}.json"
         return self.directory / name
 
-    def _write(self, episode: dict[str, list[Any]]) -> None:
+    def write_agent_rows(
+        self, rows: list[dict[str, Any]], episode_return: float, length: int
+    ) -> None:
+        """Write a multi-agent episode: one row per agent step (see the module doc)."""
+        keys = [cols.AGENT_ID, cols.POLICY_ID, cols.ENV_STEP, cols.OBS, cols.ACTIONS]
+        keys += [cols.REWARDS, cols.TERMINATEDS, cols.TRUNCATEDS]
+        line: dict[str, Any] = {key: [row[key] for row in rows] for key in keys}
+        line[cols.EPISODE_RETURN] = float(episode_return)
+        line[cols.EPISODE_LENGTH] = int(length)
+        self._emit(line)
+
+    def _emit(self, line: dict[str, Any]) -> None:
         if self._file is not None and self._file.tell() >= self.max_file_size:
             self._file.close()
             self._file, self._file_number = None, self._file_number + 1
         if self._file is None:
             self._file = self._path().open("a", encoding="utf-8")
+        self._file.write(json.dumps(line, allow_nan=False) + "\n")
+        self._file.flush()
+
+    def _write(self, episode: dict[str, list[Any]]) -> None:
         steps = len(episode[cols.REWARDS])
         # Leaves are transposed to one list per leaf over the episode's steps.
         obs = [list(column) for column in zip(*episode[cols.OBS], strict=True)]
@@ -95,8 +116,7 @@ class TraceWriter:
             cols.EPISODE_RETURN: float(sum(episode[cols.REWARDS])),
             cols.EPISODE_LENGTH: steps,
         }
-        self._file.write(json.dumps(line, allow_nan=False) + "\n")
-        self._file.flush()
+        self._emit(line)
 
     def close(self) -> None:
         """Close the current file."""

@@ -43,6 +43,7 @@ from training.multi_agent.spec import (
     resolve_policies,
 )
 from training.rl_module import RLModule
+from training.traces import TraceWriter
 
 __all__ = ["MultiAgentEnvRunner", "MultiAgentSample"]
 
@@ -87,6 +88,9 @@ class _Episode:
     open: dict[AgentID, Segment] = field(default_factory=dict)
     returns: dict[AgentID, float] = field(default_factory=lambda: defaultdict(float))
     length: int = 0
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    """With ``output`` set: a row per agent step (:meth:`TraceWriter.write_agent_rows`)."""
+    last_row: dict[AgentID, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -160,6 +164,11 @@ class MultiAgentEnvRunner:
             self._generator.manual_seed(generator_seed)
         self._timestep = 0
         self.weights_version = 0
+        self._traces = (
+            TraceWriter(config.output, runner_index, config.output_max_file_size)
+            if config.output
+            else None
+        )
         self._episodes = [self._reset(i, first=True) for i in range(len(self.envs))]
 
     # ----------------------------------------------------------------- episodes
@@ -259,6 +268,8 @@ class MultiAgentEnvRunner:
         episode.length += 1
         for agent, (leaves, action, extras) in acting.items():
             episode.open.setdefault(agent, Segment()).add(leaves, action, extras)
+        if self._traces is not None:
+            self._trace_step(episode, acting, rewards, terminateds, truncateds)
         for agent, reward in rewards.items():
             episode.returns[agent] += float(reward)
             if agent in episode.open:
@@ -280,7 +291,42 @@ class MultiAgentEnvRunner:
         episode.obs = {a: o for a, o in observations.items() if a not in leaving}
         if over:
             tally.episode_ended(episode)
+            if self._traces is not None:
+                total = float(sum(episode.returns.values()))
+                self._traces.write_agent_rows(episode.trace, total, episode.length)
             self._episodes[index] = self._reset(index)
+
+    @staticmethod
+    def _trace_step(
+        episode: _Episode,
+        acting: Acting,
+        rewards: dict[AgentID, Any],
+        terminateds: dict[Any, Any],
+        truncateds: dict[Any, Any],
+    ) -> None:
+        """One env step's agent rows (rewards go to each agent's latest row)."""
+        for agent, (leaves, action, _) in acting.items():
+            episode.last_row[agent] = len(episode.trace)
+            episode.trace.append(
+                {
+                    cols.AGENT_ID: agent,
+                    cols.POLICY_ID: episode.policy_of[agent],
+                    cols.ENV_STEP: episode.length - 1,
+                    cols.OBS: [leaf.tolist() for leaf in leaves],
+                    cols.ACTIONS: np.asarray(action).tolist(),
+                    cols.REWARDS: 0.0,
+                    cols.TERMINATEDS: False,
+                    cols.TRUNCATEDS: False,
+                }
+            )
+        for agent, reward in rewards.items():
+            if agent in episode.last_row:
+                episode.trace[episode.last_row[agent]][cols.REWARDS] += float(reward)
+        over_terminated, over_truncated = bool(terminateds[ALL]), bool(truncateds[ALL])
+        for agent, row in episode.last_row.items():
+            record = episode.trace[row]
+            record[cols.TERMINATEDS] |= bool(terminateds.get(agent)) or over_terminated
+            record[cols.TRUNCATEDS] |= bool(truncateds.get(agent)) or over_truncated
 
     def _env_action(self, episode: _Episode, agent: AgentID, action: np.ndarray) -> Any:
         """The action as the env takes it: a Python int for Discrete, clipped for a Box."""
@@ -330,7 +376,9 @@ class MultiAgentEnvRunner:
         return time.time()
 
     def stop(self) -> None:
-        """Close the env copies."""
+        """Close the env copies and the trace files."""
+        if self._traces is not None:
+            self._traces.close()
         for env in self.envs:
             env.close()
 

@@ -159,3 +159,24 @@ def test_a_single_agent_env_is_refused() -> None:
     config = PPOConfig().environment("CartPole-v1")
     with pytest.raises(MultiAgentEnvError, match=r"not a training\.MultiAgentEnv"):
         MultiAgentEnvRunner(config, 0, MultiAgentSection(policies={"p"}))
+
+
+def test_traces_hold_a_row_per_agent_step(tmp_path: Any) -> None:
+    from training.traces import read_traces
+
+    config = (
+        PPOConfig()
+        .environment(Turns)
+        .env_runners(num_envs_per_env_runner=1, rollout_fragment_length=6)
+        .offline_data(output=str(tmp_path))
+    )
+    runner = MultiAgentEnvRunner(config, 0, MultiAgentSection(policies={"shared"}))
+    runner.sample()
+    runner.stop()
+    (episode,) = read_traces(tmp_path)
+    assert episode["agent_id"] == ["first", "second", "first", "late", "second", "first", "second"]
+    assert episode["env_step"] == [0, 1, 2, 2, 3, 4, 5]
+    assert set(episode["policy_id"]) == {"shared"}
+    assert episode["rewards"] == [2.0, 4.0, 2.0, 0.0, 4.0, 2.0, 2.0]
+    assert episode["return"] == 18.0 and episode["length"] == 6
+    assert episode["terminated"][-1] and episode["obs"][1] == [[1.0]]
