@@ -378,8 +378,17 @@ class Algorithm(Trainable, abc.ABC):
         }
 
     # ----------------------------------------------------------------- weights and policy
-    def get_policy(self, policy_id: str = m.DEFAULT_POLICY_ID) -> Policy:
-        """The policy: module access, preprocessing, distributions, values/Q-values."""
+    def get_policy(self, policy_id: str | None = m.DEFAULT_POLICY_ID) -> Policy:
+        """The policy: module access, preprocessing, distributions, values/Q-values.
+
+        Raises:
+            ValueError: For another id than ``"default_policy"`` (one policy is trained here).
+        """
+        if policy_id not in (None, m.DEFAULT_POLICY_ID):
+            raise ValueError(
+                f"policy_id {policy_id!r}: a single-agent algorithm has one policy, "
+                f"{m.DEFAULT_POLICY_ID!r}"
+            )
         return Policy(
             self.module,
             self.device,
@@ -404,13 +413,15 @@ class Algorithm(Trainable, abc.ABC):
         prev_action: Any = None,
         prev_reward: float | None = None,
         explore: bool | None = None,
+        policy_id: str | None = None,
     ) -> Any:
         """Action for one observation, with the training-time preprocessing and filter.
 
         A recurrent policy takes and returns its state: ``(action, state_out, {})``; an LSTM
-        that reads the previous action and reward takes them too.
+        that reads the previous action and reward takes them too. ``policy_id``: which policy
+        of a multi-agent algorithm (a single-agent one has only ``"default_policy"``).
         """
-        return self.get_policy().compute_single_action(
+        return self.get_policy(policy_id or m.DEFAULT_POLICY_ID).compute_single_action(
             observation, state, prev_action, prev_reward, explore=explore
         )
 
@@ -421,12 +432,13 @@ class Algorithm(Trainable, abc.ABC):
         prev_action_batch: Any = None,
         prev_reward_batch: Any = None,
         explore: bool | None = None,
+        policy_id: str | None = None,
     ) -> Any:
         """Actions for a batch of observations (a list, or a batched array/dict).
 
         A recurrent policy takes and returns its states: ``(actions, state_outs, {})``.
         """
-        return self.get_policy().compute_actions(
+        return self.get_policy(policy_id or m.DEFAULT_POLICY_ID).compute_actions(
             observations, state_batches, prev_action_batch, prev_reward_batch, explore=explore
         )
 

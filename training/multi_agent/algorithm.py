@@ -235,6 +235,20 @@ class MultiAgentAlgorithm(Algorithm):
             observation, state, prev_action, prev_reward, explore=explore
         )
 
+    def compute_actions(
+        self,
+        observations: Any,
+        state_batches: list[Any] | None = None,
+        prev_action_batch: Any = None,
+        prev_reward_batch: Any = None,
+        explore: bool | None = None,
+        policy_id: str | None = None,
+    ) -> Any:
+        """Policy ``policy_id``'s actions for a batch of observations."""
+        return self.get_policy(policy_id).compute_actions(
+            observations, state_batches, prev_action_batch, prev_reward_batch, explore=explore
+        )
+
     def compute_agent_actions(
         self, observations: dict[Any, Any], explore: bool | None = None
     ) -> dict[Any, Any]:
