@@ -87,6 +87,7 @@ bench: $(VENV)/.installed-dev $(BENCH_VENV)/.installed
 	$(BIN)/python bench/train_pendulum.py --sb3-python $(BENCH_VENV)/bin/python
 	$(BIN)/python bench/train_impala.py
 	$(BIN)/python bench/train_lstm.py
+	$(BIN)/python bench/train_multi_agent.py
 	$(BIN)/python bench/slow_env.py
 	$(BIN)/python bench/serve_load.py
 	$(BIN)/python bench/session_load.py
