@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from training import Algorithm, ConfigError, DQNConfig, PPOConfig, SACConfig
+from training import Algorithm, ConfigError, DQNConfig, IMPALAConfig, PPOConfig, SACConfig
 from training.algorithms.dqn.dqn import MultiAgentDQN
 from training.algorithms.ppo.ppo import MultiAgentPPO
+from training.algorithms.sac.sac import MultiAgentSAC
 from training.checkpoints import CheckpointError, load_module
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -148,12 +149,36 @@ def test_dqn_trains_only_the_policies_to_train() -> None:
         assert algo.train()["learners"]["p0"]["replay_buffer_size"] > 0
 
 
+def test_sac_trains_a_policy_map_on_continuous_actions(tmp_path: Path) -> None:
+    config = (
+        SACConfig()
+        .environment("make_multi_agent:Pendulum-v1", env_config={"num_agents": 2})
+        .env_runners(num_envs_per_env_runner=1, rollout_fragment_length=4)
+        .training(
+            num_steps_sampled_before_learning_starts=16,
+            min_sample_timesteps_per_iteration=32,
+            train_batch_size=16,
+        )
+        .multi_agent(policies={"shared"})
+        .debugging(seed=0)
+    )
+    with config.build() as algo:
+        assert isinstance(algo, MultiAgentSAC)
+        learner = algo.train()["learners"]["shared"]
+        assert learner["num_updates"] > 0 and np.isfinite(learner["critic_loss"])
+        path = algo.save(str(tmp_path / "ckpt")).checkpoint.path
+        action = algo.compute_single_action([1.0, 0.0, 0.0], policy_id="shared", explore=False)
+    with Algorithm.from_checkpoint(path) as restored:
+        again = restored.compute_single_action([1.0, 0.0, 0.0], explore=False)
+        np.testing.assert_array_equal(again, action)
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [
         (lambda: two_cartpoles(policy_mapping_fn=lambda a, e=None: "p9"), "returned 'p9'"),
         (lambda: two_cartpoles(policies={"p0"}, policy_mapping_fn=None), None),
-        (lambda: two_cartpoles(SACConfig()), "SAC trains one policy"),
+        (lambda: two_cartpoles(IMPALAConfig()), "IMPALA trains one policy"),
         (
             lambda: two_cartpoles().training(model={"use_lstm": True}),
             "not with use_lstm",

@@ -16,10 +16,11 @@ from training.algorithms.sac.module import SACModule
 from training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
 from training.config import AlgorithmConfig
 from training.distributed import LOCAL
+from training.multi_agent.algorithm import MultiAgentAlgorithm
 from training.replay_buffers import add_fragments, make_replay_buffer, updates_per_round
 from training.rl_module import RLModule
 
-__all__ = ["SAC"]
+__all__ = ["SAC", "MultiAgentSAC"]
 
 _OPTIMIZERS = ("critic_optimizer", "actor_optimizer", "alpha_optimizer")
 
@@ -29,6 +30,7 @@ class SAC(Algorithm):
 
     config_class: ClassVar[type[AlgorithmConfig]] = SACConfig
     name: ClassVar[str] = "SAC"
+    supports_multi_agent: ClassVar[bool] = True
     learner_class: ClassVar[Any] = SACLearner
     learner: SACLearner
 
@@ -123,6 +125,91 @@ class SAC(Algorithm):
     def set_learner_state(self, tensors: dict[str, torch.Tensor], data: dict[str, Any]) -> None:
         """Restore what :meth:`learner_state` wrote (into every learner)."""
         self.foreach_learner(functools.partial(_restore, tensors=tensors, data=data))
+
+
+class MultiAgentSAC(MultiAgentAlgorithm, SAC):
+    """SAC on a policy map: a replay buffer and a learner per trained policy."""
+
+    def setup_policy_learners(self) -> None:
+        """A replay buffer per trained policy (its agents' n-step transitions)."""
+        self.replay_buffers = {}
+        for pid in self.trained_policies:
+            buffer = self.policy_configs[pid].replay_buffer_config
+            self.replay_buffers[pid] = make_replay_buffer(
+                buffer.capacity,
+                prioritized=buffer.prioritized,
+                alpha=buffer.alpha,
+                beta=buffer.beta,
+                seed=self.config.seed,
+            )
+
+    def train_policies(self) -> dict[str, dict[str, float]]:
+        """Sampling rounds with updates until ``min_sample_timesteps_per_iteration`` env steps.
+
+        Each policy updates ``training_intensity`` times per agent step of its own agents,
+        from its own buffer (prioritized: each batch after the last one's priorities).
+        """
+        cfg = self.config
+        sampled_this_iter = 0
+        stats: dict[str, dict[str, float]] = {pid: {} for pid in self.trained_policies}
+        updates = dict.fromkeys(self.trained_policies, 0)
+        while sampled_this_iter < cfg.min_sample_timesteps_per_iteration:
+            samples = self.sample_multi_agent(1)
+            sampled_this_iter += sum(s.env_steps for s in samples)
+            lifetime = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+            for pid in self.trained_policies:
+                pcfg = self.policy_configs[pid]
+                fragments = self.fragments_of(samples, pid)
+                add_fragments(self.replay_buffers[pid], fragments, pcfg.gamma, pcfg.n_step)
+                if lifetime < pcfg.num_steps_sampled_before_learning_starts:
+                    continue
+                agent_steps = sum(f.num_env_steps for f in fragments)
+                rounds = updates_per_round(
+                    agent_steps, pcfg.training_intensity, pcfg.train_batch_size
+                )
+                for result in self._policy_updates(pid, rounds):
+                    for key, value in result.metrics.items():
+                        stats[pid][key] = stats[pid].get(key, 0.0) + value
+                    updates[pid] += 1
+            self.sync_weights()
+        metrics = {}
+        for pid in self.trained_policies:
+            done = max(1, updates[pid])
+            metrics[pid] = {key: value / done for key, value in stats[pid].items()}
+            metrics[pid]["num_updates"] = float(updates[pid])
+            metrics[pid]["alpha_value"] = _alpha_of(self.learners[pid])
+            metrics[pid]["replay_buffer_size"] = float(self.replay_buffers[pid].size)
+        return metrics
+
+    def _policy_updates(self, pid: str, rounds: int) -> list[UpdateResult]:
+        buffer, learner = self.replay_buffers[pid], self.learners[pid]
+        size = self.policy_configs[pid].train_batch_size
+        if not self.policy_configs[pid].replay_buffer_config.prioritized:
+            results: list[UpdateResult] = learner.update_many(
+                [buffer.sample(size) for _ in range(rounds)]
+            )
+            return results
+        results = []
+        for _ in range(rounds):
+            batch = buffer.sample(size)
+            result = learner.update(batch)
+            assert batch.indices is not None
+            buffer.update_priorities(batch.indices, result.td_errors)
+            results.append(result)
+        return results
+
+    def policy_learner_state(self, pid: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Policy ``pid``'s three Adam states, ``log(alpha)`` and target critics."""
+        return _state_of(self.learners[pid])
+
+    def set_policy_learner_state(
+        self, pid: str, tensors: dict[str, torch.Tensor], data: dict[str, Any]
+    ) -> None:
+        """Restore policy ``pid``'s learner state."""
+        _restore(self.learners[pid], tensors, data)
+
+
+SAC.multi_agent_class = MultiAgentSAC
 
 
 def _alpha_of(learner: SACLearner) -> float:
