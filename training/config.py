@@ -394,7 +394,6 @@ class AlgorithmConfig(_Config):
             ),
             (self.num_learners > 0, "num_learners > 0 (learners in the driver: num_learners=0)"),
             (self.model.use_lstm, "use_lstm (recurrent multi-agent policies: not yet)"),
-            (self.uses_observation_filter, "observation_filter='MeanStdFilter' (not yet)"),
             (bool(self.remote_worker_envs), "remote_worker_envs=True"),
         ]
         for refused, why in unsupported:

@@ -37,6 +37,7 @@ from training.multi_agent.checkpoints import (
 from training.multi_agent.runner import MultiAgentEnvRunner, MultiAgentSample
 from training.multi_agent.spec import PolicySpec, policy_config
 from training.policy import Policy
+from training.preprocessing import RunningStat
 from training.rl_module import RLModule
 
 __all__ = ["MultiAgentAlgorithm"]
@@ -78,6 +79,12 @@ class MultiAgentAlgorithm(Algorithm):
         }
         self.setup_policy_learners()
         self.env_runner_group = EnvRunnerGroup(self.config, self.env_runner)
+        self.filter_stats = {
+            pid: RunningStat(module.preprocessor.flat_dim)
+            for pid, module in self.modules.items()
+            if module.obs_filter.enabled
+        }
+        """Each filtered policy's merged running observation statistics."""
         self.counters: dict[str, int] = {
             m.NUM_ENV_STEPS_SAMPLED_LIFETIME: 0,
             m.NUM_AGENT_STEPS_SAMPLED_LIFETIME: 0,
@@ -178,7 +185,13 @@ class MultiAgentAlgorithm(Algorithm):
 
     # ----------------------------------------------------------------- weights and policies
     def sync_weights(self, weights_version: int | None = None) -> None:
-        """Broadcast every policy's module state to every runner."""
+        """Merge the runners' filter statistics per policy, then broadcast module states."""
+        if self.filter_stats:
+            for deltas in self.env_runner_group.get_filter_deltas():
+                for pid, delta in deltas.items():
+                    self.filter_stats[pid].merge(RunningStat.from_json(delta))
+            for pid, stat in self.filter_stats.items():
+                self.modules[pid].obs_filter.set_stats(stat)
         self.env_runner_group.sync_weights(
             self.get_weights(),
             self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME],
@@ -295,6 +308,7 @@ class MultiAgentAlgorithm(Algorithm):
             mapping=self.config.multi_agent_settings.policy_mapping_fn,
             modules=self.modules,
             learner_states={pid: self.policy_learner_state(pid) for pid in self.trained_policies},
+            filter_states={pid: stat.to_json() for pid, stat in self.filter_stats.items()},
             iteration=self.iteration,
             counters=dict(self.counters),
             time_total_s=self._time_total,
@@ -315,6 +329,10 @@ class MultiAgentAlgorithm(Algorithm):
         for pid, (tensors, data) in contents.learner_states.items():
             if pid in self.learners:
                 self.set_policy_learner_state(pid, tensors, data)
+        for pid, state in contents.filter_states.items():
+            if pid in self.filter_stats:
+                self.filter_stats[pid] = RunningStat.from_json(state)
+        self.env_runner_group.get_filter_deltas()  # statistics gathered before the load
         for key in self.counters:
             self.counters[key] = int(contents.metadata["counters"].get(key, 0))
         self._iteration = int(contents.metadata["iteration"])

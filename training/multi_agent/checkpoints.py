@@ -6,7 +6,8 @@ Beside a single-agent checkpoint's ``metadata.json`` and ``algorithm_config.json
   whether it trains, and the mapping function's name (``"module:function"``, or ``null``:
   it was a lambda, passed again on restore) — never the function itself;
 * ``module.<policy_id>.safetensors`` — each policy's module state;
-* ``learner_state.<policy_id>.safetensors`` / ``.json`` — each trained policy's optimizer.
+* ``learner_state.<policy_id>.safetensors`` / ``.json`` — each trained policy's optimizer;
+* ``filter_state.<policy_id>.json`` — each filtered policy's running observation statistics.
 
 Like every checkpoint it is written atomically and every file's hash is verified before
 anything is read (:func:`training.checkpoints.verify_checkpoint`); nothing is unpickled.
@@ -58,6 +59,7 @@ class MultiAgentContents(NamedTuple):
     mapping: str | None
     module_states: dict[str, dict[str, torch.Tensor]]
     learner_states: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]]
+    filter_states: dict[str, dict[str, Any]]
 
 
 def write_multi_agent_checkpoint(
@@ -71,6 +73,7 @@ def write_multi_agent_checkpoint(
     modules: Mapping[str, torch.nn.Module],
     learner_states: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]],
     iteration: int,
+    filter_states: dict[str, dict[str, Any]] | None = None,
     counters: dict[str, int | float],
     time_total_s: float = 0.0,
 ) -> Path:
@@ -100,6 +103,8 @@ def write_multi_agent_checkpoint(
         for pid, (tensors, data) in learner_states.items():
             save_file(tensors, str(directory / f"learner_state.{pid}.safetensors"))
             write_json(directory / f"learner_state.{pid}.json", data)
+        for pid, state in (filter_states or {}).items():
+            write_json(directory / f"filter_state.{pid}.json", state)
 
     metadata = {
         "format": CHECKPOINT_FORMAT,
@@ -156,6 +161,12 @@ def read_multi_agent_checkpoint(
             )
             for pid in trained
         }
+        listed = metadata["files"]
+        filters = {
+            pid: read_json(root / f"filter_state.{pid}.json", max_bytes=JSON_LIMIT)
+            for pid in chosen
+            if f"filter_state.{pid}.json" in listed
+        }
     except (OSError, ValueError, KeyError, TypeError) as err:
         if isinstance(err, CheckpointError):
             raise
@@ -169,6 +180,7 @@ def read_multi_agent_checkpoint(
         spec_json.get("policy_mapping_fn"),
         modules,
         learners,
+        filters,
     )
 
 
@@ -212,7 +224,7 @@ def policy_contents(path: str | Path, policy_id: str | None) -> CheckpointConten
         contents.module_states[policy_id],
         tensors,
         data,
-        None,
+        contents.filter_states.get(policy_id),
     )
 
 

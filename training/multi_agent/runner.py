@@ -42,6 +42,7 @@ from training.multi_agent.spec import (
     policy_config,
     resolve_policies,
 )
+from training.preprocessing import RunningStat
 from training.rl_module import RLModule
 from training.traces import TraceWriter
 
@@ -164,6 +165,7 @@ class MultiAgentEnvRunner:
             self._generator.manual_seed(generator_seed)
         self._timestep = 0
         self.weights_version = 0
+        self._filter_deltas = self._new_filter_deltas()
         self._traces = (
             TraceWriter(config.output, runner_index, config.output_max_file_size)
             if config.output
@@ -212,6 +214,9 @@ class MultiAgentEnvRunner:
                     out = module.forward_exploration(batch, self._generator, self._timestep)
                 else:
                     out = module.forward_inference(batch)
+            if module.obs_filter.enabled:  # statistics of what the agents saw, per policy
+                with torch.no_grad():
+                    self._filter_deltas[pid].push(module.preprocessor(batch).flat.numpy())
             arrays = {key: value.cpu().numpy() for key, value in out.items()}
             actions = arrays.pop(cols.ACTIONS)
             arrays.pop(cols.ACTION_DIST_INPUTS, None)
@@ -361,9 +366,18 @@ class MultiAgentEnvRunner:
         if weights_version is not None:
             self.weights_version = weights_version
 
+    def _new_filter_deltas(self) -> dict[str, RunningStat]:
+        return {
+            pid: RunningStat(module.preprocessor.flat_dim)
+            for pid, module in self.modules.items()
+            if module.obs_filter.enabled
+        }
+
     def get_filter_delta(self) -> dict[str, Any]:
-        """No running observation filter in multi-agent training (yet): nothing gathered."""
-        return {}
+        """Each filtered policy's observation statistics since the last call (then cleared)."""
+        deltas = {pid: stat.to_json() for pid, stat in self._filter_deltas.items()}
+        self._filter_deltas = self._new_filter_deltas()
+        return deltas
 
     def apply(self, fn: Any, *args: Any) -> Any:
         """Call ``fn(self, *args)`` here (what ``foreach_worker`` sends to each runner)."""

@@ -210,3 +210,21 @@ def test_remote_runners_sample_the_policy_map(ray_session: Any) -> None:
         )
         expected = algo.get_weights(["p0"])["p0"]["pi_head.bias"].tolist()
         assert weights == [expected, expected]
+
+
+def test_each_policy_keeps_its_own_observation_filter(tmp_path: Path) -> None:
+    config = two_cartpoles().env_runners(observation_filter="MeanStdFilter")
+    with config.build() as algo:
+        algo.train()
+        means = {pid: algo.modules[pid].obs_filter.mean.clone() for pid in ("p0", "p1")}
+        assert all(mean.abs().sum() > 0 for mean in means.values())
+        assert not np.allclose(means["p0"].numpy(), means["p1"].numpy())  # different agents
+        counts = {pid: stat.count for pid, stat in algo.filter_stats.items()}
+        path = Path(algo.save(str(tmp_path / "ckpt")).checkpoint.path)
+    assert (path / "filter_state.p0.json").exists() and (path / "filter_state.p1.json").exists()
+    with Algorithm.from_checkpoint(path) as restored:
+        assert isinstance(restored, MultiAgentPPO)
+        assert {pid: s.count for pid, s in restored.filter_stats.items()} == counts
+        np.testing.assert_array_equal(
+            restored.modules["p0"].obs_filter.mean.numpy(), means["p0"].numpy()
+        )
