@@ -390,7 +390,7 @@ class AlgorithmConfig(_Config):
         unsupported = [
             (
                 not algo.supports_multi_agent,
-                f"{algo.name} trains one policy (multi-agent: PPO, DQN, SAC)",
+                f"{algo.name} trains one policy (multi-agent: PPO, DQN, SAC, IMPALA)",
             ),
             (self.num_learners > 0, "num_learners > 0 (learners in the driver: num_learners=0)"),
             (self.model.use_lstm, "use_lstm (recurrent multi-agent policies: not yet)"),

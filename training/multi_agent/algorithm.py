@@ -127,6 +127,11 @@ class MultiAgentAlgorithm(Algorithm):
             new: list[MultiAgentSample] = self.env_runner_group.sample()  # type: ignore[assignment]
             samples += new
             steps += sum(s.env_steps for s in new)
+        self.record_multi_agent(samples)
+        return samples
+
+    def record_multi_agent(self, samples: list[MultiAgentSample]) -> None:
+        """Count samples: env and agent steps, finished episodes, returns for the results."""
         for sample in samples:
             self._returns.extend(sample.episode_returns)
             self._lengths.extend(sample.episode_lengths)
@@ -137,7 +142,6 @@ class MultiAgentAlgorithm(Algorithm):
             self.counters[m.NUM_EPISODES_LIFETIME] += len(sample.episode_returns)
             self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] += sample.env_steps
             self.counters[m.NUM_AGENT_STEPS_SAMPLED_LIFETIME] += sample.agent_steps
-        return samples
 
     @staticmethod
     def fragments_of(samples: list[MultiAgentSample], pid: str) -> list[Fragment]:
@@ -181,6 +185,7 @@ class MultiAgentAlgorithm(Algorithm):
             m.NUM_ENV_RUNNER_RESTARTS: self.env_runner_group.num_restarts,
             m.NUM_ENV_STEPS_SAMPLED_THROUGHPUT: sampled / elapsed if elapsed > 0 else 0.0,
             **self.counters,
+            **self.iteration_results(),
         }
 
     # ----------------------------------------------------------------- weights and policies

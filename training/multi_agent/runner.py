@@ -241,7 +241,7 @@ class MultiAgentEnvRunner:
                 tally.closed[pid].append(segment)
             episode.open.clear()
         fragments = {
-            pid: pack(segments, self.weights_version)
+            pid: pack(segments, self.weights_version, steps)
             for pid, segments in tally.closed.items()
             if segments
         }
@@ -343,6 +343,21 @@ class MultiAgentEnvRunner:
         return np.asarray(action, dtype=space.dtype)
 
     # ----------------------------------------------------------------- weights
+    def sample_with_filter_delta(
+        self,
+        weights: dict[str, Any] | None = None,
+        global_timestep: int | None = None,
+        weights_version: int | None = None,
+    ) -> tuple[MultiAgentSample, dict[str, Any] | None]:
+        """New weights if given, then one sample and the filter statistics meanwhile.
+
+        What an asynchronous driver (IMPALA) asks for: one call per sample.
+        """
+        if weights is not None:
+            self.set_weights(weights, global_timestep, weights_version)
+        sample = self.sample()
+        return sample, (self.get_filter_delta() if self._filter_deltas else None)
+
     def get_weights(self, policy_ids: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
         """Each policy's module state (``policy_ids``: only these)."""
         chosen = self.modules if policy_ids is None else {p: self.modules[p] for p in policy_ids}

@@ -60,14 +60,17 @@ class Segment:
         self.bootstrap = bootstrap if bootstrap is not None else self.obs[-1]
 
 
-def pack(segments: list[Segment], weights_version: int = 0) -> Fragment:
+def pack(segments: list[Segment], weights_version: int = 0, rows: int = 0) -> Fragment:
     """The segments of one policy as one fragment, a column each (see the module doc).
 
     Args:
         segments: Closed, non-empty segments.
         weights_version: The weights that sampled them.
+        rows: At least this many rows (the fragment's env steps: every runner's fragments
+            then have one length, which IMPALA's V-trace batches need), else the longest
+            segment's.
     """
-    steps = max(len(s) for s in segments)
+    steps = max(rows, *(len(s) for s in segments))
     columns = len(segments)
     first = segments[0]
     leaves = [np.zeros((steps, columns, *leaf.shape), leaf.dtype) for leaf in first.obs[0]]

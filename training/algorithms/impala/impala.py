@@ -32,10 +32,12 @@ from training.config import AlgorithmConfig
 from training.distributed import LOCAL
 from training.env_runner import Fragment
 from training.learner_thread import LearnerThread
+from training.multi_agent.algorithm import MultiAgentAlgorithm
+from training.multi_agent.runner import MultiAgentSample
 from training.preprocessing import RunningStat
 from training.rl_module import RLModule
 
-__all__ = ["IMPALA"]
+__all__ = ["IMPALA", "MultiAgentIMPALA"]
 
 # How long one driver pass waits for a fragment before it looks for new weights to send.
 _FETCH_TIMEOUT_S = 0.05
@@ -49,6 +51,7 @@ class IMPALA(Algorithm):
     config_class: ClassVar[type[AlgorithmConfig]] = IMPALAConfig
     name: ClassVar[str] = "IMPALA"
     supports_lstm: ClassVar[bool] = True
+    supports_multi_agent: ClassVar[bool] = True
     learner_class: ClassVar[Any] = IMPALALearner
     learner: IMPALALearner
 
@@ -137,7 +140,7 @@ class IMPALA(Algorithm):
             self.module.obs_filter.set_stats(RunningStat.from_json(filter_state))
         return self._update(fragments)
 
-    def _weights_copy(self) -> dict[str, np.ndarray]:
+    def _weights_copy(self) -> dict[str, Any]:
         return {k: v.detach().cpu().numpy().copy() for k, v in self.module.state_dict().items()}
 
     def _train_asynchronously(self) -> list[dict[str, float]]:
@@ -145,7 +148,6 @@ class IMPALA(Algorithm):
         cfg = self.config
         group = self.env_runner_group
         thread = self._learner_thread()
-        filter_on = self.module.obs_filter.enabled
         timestep = m.NUM_ENV_STEPS_SAMPLED_LIFETIME
         start, busy_before = time.perf_counter(), thread.busy_s
         # The driver's own CPU time (this thread's: blocked waits on Ray cost none), so the
@@ -154,22 +156,12 @@ class IMPALA(Algorithm):
         sampled = fragments_taken = 0
         queue_lengths: list[int] = []
         # Read once: a config attribute is a lookup through its sections.
-        batch_rows, in_flight = cfg.train_batch_size, cfg.max_requests_in_flight_per_env_runner
+        in_flight = cfg.max_requests_in_flight_per_env_runner
         wanted = cfg.min_sample_timesteps_per_iteration
         while sampled < wanted:
             arrived = group.fetch_ready(in_flight, timeout_s=_FETCH_TIMEOUT_S)
             for fragment, delta in arrived:
-                if filter_on and delta is not None:
-                    self.filter_stat.merge(RunningStat.from_json(delta))
-                self.record_fragments([fragment])
-                sampled += fragment.num_env_steps
-                self._pending.append(fragment)
-                self._pending_rows += fragment.rewards.size
-                if self._pending_rows >= batch_rows:
-                    state = self.filter_stat.to_json() if filter_on else None
-                    thread.submit((self._pending, state))
-                    self._pending, self._pending_rows = [], 0
-                    queue_lengths.append(thread.queue_length)
+                sampled += self._take_arrived(fragment, delta, thread, queue_lengths)
             fragments_taken += len(arrived)
             weights = thread.take_weights()
             if weights is not None:
@@ -196,6 +188,27 @@ class IMPALA(Algorithm):
         }
         return stats
 
+    def _take_arrived(
+        self,
+        fragment: Any,
+        delta: dict[str, Any] | None,
+        thread: LearnerThread[Any],
+        queue_lengths: list[int],
+    ) -> int:
+        """Count an arrived fragment, queue a train batch once enough rows wait; its steps."""
+        filter_on = self.module.obs_filter.enabled
+        if filter_on and delta is not None:
+            self.filter_stat.merge(RunningStat.from_json(delta))
+        self.record_fragments([fragment])
+        self._pending.append(fragment)
+        self._pending_rows += fragment.rewards.size
+        if self._pending_rows >= self.config.train_batch_size:
+            state = self.filter_stat.to_json() if filter_on else None
+            thread.submit((self._pending, state))
+            self._pending, self._pending_rows = [], 0
+            queue_lengths.append(thread.queue_length)
+        return int(fragment.num_env_steps)
+
     def iteration_results(self) -> dict[str, Any]:
         """Throughput, queue, drops, lag inputs and the driver's cost per fragment."""
         return dict(self._iteration_figures)
@@ -220,6 +233,109 @@ class IMPALA(Algorithm):
             self._thread.stop()
             self._thread = None
         super().cleanup()
+
+
+class MultiAgentIMPALA(MultiAgentAlgorithm, IMPALA):
+    """IMPALA on a policy map: a V-trace learner per trained policy, one learner thread.
+
+    Remote runners sample without waiting, as for one policy; each arrived sample's
+    fragments wait per policy until a train batch of that policy's rows is there, then go to
+    the learner thread, which updates that policy. Every update bumps the one weights
+    version all policies are broadcast with.
+    """
+
+    def setup_policy_learners(self) -> None:
+        """The update count, the learner thread (started with the first iteration), queues."""
+        self.num_updates = 0
+        self._thread: LearnerThread[Any] | None = None
+        self._waiting: dict[str, list[Fragment]] = {pid: [] for pid in self.trained_policies}
+        self._learned: list[str] = []  # the policy of each update, in the thread's order
+        self._iteration_figures: dict[str, Any] = {}
+
+    def sync_weights(self, weights_version: int | None = None) -> None:
+        """Broadcast (and wait), tagging the runners with the update count."""
+        version = self.num_updates if weights_version is None else weights_version
+        MultiAgentAlgorithm.sync_weights(self, version)
+
+    def train_policies(self) -> dict[str, dict[str, float]]:
+        """In turn without remote runners, else asynchronously; metrics per policy."""
+        cfg = self.config
+        if cfg.num_env_runners == 0:
+            stats: list[dict[str, float]] = []
+            sampled = 0
+            while sampled < cfg.min_sample_timesteps_per_iteration:
+                samples = self.sample_multi_agent(cfg.train_batch_size)
+                sampled += sum(s.env_steps for s in samples)
+                for pid in self.trained_policies:
+                    fragments = self.fragments_of(samples, pid)
+                    if fragments:
+                        stats.append(self._learn((pid, fragments, None)))
+                self.sync_weights()
+            self._iteration_figures = {m.WEIGHTS_VERSION: self.num_updates}
+        else:
+            stats = self._train_asynchronously()
+        learned, self._learned = self._learned[: len(stats)], self._learned[len(stats) :]
+        by_policy: dict[str, list[dict[str, float]]] = {}
+        for pid, entry in zip(learned, stats, strict=True):
+            by_policy.setdefault(pid, []).append(entry)
+            self.counters[m.NUM_ENV_STEPS_TRAINED_LIFETIME] += int(entry["num_env_steps_trained"])
+        return {pid: _mean_metrics(entries) for pid, entries in by_policy.items()}
+
+    def _take_arrived(
+        self,
+        fragment: Any,
+        delta: dict[str, Any] | None,
+        thread: LearnerThread[Any],
+        queue_lengths: list[int],
+    ) -> int:
+        """Record an arrived sample; queue a policy's train batch once its rows are there."""
+        sample: MultiAgentSample = fragment
+        for pid, policy_delta in (delta or {}).items():
+            self.filter_stats[pid].merge(RunningStat.from_json(policy_delta))
+        self.record_multi_agent([sample])
+        for pid in self.trained_policies:
+            if pid not in sample.fragments:
+                continue
+            waiting = self._waiting[pid]
+            waiting.append(sample.fragments[pid])
+            if sum(int(f.valid.sum()) for f in waiting) >= self.config.train_batch_size:
+                stat = self.filter_stats.get(pid)
+                thread.submit((pid, waiting, None if stat is None else stat.to_json()))
+                self._waiting[pid] = []
+                queue_lengths.append(thread.queue_length)
+        return sample.env_steps
+
+    def _learn(self, item: Any) -> dict[str, float]:
+        """One gradient step of one policy (in the learner thread, or in turn)."""
+        pid, fragments, filter_state = item
+        if filter_state is not None:
+            self.modules[pid].obs_filter.set_stats(RunningStat.from_json(filter_state))
+        result: dict[str, float] = self.learners[pid].update(fragments)
+        self.num_updates += 1
+        self._learned.append(pid)
+        return result
+
+    def _weights_copy(self) -> dict[str, Any]:
+        return {  # a policy map's weights: one dict per policy
+            pid: {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+            for pid, module in self.modules.items()
+        }
+
+    def policy_learner_state(self, pid: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Policy ``pid``'s Adam state and the update count (the weights version)."""
+        tensors, data = _optimizer_state(self.learners[pid])
+        data["num_updates"] = self.num_updates
+        return tensors, data
+
+    def set_policy_learner_state(
+        self, pid: str, tensors: dict[str, torch.Tensor], data: dict[str, Any]
+    ) -> None:
+        """Restore policy ``pid``'s Adam state and the update count."""
+        self.num_updates = int(data["num_updates"])
+        _restore(self.learners[pid], tensors, data, self.num_updates)
+
+
+IMPALA.multi_agent_class = MultiAgentIMPALA
 
 
 def _mean_metrics(stats: list[dict[str, float]]) -> dict[str, float]:
