@@ -177,7 +177,7 @@ class MultiAgentAlgorithm(Algorithm):
                 pid: float(np.mean(values)) for pid, values in self._module_returns.items()
             },
         }
-        return {
+        result: dict[str, Any] = {
             m.ENV_RUNNER_RESULTS: runners,
             m.LEARNER_RESULTS: learner_metrics,
             m.NUM_HEALTHY_ENV_RUNNERS: self.env_runner_group.num_healthy_remote_env_runners,
@@ -187,6 +187,10 @@ class MultiAgentAlgorithm(Algorithm):
             **self.counters,
             **self.iteration_results(),
         }
+        interval = self.config.evaluation_interval
+        if interval is not None and (self.iteration + 1) % interval == 0:
+            result[m.EVALUATION_RESULTS] = self.evaluate()
+        return result
 
     # ----------------------------------------------------------------- weights and policies
     def sync_weights(self, weights_version: int | None = None) -> None:
@@ -346,5 +350,44 @@ class MultiAgentAlgorithm(Algorithm):
         self.sync_weights()
 
     def evaluate(self) -> dict[str, Any]:
-        """Not yet for a policy map (``evaluation_interval`` is refused at build)."""
-        raise NotImplementedError("evaluation of multi-agent policies")
+        """Play ``evaluation_duration`` episodes with the current policies (one env copy).
+
+        Each evaluation starts from the same seeded initial state (when a seed is set), so
+        successive evaluations compare policies, not luck.
+        """
+        if self._evaluation_runner is None:
+            eval_config = self.config.copy()
+            eval_config.update_from_dict({"num_envs_per_env_runner": 1, "output": None})
+            self._evaluation_runner = MultiAgentEnvRunner(eval_config, runner_index=1_000_000)  # type: ignore[assignment]
+        runner: MultiAgentEnvRunner = self._evaluation_runner  # type: ignore[assignment]
+        runner.set_weights(self.get_weights())
+        runner.reset()
+        samples: list[MultiAgentSample] = []
+        while sum(len(s.episode_returns) for s in samples) < self.config.evaluation_duration:
+            samples.append(runner.sample(256, explore=self.config.evaluation_explore))
+        runner.get_filter_delta()  # evaluation never feeds the filters
+        duration = self.config.evaluation_duration
+        returns = [r for s in samples for r in s.episode_returns][:duration]
+        lengths = [n for s in samples for n in s.episode_lengths][:duration]
+        per_agent: dict[str, list[float]] = defaultdict(list)
+        per_module: dict[str, list[float]] = defaultdict(list)
+        for sample in samples:
+            for agent, values in sample.agent_episode_returns.items():
+                per_agent[agent].extend(values)
+            for pid, values in sample.module_episode_returns.items():
+                per_module[pid].extend(values)
+        return {
+            m.ENV_RUNNER_RESULTS: {
+                m.EPISODE_RETURN_MEAN: float(np.mean(returns)),
+                m.EPISODE_RETURN_MIN: float(np.min(returns)),
+                m.EPISODE_RETURN_MAX: float(np.max(returns)),
+                m.EPISODE_LEN_MEAN: float(np.mean(lengths)),
+                m.NUM_EPISODES: len(returns),
+                m.AGENT_EPISODE_RETURNS_MEAN: {
+                    a: float(np.mean(v[:duration])) for a, v in per_agent.items()
+                },
+                m.MODULE_EPISODE_RETURNS_MEAN: {
+                    p: float(np.mean(v[:duration])) for p, v in per_module.items()
+                },
+            }
+        }

@@ -174,6 +174,10 @@ class MultiAgentEnvRunner:
         self._episodes = [self._reset(i, first=True) for i in range(len(self.envs))]
 
     # ----------------------------------------------------------------- episodes
+    def reset(self) -> None:
+        """Start fresh (seeded) episodes in every copy; unfinished episodes are dropped."""
+        self._episodes = [self._reset(i, first=True) for i in range(len(self.envs))]
+
     def _reset(self, index: int, first: bool = False) -> _Episode:
         # Seeded once; later episodes continue the env's own RNG (as gymnasium's autoreset).
         seed = self._seeds[index] if first else None

@@ -258,3 +258,18 @@ def test_impala_learns_asynchronously_from_remote_runners(ray_session: Any) -> N
         assert result["learners"]["p0"]["num_updates"] >= 1
         assert result["num_env_steps_sampled_lifetime"] >= 256
         assert result["weights_version"] == algo.num_updates
+
+
+def test_evaluation_plays_episodes_with_every_policy() -> None:
+    config = two_cartpoles().evaluation(evaluation_interval=1, evaluation_duration=3)
+    with config.build() as algo:
+        evaluation = algo.train()["evaluation"]["env_runners"]
+        assert evaluation["num_episodes"] == 3
+        agents, modules = (
+            evaluation["agent_episode_returns_mean"],
+            evaluation["module_episode_returns_mean"],
+        )
+        assert set(agents) == {"0", "1"} and set(modules) == {"p0", "p1"}
+        assert evaluation["episode_return_mean"] >= evaluation["episode_return_min"] > 0
+        again = algo.evaluate()["env_runners"]  # seeded alike: the same start states
+        assert again["episode_return_mean"] == pytest.approx(evaluation["episode_return_mean"])
