@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import abc
 import logging
-import math
 import os
 import random
 import tempfile
@@ -234,10 +233,7 @@ class Algorithm(Trainable, abc.ABC):
         returns = list(self._returns)
         result: dict[str, Any] = {
             m.ENV_RUNNER_RESULTS: {
-                m.EPISODE_RETURN_MEAN: float(np.mean(returns)) if returns else math.nan,
-                m.EPISODE_RETURN_MIN: float(np.min(returns)) if returns else math.nan,
-                m.EPISODE_RETURN_MAX: float(np.max(returns)) if returns else math.nan,
-                m.EPISODE_LEN_MEAN: float(np.mean(self._lengths)) if returns else math.nan,
+                **m.episode_summary(returns, list(self._lengths)),
                 m.NUM_EPISODES: self.counters[m.NUM_EPISODES_LIFETIME] - episodes_before,
                 m.NUM_ENV_STEPS_SAMPLED: sampled,
             },
@@ -369,10 +365,7 @@ class Algorithm(Trainable, abc.ABC):
         lengths = lengths[: self.config.evaluation_duration]
         return {
             m.ENV_RUNNER_RESULTS: {
-                m.EPISODE_RETURN_MEAN: float(np.mean(returns)),
-                m.EPISODE_RETURN_MIN: float(np.min(returns)),
-                m.EPISODE_RETURN_MAX: float(np.max(returns)),
-                m.EPISODE_LEN_MEAN: float(np.mean(lengths)),
+                **m.episode_summary(returns, lengths),
                 m.NUM_EPISODES: len(returns),
             }
         }

@@ -8,8 +8,11 @@ that reads or writes a result uses these constants instead of spelling the keys.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 __all__ = [
     "AGENT_EPISODE_RETURNS_MEAN",
@@ -45,6 +48,7 @@ __all__ = [
     "TIME_TOTAL_S",
     "TRAINING_ITERATION",
     "WEIGHTS_VERSION",
+    "episode_summary",
     "learner_path",
     "lookup",
     "path",
@@ -123,3 +127,17 @@ def lookup(result: Mapping[str, Any], metric_path: str) -> Any:
             raise KeyError(metric_path)
         node = node[key]
     return node
+
+
+def episode_summary(returns: Sequence[float], lengths: Sequence[int]) -> dict[str, float]:
+    """Mean, min and max return and mean length of episodes (NaN when there are none)."""
+    if not returns:
+        nan = math.nan
+        return {EPISODE_RETURN_MEAN: nan, EPISODE_RETURN_MIN: nan, EPISODE_RETURN_MAX: nan,
+                EPISODE_LEN_MEAN: nan}  # fmt: skip
+    return {
+        EPISODE_RETURN_MEAN: float(np.mean(returns)),
+        EPISODE_RETURN_MIN: float(np.min(returns)),
+        EPISODE_RETURN_MAX: float(np.max(returns)),
+        EPISODE_LEN_MEAN: float(np.mean(lengths)),
+    }

@@ -16,7 +16,6 @@ both.
 from __future__ import annotations
 
 import abc
-import math
 import os
 import time
 from collections import defaultdict, deque
@@ -161,10 +160,7 @@ class MultiAgentAlgorithm(Algorithm):
         )
         returns = list(self._returns)
         runners: dict[str, Any] = {
-            m.EPISODE_RETURN_MEAN: float(np.mean(returns)) if returns else math.nan,
-            m.EPISODE_RETURN_MIN: float(np.min(returns)) if returns else math.nan,
-            m.EPISODE_RETURN_MAX: float(np.max(returns)) if returns else math.nan,
-            m.EPISODE_LEN_MEAN: float(np.mean(self._lengths)) if returns else math.nan,
+            **m.episode_summary(returns, list(self._lengths)),
             m.NUM_EPISODES: self.counters[m.NUM_EPISODES_LIFETIME]
             - before[m.NUM_EPISODES_LIFETIME],
             m.NUM_ENV_STEPS_SAMPLED: sampled,
@@ -378,10 +374,7 @@ class MultiAgentAlgorithm(Algorithm):
                 per_module[pid].extend(values)
         return {
             m.ENV_RUNNER_RESULTS: {
-                m.EPISODE_RETURN_MEAN: float(np.mean(returns)),
-                m.EPISODE_RETURN_MIN: float(np.min(returns)),
-                m.EPISODE_RETURN_MAX: float(np.max(returns)),
-                m.EPISODE_LEN_MEAN: float(np.mean(lengths)),
+                **m.episode_summary(returns, lengths),
                 m.NUM_EPISODES: len(returns),
                 m.AGENT_EPISODE_RETURNS_MEAN: {
                     a: float(np.mean(v[:duration])) for a, v in per_agent.items()
