@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -22,6 +23,7 @@ from rlserve.jobs.service import free_port
 from serving import PolicyClient, PolicySession
 from serving.client import AuthenticationError, BadRequestError
 from tests.helpers.configs import tiny_sac
+from tests.helpers.policies import TinyPolicies
 from tests.helpers.serve_process import serving
 
 pytestmark = pytest.mark.integration
@@ -61,15 +63,56 @@ def _sac_artifact(root: Path) -> Path:
     return export_checkpoint(checkpoint, root / "artifact", ["onnx"])
 
 
+MA_OBS = [[0.01, 0.02, -0.03, 0.04], [-0.2, 0.1, 0.05, -0.3]]
+
+
 @pytest.fixture(scope="module")
-def service(cartpole_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def multi_agent(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], dict[str, Any]]:
+    """A two-policy checkpoint exported an artifact per policy, and each policy's actions."""
+    from training import PPOConfig
+    from training.example_envs import policy_per_agent
+
+    root = tmp_path_factory.mktemp("multi_agent")
+    config = (
+        PPOConfig()
+        .environment("make_multi_agent:CartPole-v1", env_config={"num_agents": 2})
+        .env_runners(num_envs_per_env_runner=2)
+        .training(train_batch_size=256, minibatch_size=64, num_epochs=2)
+        .multi_agent(policies={"p0", "p1"}, policy_mapping_fn=policy_per_agent)
+        .debugging(seed=0)
+    )
+    with config.build() as algo:
+        algo.train()
+        checkpoint = algo.save(str(root / "checkpoint")).checkpoint.path
+        actions = {
+            pid: [algo.compute_single_action(o, policy_id=pid, explore=False) for o in MA_OBS]
+            for pid in ("p0", "p1")
+        }
+    artifacts = {
+        pid: export_checkpoint(checkpoint, root / pid, ["onnx"], policy_id=pid)
+        for pid in ("p0", "p1")
+    }
+    return artifacts, actions
+
+
+@pytest.fixture(scope="module")
+def service(
+    cartpole_artifact: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    multi_agent: tuple[dict[str, Path], dict[str, Any]],
+    tiny_policies: TinyPolicies,
+) -> Iterator[Service]:
     """``rlserve serve ARTIFACT --token ...`` running in a subprocess (default ingress), with a
-    SAC policy beside the CartPole one."""
+    SAC policy, the two policies of a multi-agent checkpoint and an LSTM policy beside the
+    CartPole one."""
     port, metrics_port = free_port(), free_port()
     sac = _sac_artifact(tmp_path_factory.mktemp("sac"))
+    lstm = tiny_policies.artifact("lstm", ["onnx"])
     args = [
         *(str(cartpole_artifact), "--name", "cartpole", "--port", str(port), "--token", TOKEN),
         *(str(sac), "--name", "pendulum-sac"),
+        *(str(multi_agent[0]["p0"]), "--name", "p0", str(multi_agent[0]["p1"]), "--name", "p1"),
+        *(str(lstm), "--name", "lstm"),
         *("--max-batch-size", "32", "--metrics-port", str(metrics_port)),
     ]
     env = {"RAY_metrics_report_interval_ms": "500"}  # Ray's default: every 10 s
@@ -105,6 +148,48 @@ def test_a_served_sac_policy_samples_its_squashed_gaussian_reproducibly_in_bound
         ]
     assert sampled[0] == sampled[1] != sampled[2]  # the seed picks the sample
     assert all(-2.0 <= float(np.asarray(a).reshape(-1)[0]) <= 2.0 for a in [mode.action, *sampled])
+
+
+def test_a_multi_agent_checkpoints_policies_serve_under_their_names(
+    service: Service, multi_agent: tuple[dict[str, Path], dict[str, Any]]
+) -> None:
+    _, url, _ = service
+    _, expected = multi_agent
+    with PolicyClient(url, token=TOKEN) as client:
+        names = {p["name"] for p in client.policies()}
+        assert {"p0", "p1"} <= names
+        for pid in ("p0", "p1"):
+            assert [client.compute_action(pid, o).action for o in MA_OBS] == expected[pid]
+
+
+def test_a_recurrent_policy_carries_its_state_through_the_service(
+    service: Service, tiny_policies: TinyPolicies
+) -> None:
+    """Over HTTP through HAProxy and Serve's batching (the client carries the state), and
+    over a session (the replica holds it): the in-process runtime's answers, step by step."""
+    from serving import PolicyRuntime
+
+    runtime = PolicyRuntime.from_path(tiny_policies.artifact("lstm", ["onnx"]))
+    observations = [[0.01 * t, -0.02 * t] for t in range(12)]
+    state, expected = None, []
+    for obs in observations:
+        batch = runtime.compute([np.asarray([obs], np.float32)], state=state)
+        state = batch.state
+        expected.append((int(batch.actions[0]), batch.state))
+    _, url, _ = service
+    with PolicyClient(url, token=TOKEN) as client:
+        assert client.policy("lstm")["recurrent"] is True
+        carried = None
+        for obs, (action, want) in zip(observations, expected, strict=True):
+            answer = client.compute_action("lstm", obs, state=carried)
+            assert answer.action == action
+            assert want is not None and answer.state is not None
+            np.testing.assert_allclose(answer.state[0], want[0][0], rtol=1e-5, atol=1e-6)
+            carried = answer.state
+    with PolicySession(url, "lstm", token=TOKEN) as session:
+        for step, (obs, (action, _)) in enumerate(zip(observations, expected, strict=True)):
+            answer = session.compute_action(obs, agent="npc-1")
+            assert answer.action == action, step
 
 
 def test_bad_input_through_haproxy_is_a_4xx_and_the_next_request_succeeds(
@@ -215,7 +300,8 @@ def test_metrics_are_exported_to_prometheus(service: Service) -> None:
     latency = [line for line in text.splitlines() if "rlserve_inference_latency_ms_count" in line]
     # Tagged with the names they are served under (--name), not the manifests' ("ppo", "sac").
     policies = {line.split('policy="', 1)[1].split('"', 1)[0] for line in latency}
-    assert "cartpole" in policies and policies <= {"cartpole", "pendulum-sac"}, latency
+    served_names = {"cartpole", "pendulum-sac", "p0", "p1", "lstm"}
+    assert "cartpole" in policies and policies <= served_names, latency
 
 
 @pytest.mark.reliability
