@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -17,6 +18,8 @@ from training.algorithms.impala.impala import MultiAgentIMPALA
 from training.algorithms.ppo.ppo import MultiAgentPPO
 from training.algorithms.sac.sac import MultiAgentSAC
 from training.checkpoints import CheckpointError, load_module
+from training.multi_agent import MultiAgentEnv
+from training.multi_agent.env import ALL
 
 ROOT = Path(__file__).resolve().parents[3]
 OBS = {0: [0.01, 0.02, -0.01, 0.0], 1: [-0.02, 0.0, 0.03, 0.01]}
@@ -273,3 +276,49 @@ def test_evaluation_plays_episodes_with_every_policy() -> None:
         assert evaluation["episode_return_mean"] >= evaluation["episode_return_min"] > 0
         again = algo.evaluate()["env_runners"]  # seeded alike: the same start states
         assert again["episode_return_mean"] == pytest.approx(evaluation["episode_return_mean"])
+
+
+class Mixed(MultiAgentEnv):
+    """A scout sees 2 numbers and moves left or right; a tank sees 3 and picks one of 3."""
+
+    def __init__(self, config: Any = None) -> None:
+        self.possible_agents = ["scout", "tank"]
+        self.agents = []
+        self.observation_spaces = {
+            "scout": gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
+            "tank": gym.spaces.Box(-1.0, 1.0, (3,), np.float32),
+        }
+        self.action_spaces = {"scout": gym.spaces.Discrete(2), "tank": gym.spaces.Discrete(3)}
+        self.t = 0
+
+    def _obs(self) -> dict[Any, np.ndarray]:
+        value = 0.1 * (self.t % 5)
+        return {"scout": np.full(2, value, np.float32), "tank": np.full(3, value, np.float32)}
+
+    def reset(self, *, seed: Any = None, options: Any = None) -> Any:
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action_dict: Any) -> Any:
+        self.t += 1
+        rewards = {"scout": float(action_dict["scout"] == 1), "tank": float(action_dict["tank"])}
+        done = self.t >= 10
+        return self._obs(), rewards, {ALL: done}, {ALL: False}, {}
+
+
+def test_policies_of_different_spaces_train_side_by_side(tmp_path: Path) -> None:
+    config = (
+        PPOConfig()
+        .environment(Mixed)
+        .env_runners(num_envs_per_env_runner=2, rollout_fragment_length=20)
+        .training(train_batch_size=40, minibatch_size=20, num_epochs=1)
+        .multi_agent(policies={"scout", "tank"}, policy_mapping_fn=lambda a, e=None, **k: a)
+        .debugging(seed=0)
+    )
+    with config.build() as algo:
+        result = algo.train()
+        assert set(result["learners"]) == {"scout", "tank"}
+        assert isinstance(algo, MultiAgentPPO)
+        assert algo.policy_specs["tank"].spaces[0].shape == (3,)
+        assert algo.compute_single_action([0.0, 0.0, 0.0], policy_id="tank") in (0, 1, 2)
+        assert result["env_runners"]["episode_return_mean"] > 0
