@@ -322,3 +322,25 @@ def test_policies_of_different_spaces_train_side_by_side(tmp_path: Path) -> None
         assert algo.policy_specs["tank"].spaces[0].shape == (3,)
         assert algo.compute_single_action([0.0, 0.0, 0.0], policy_id="tank") in (0, 1, 2)
         assert result["env_runners"]["episode_return_mean"] > 0
+
+
+@pytest.mark.integration
+def test_tune_trains_a_policy_map(ray_session: Any, tmp_path: Path) -> None:
+    """Tune's "PPO" trainable builds the policy map from the config it is given."""
+    from ray import tune
+
+    tuner = tune.Tuner(
+        "PPO",
+        param_space=two_cartpoles(),
+        run_config=tune.RunConfig(
+            stop={"training_iteration": 1}, storage_path=str(tmp_path), verbose=0
+        ),
+    )
+    grid = tuner.fit()
+    assert len(grid) == 1
+    result = grid[0]
+    assert result.error is None
+    assert set(result.metrics["learners"]) == {"p0", "p1"}
+    assert set(result.metrics["env_runners"]["module_episode_returns_mean"]) == {"p0", "p1"}
+    assert result.checkpoint is not None
+    assert (Path(result.checkpoint.path) / "multi_agent.json").exists()
