@@ -339,7 +339,7 @@ def test_tune_trains_a_policy_map(ray_session: Any, tmp_path: Path) -> None:
     grid = tuner.fit()
     assert len(grid) == 1
     result = grid[0]
-    assert result.error is None
+    assert result.error is None and result.metrics is not None
     assert set(result.metrics["learners"]) == {"p0", "p1"}
     assert set(result.metrics["env_runners"]["module_episode_returns_mean"]) == {"p0", "p1"}
     assert result.checkpoint is not None
