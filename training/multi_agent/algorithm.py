@@ -37,6 +37,7 @@ from training.multi_agent.runner import MultiAgentEnvRunner, MultiAgentSample
 from training.multi_agent.spec import PolicySpec, policy_config
 from training.policy import Policy
 from training.preprocessing import RunningStat
+from training.replay_buffers import add_fragments, updates_per_round
 from training.rl_module import RLModule
 
 __all__ = ["MultiAgentAlgorithm"]
@@ -141,6 +142,28 @@ class MultiAgentAlgorithm(Algorithm):
             self.counters[m.NUM_EPISODES_LIFETIME] += len(sample.episode_returns)
             self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME] += sample.env_steps
             self.counters[m.NUM_AGENT_STEPS_SAMPLED_LIFETIME] += sample.agent_steps
+
+    def replay_rounds(
+        self, samples: list[MultiAgentSample], buffers: dict[str, Any]
+    ) -> dict[str, int]:
+        """Off-policy algorithms: each trained policy's transitions into its replay buffer.
+
+        Returns:
+            The rounds of updates each policy is due (``training_intensity`` per agent step
+            of its own agents), for the policies whose learning has started.
+        """
+        lifetime = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
+        rounds = {}
+        for pid in self.trained_policies:
+            pcfg = self.policy_configs[pid]
+            fragments = self.fragments_of(samples, pid)
+            add_fragments(buffers[pid], fragments, pcfg.gamma, pcfg.n_step)
+            if lifetime >= pcfg.num_steps_sampled_before_learning_starts:
+                agent_steps = sum(f.num_env_steps for f in fragments)
+                rounds[pid] = updates_per_round(
+                    agent_steps, pcfg.training_intensity, pcfg.train_batch_size
+                )
+        return rounds
 
     @staticmethod
     def fragments_of(samples: list[MultiAgentSample], pid: str) -> list[Fragment]:

@@ -135,16 +135,8 @@ class MultiAgentDQN(MultiAgentAlgorithm, DQN):
             samples = self.sample_multi_agent(1)
             sampled_this_iter += sum(s.env_steps for s in samples)
             lifetime = self.counters[m.NUM_ENV_STEPS_SAMPLED_LIFETIME]
-            for pid in self.trained_policies:
+            for pid, rounds in self.replay_rounds(samples, self.replay_buffers).items():
                 pcfg = self.policy_configs[pid]
-                fragments = self.fragments_of(samples, pid)
-                add_fragments(self.replay_buffers[pid], fragments, pcfg.gamma, pcfg.n_step)
-                if lifetime < pcfg.num_steps_sampled_before_learning_starts:
-                    continue
-                agent_steps = sum(f.num_env_steps for f in fragments)
-                rounds = updates_per_round(
-                    agent_steps, pcfg.training_intensity, pcfg.train_batch_size
-                )
                 buffer = self.replay_buffers[pid]
                 batches = [buffer.sample(pcfg.train_batch_size) for _ in range(rounds)]
                 sync = lifetime - self._last_target_updates[pid] >= pcfg.target_network_update_freq
