@@ -76,12 +76,14 @@ def graph_us(artifact: Path, batch: int, seconds: float) -> float:
     return round((time.perf_counter() - start) / calls * 1e6, 1)
 
 
-def sessions(base: str, policy: str, count: int, seconds: float) -> dict[str, Any]:
+def sessions(
+    base: str, policy: str, count: int, seconds: float, settle_s: float = 0.5
+) -> dict[str, Any]:
     url = base.replace("http://", "ws://", 1) + wire.session_path(policy)
     figures = asyncio.run(
         run_sessions(url, MESSAGE, sessions=count, seconds=seconds, rate_per_session=None)
     )
-    time.sleep(0.5)  # the server lets go of these sessions before the next run
+    time.sleep(settle_s)  # the server lets go of these sessions before the next run
     return figures
 
 
@@ -89,8 +91,14 @@ def _better(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
     return b if a is None or b["msgs_per_s"] > a["msgs_per_s"] else a
 
 
-def measure(seconds: float, rounds: int = 2) -> dict[str, Any]:
-    """Every figure of the benchmark (see the module's docstring)."""
+def measure(seconds: float, rounds: int = 2, settle_s: float = 0.5) -> dict[str, Any]:
+    """Every figure of the benchmark (see the module's docstring).
+
+    Args:
+        seconds: Length of each session run (a third of it per graph figure).
+        rounds: How many times each policy is measured (the best counts).
+        settle_s: Pause after each session run (the server closes its sessions).
+    """
     with tempfile.TemporaryDirectory(prefix="rlserve-bench-lstm-") as tmp:
         root = Path(tmp)
         artifacts = build_artifacts(root)
@@ -106,13 +114,13 @@ def measure(seconds: float, rounds: int = 2) -> dict[str, Any]:
         runs: dict[str, dict[str, Any]] = {name: {} for name in POLICIES}
         with _uvicorn(root, "bench_lstm_app") as base:
             for name in POLICIES:  # warm-up
-                sessions(base, name, 4, min(seconds, 1.0))
+                sessions(base, name, 4, min(seconds, 1.0), settle_s)
             for _ in range(rounds):
                 for name in POLICIES:
                     for count in SESSION_COUNTS:
                         key = f"c{count}"
                         runs[name][key] = _better(
-                            runs[name].get(key), sessions(base, name, count, seconds)
+                            runs[name].get(key), sessions(base, name, count, seconds, settle_s)
                         )
     relative = {
         f"sessions_c{count}": round(

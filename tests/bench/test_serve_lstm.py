@@ -20,7 +20,7 @@ def test_it_measures_both_policies_over_sessions(monkeypatch: pytest.MonkeyPatch
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    figures = bench.measure(0.2, rounds=1)
+    figures = bench.measure(0.2, rounds=1, settle_s=0.1)
     for policy in ("feed_forward", "lstm"):
         assert figures["graph"][policy]["b1_us"] > 0 and figures["graph"][policy]["b32_us"] > 0
         for count in ("c1", "c32"):
