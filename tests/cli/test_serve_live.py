@@ -95,26 +95,38 @@ def multi_agent(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Pat
     return artifacts, actions
 
 
+_MORE_POLICIES = ("multi_agent", "tiny_policies")
+"""Fixtures of the tests that need the multi-agent and LSTM policies served too."""
+
+
 @pytest.fixture(scope="module")
 def service(
     cartpole_artifact: Path,
     tmp_path_factory: pytest.TempPathFactory,
-    multi_agent: tuple[dict[str, Path], dict[str, Any]],
-    tiny_policies: TinyPolicies,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Service]:
     """``rlserve serve ARTIFACT --token ...`` running in a subprocess (default ingress), with a
-    SAC policy, the two policies of a multi-agent checkpoint and an LSTM policy beside the
-    CartPole one."""
+    SAC policy beside the CartPole one; and the two policies of a multi-agent checkpoint and
+    an LSTM policy when a test of this run asks for them (not in the serial phase, which runs
+    only this module's reliability test: their training would only slow it)."""
     port, metrics_port = free_port(), free_port()
     sac = _sac_artifact(tmp_path_factory.mktemp("sac"))
-    lstm = tiny_policies.artifact("lstm", ["onnx"])
     args = [
         *(str(cartpole_artifact), "--name", "cartpole", "--port", str(port), "--token", TOKEN),
         *(str(sac), "--name", "pendulum-sac"),
-        *(str(multi_agent[0]["p0"]), "--name", "p0", str(multi_agent[0]["p1"]), "--name", "p1"),
-        *(str(lstm), "--name", "lstm"),
         *("--max-batch-size", "32", "--metrics-port", str(metrics_port)),
     ]
+    here = request.path
+    wanted = any(
+        item.path == here and name in getattr(item, "fixturenames", ())
+        for item in request.session.items
+        for name in _MORE_POLICIES
+    )
+    if wanted:
+        artifacts, _ = request.getfixturevalue("multi_agent")
+        lstm = request.getfixturevalue("tiny_policies").artifact("lstm", ["onnx"])
+        args += [str(artifacts["p0"]), "--name", "p0", str(artifacts["p1"]), "--name", "p1"]
+        args += [str(lstm), "--name", "lstm"]
     env = {"RAY_metrics_report_interval_ms": "500"}  # Ray's default: every 10 s
     with serving(args, tmp_path_factory.mktemp("serve"), env) as proc:
         yield proc, f"http://127.0.0.1:{port}", metrics_port
