@@ -22,7 +22,7 @@ from exporters import export_checkpoint
 from rlserve.jobs.service import free_port
 from serving import PolicyClient, PolicySession
 from serving.client import AuthenticationError, BadRequestError
-from tests.helpers.configs import tiny_sac
+from tests.helpers.configs import tiny_multi_agent_ppo, tiny_sac
 from tests.helpers.policies import TinyPolicies
 from tests.helpers.serve_process import serving
 
@@ -69,19 +69,8 @@ MA_OBS = [[0.01, 0.02, -0.03, 0.04], [-0.2, 0.1, 0.05, -0.3]]
 @pytest.fixture(scope="module")
 def multi_agent(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], dict[str, Any]]:
     """A two-policy checkpoint exported an artifact per policy, and each policy's actions."""
-    from training import PPOConfig
-    from training.example_envs import policy_per_agent
-
     root = tmp_path_factory.mktemp("multi_agent")
-    config = (
-        PPOConfig()
-        .environment("make_multi_agent:CartPole-v1", env_config={"num_agents": 2})
-        .env_runners(num_envs_per_env_runner=2)
-        .training(train_batch_size=256, minibatch_size=64, num_epochs=2)
-        .multi_agent(policies={"p0", "p1"}, policy_mapping_fn=policy_per_agent)
-        .debugging(seed=0)
-    )
-    with config.build() as algo:
+    with tiny_multi_agent_ppo().build() as algo:
         algo.train()
         checkpoint = algo.save(str(root / "checkpoint")).checkpoint.path
         actions = {

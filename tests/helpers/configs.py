@@ -10,7 +10,7 @@ from typing import Any
 
 from training import DQNConfig, IMPALAConfig, PPOConfig, SACConfig
 
-__all__ = ["tiny_dqn", "tiny_impala", "tiny_ppo", "tiny_sac"]
+__all__ = ["tiny_dqn", "tiny_impala", "tiny_multi_agent_ppo", "tiny_ppo", "tiny_sac"]
 
 
 def tiny_ppo(
@@ -82,6 +82,23 @@ def tiny_impala(
         .environment(env, env_config=env_config or {})
         .env_runners(num_envs_per_env_runner=2, rollout_fragment_length=16)
         .training(train_batch_size=64, min_sample_timesteps_per_iteration=128)
+        .debugging(seed=0)
+    )
+    if settings:
+        config.update_from_dict(settings)
+    return config
+
+
+def tiny_multi_agent_ppo(**settings: Any) -> PPOConfig:
+    """PPO on two-agent CartPole, a policy per agent (``p0``, ``p1``), 256-step batches."""
+    from training.example_envs import policy_per_agent
+
+    config = (
+        PPOConfig()
+        .environment("make_multi_agent:CartPole-v1", env_config={"num_agents": 2})
+        .env_runners(num_envs_per_env_runner=2)
+        .training(train_batch_size=256, minibatch_size=64, num_epochs=2)
+        .multi_agent(policies={"p0", "p1"}, policy_mapping_fn=policy_per_agent)
         .debugging(seed=0)
     )
     if settings:

@@ -10,9 +10,8 @@ from typer.testing import CliRunner
 
 from rlserve.cli import app as cli
 from serving import PolicyClient, PolicyRegistry, create_app
+from tests.helpers.configs import tiny_multi_agent_ppo
 from tests.helpers.threaded_server import ThreadedServer
-from training import PPOConfig
-from training.example_envs import policy_per_agent
 
 OBSERVATIONS = [[0.01, 0.02, -0.03, 0.04], [-0.2, 0.1, 0.05, -0.3], [0.0, 0.0, 0.0, 0.0]]
 
@@ -20,15 +19,7 @@ OBSERVATIONS = [[0.01, 0.02, -0.03, 0.04], [-0.2, 0.1, 0.05, -0.3], [0.0, 0.0, 0
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[Any]]]:
     """A two-policy checkpoint and each policy's deterministic actions on OBSERVATIONS."""
-    config = (
-        PPOConfig()
-        .environment("make_multi_agent:CartPole-v1", env_config={"num_agents": 2})
-        .env_runners(num_envs_per_env_runner=2)
-        .training(train_batch_size=256, minibatch_size=64, num_epochs=2)
-        .multi_agent(policies={"p0", "p1"}, policy_mapping_fn=policy_per_agent)
-        .debugging(seed=0)
-    )
-    with config.build() as algo:
+    with tiny_multi_agent_ppo().build() as algo:
         algo.train()
         path = Path(algo.save(str(tmp_path_factory.mktemp("ma") / "ckpt")).checkpoint.path)
         actions = {

@@ -39,16 +39,21 @@ def lstm(tiny_policies: TinyPolicies) -> tuple[Path, Path]:
     return tiny_policies.checkpoint("lstm"), tiny_policies.artifact("lstm", ["onnx"])
 
 
-@pytest.fixture(scope="module")
-def reference(lstm: tuple[Path, Path]) -> Any:
-    """The checkpoint's policy, as training runs it (torch, no Ray)."""
+def policy_of(checkpoint: Path) -> Any:
+    """A checkpoint's policy, as training runs it (torch, no Ray)."""
     import torch
 
     from training.checkpoints import load_module
     from training.policy import Policy
 
-    module, _ = load_module(lstm[0])
+    module, _ = load_module(checkpoint)
     return Policy(module, torch.device("cpu"), explore_default=False)
+
+
+@pytest.fixture(scope="module")
+def reference(lstm: tuple[Path, Path]) -> Any:
+    """The LSTM checkpoint's policy (the reference every served answer must match)."""
+    return policy_of(lstm[0])
 
 
 def rollout(steps: int, seed: int) -> list[list[float]]:
@@ -400,13 +405,8 @@ def lstm_prev(tiny_policies: TinyPolicies) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def reference_prev(lstm_prev: tuple[Path, Path]) -> Any:
-    import torch
-
-    from training.checkpoints import load_module
-    from training.policy import Policy
-
-    module, _ = load_module(lstm_prev[0])
-    return Policy(module, torch.device("cpu"), explore_default=False)
+    """That checkpoint's policy."""
+    return policy_of(lstm_prev[0])
 
 
 def episode_with_rewards(reference: Any, steps: int, seed: int) -> list[dict[str, Any]]:
